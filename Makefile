@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint typecheck bench fuzz clean
+.PHONY: install demo test bench fuzz clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,15 @@ test: install
 
 bench: install
 	$(VPY) benchmarks/codec_bench.py
+
+# A longer coverage-guided fuzz campaign (a short one runs inside `make test`).
+FUZZ_SECONDS ?= 200
+fuzz: install
+	$(VPY) fuzz/avp_fuzz_seeds.py .fuzz-corpus
+	for t in decode decoder handshake; do mkdir -p .fuzz-artifacts/$$t && \
+	  $(VPY) fuzz/run.py $$t -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
+	  -rss_limit_mb=3072 -max_len=140000 -print_final_stats=1 \
+	  -artifact_prefix=.fuzz-artifacts/$$t/ .fuzz-corpus/$$t || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .hypothesis
