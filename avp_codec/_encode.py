@@ -1,0 +1,263 @@
+"""Encoders (spec 3-8, 9.1): encode, encode_to and the streaming StreamEncoder.
+
+All three share StreamEncoder, which writes the preamble and HEADER at construction, then each
+tensor's descriptor, padding and data as it is given, then INDEX and Trailer; it keeps only
+offsets, never tensor data. ``encode`` points it at a list of parts and joins them once, so each
+tensor's bytes are copied exactly once (from the array's memoryview into the result).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import crc32c
+import numpy as np
+
+from . import _structs as S
+from ._auth import new_mac
+from ._registry import (
+    FORMAT_MAJOR,
+    FORMAT_MINOR,
+    NO_REF,
+    ErrorCode,
+    Kind,
+    MetaKey,
+    QuantScheme,
+    Role,
+    SectionType,
+)
+from ._validate import TensorChecker, check_kind_entries, check_kind_layers, check_layer
+from ._values import check_entry, encode_value
+from .errors import AvpError
+from .model import Entry, Layer, Message, Tensor, ref
+
+_ZEROS = bytes(64)
+
+
+class Writable(Protocol):
+    def write(self, data: bytes | memoryview, /) -> object: ...
+
+
+def pad8(n: int) -> int:
+    return -n % 8
+
+
+def pad64(n: int) -> int:
+    return -n % 64
+
+
+def section(type_: SectionType, body: bytes) -> bytes:
+    """A complete section: head, body, CRC32C of head+body, zero padding (spec 4.1)."""
+    head = S.build_section_head(int(type_), 0, len(body))
+    crc = crc32c.crc32c(body, crc32c.crc32c(head)).to_bytes(4, "little")
+    return head + body + crc + _ZEROS[:pad8(20 + len(body))]
+
+
+def header_body(kind: Kind, entries: Sequence[Entry], layers: Sequence[Layer],
+                tensor_count: int) -> bytes:
+    parts = [S.build_header_fixed(int(kind), len(entries), len(layers), tensor_count)]
+    for i, e in enumerate(entries):
+        value = encode_value(e, f"entries[{i}]")
+        if len(value) > 0xFFFFFFFF:
+            raise AvpError(ErrorCode.LENGTH_OVERFLOW, "value longer than u32",
+                           path=f"entries[{i}]")
+        flags = 1 if e.critical else 0
+        parts += [S.build_entry_head(e.key, flags, int(e.type), len(value)), value,
+                  _ZEROS[:pad8(len(value))]]
+    for layer in layers:
+        parts.append(S.build_layer(layer.index, int(layer.kind), layer.window,
+                                   layer.token_start, layer.token_count))
+    return b"".join(parts)
+
+
+def descriptor_body(i: int, t: Tensor) -> bytes:
+    q = t.quant
+    fields = {
+        "tensor_index": i, "layer": ref(t.layer), "role": int(t.role), "dtype": int(t.dtype),
+        "codec": int(t.codec), "rank": len(t.shape), "layout": int(t.layout),
+        "quant_scheme": int(q.scheme) if q else 0, "quant_axis": q.axis if q else 0,
+        "group_size": q.group_size if q else 0,
+        "scale_tensor": ref(q.scale_tensor) if q else NO_REF,
+        "zero_point_tensor": ref(q.zero_point_tensor) if q else NO_REF,
+        "dequant_dtype": int(q.dequant_dtype) if q else 0,
+        "token_offset": t.token_offset, "raw_length": t.raw_length,
+        "stored_length": t.stored_length, "data_crc": t.data_crc,
+    }
+    return S.build_tensor_fixed(fields) + b"".join(d.to_bytes(8, "little") for d in t.shape)
+
+
+def canonical_entries(entries: Sequence[Entry]) -> list[Entry]:
+    """Entries sorted by key (the one canonical order); duplicates are refused."""
+    out = sorted(entries, key=lambda e: e.key)
+    for a, b in zip(out, out[1:], strict=False):
+        if a.key == b.key:
+            raise AvpError(ErrorCode.NON_CANONICAL, f"duplicate metadata key {a.key}",
+                           path="entries")
+    return out
+
+
+class StreamEncoder:
+    """Writes one message front to back without ever holding it whole.
+
+    ``auth_key`` is ``(key_id, key)``: the AUTH_KEY_ID entry is added (or must already name
+    key_id) and the INDEX carries HMAC-SHA256 over every byte before it (spec 15).
+    """
+
+    def __init__(self, writable: Writable, kind: Kind | int, entries: Sequence[Entry],
+                 layers: Sequence[Layer], tensor_count: int,
+                 auth_key: tuple[bytes, bytes] | None = None, *,
+                 _reuse_tag: bytes | None = None) -> None:
+        self._w = writable
+        try:
+            self.kind = Kind(kind)
+        except ValueError:
+            raise AvpError(ErrorCode.UNKNOWN_KIND, f"kind {kind} is not registered") from None
+        entries = list(entries)
+        self._mac: hmac.HMAC | None = None
+        self._tag = _reuse_tag
+        if auth_key is not None:
+            key_id, key = auth_key
+            have = [e for e in entries if e.key == MetaKey.AUTH_KEY_ID]
+            if not have:
+                entries.append(Entry.of(MetaKey.AUTH_KEY_ID, bytes(key_id)))
+            elif have[0].value != bytes(key_id):
+                raise AvpError(ErrorCode.UNKNOWN_KEY, "AUTH_KEY_ID names another key",
+                               path="entries")
+            self._mac = new_mac(key)
+            self._tag = None
+        entries = canonical_entries(entries)
+        self._authed = any(e.key == MetaKey.AUTH_KEY_ID for e in entries)
+        if self._authed and self._mac is None and self._tag is None:
+            raise AvpError(ErrorCode.AUTH_REQUIRED, "AUTH_KEY_ID present but no auth_key given",
+                           path="entries")
+        for i, e in enumerate(entries):
+            check_entry(e, f"entries[{i}]", None)
+        check_kind_entries(self.kind, entries, None)
+        for i, layer in enumerate(layers):
+            check_layer(i, layer, layers[i - 1] if i else None, None)
+        ctx = next((e.value for e in entries if e.key == MetaKey.CONTEXT_LENGTH), None)
+        ctx_len = ctx if isinstance(ctx, int) else None
+        check_kind_layers(self.kind, layers, tensor_count, ctx_len, None)
+        if not 0 <= tensor_count <= 0xFFFFFFFF:
+            raise AvpError(ErrorCode.LENGTH_OVERFLOW, "tensor_count does not fit u32")
+        self._checker = TensorChecker(self.kind, list(layers), ctx_len)
+        self.tensor_count = tensor_count
+        self._index: list[bytes] = []
+        self._pos = 0
+        self._done = False
+        self._out(S.build_preamble(FORMAT_MAJOR, FORMAT_MINOR))
+        self._out(section(SectionType.HEADER,
+                          header_body(self.kind, entries, layers, tensor_count)))
+
+    def _out(self, data: bytes | memoryview) -> None:
+        if len(data):
+            if self._mac is not None:
+                self._mac.update(data)
+            self._w.write(data)
+            self._pos += len(data)
+
+    def write_tensor(self, t: Tensor) -> None:
+        i = len(self._index)
+        if self._done or i >= self.tensor_count:
+            raise AvpError(ErrorCode.KIND_CONSTRAINT, "more tensors than tensor_count",
+                           path=f"tensor[{i}]")
+        if len(t.shape) > 255:
+            raise AvpError(ErrorCode.LIMIT_RANK, "rank does not fit u8", path=f"tensor[{i}]")
+        if t.quant is not None and t.quant.scheme == QuantScheme.NONE:
+            raise AvpError(ErrorCode.QUANT_PARAMS, "quant with scheme NONE; use quant=None",
+                           path=f"tensor[{i}]")
+        self._checker.check(t)
+        if t.role == Role.ATTENTION_MASK and t.raw_length and int(
+                np.frombuffer(t.raw_bytes(), np.uint8).max()) > 1:
+            raise AvpError(ErrorCode.INVALID_VALUE, "ATTENTION_MASK holds only 0 and 1 (R-10.8)",
+                           path=f"tensor[{i}]")
+        start = self._pos
+        self._out(section(SectionType.TENSOR, descriptor_body(i, t)))
+        self._out(_ZEROS[:pad64(self._pos)])
+        data_at = self._pos
+        self._out(t.stored)
+        self._out(_ZEROS[:pad8(self._pos)])
+        self._index.append(S.build_index_entry(start, data_at, t.stored_length))
+
+    def finish(self) -> int:
+        """Writes INDEX and Trailer; returns the total number of bytes written."""
+        if len(self._index) != self.tensor_count:
+            raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{len(self._index)} tensors written, "
+                           f"tensor_count is {self.tensor_count}", path="tensors")
+        self._checker.finish()
+        self._done = True
+        body = S.build_index_fixed(self.tensor_count) + b"".join(self._index)
+        if self._authed:
+            tag = self._mac.digest() if self._mac is not None else self._tag
+            assert tag is not None and len(tag) == 32
+            body += tag
+        self._mac = None  # the tag covers bytes before the INDEX only
+        index_at = self._pos
+        self._out(section(SectionType.INDEX, body))
+        self._out(S.build_trailer(index_at))
+        return self._pos
+
+
+class _Parts:
+    def __init__(self) -> None:
+        self.parts: list[bytes | memoryview] = []
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.parts.append(data)
+
+
+def encode_to(msg: Message, writable: Writable, *,
+              auth_key: tuple[bytes, bytes] | None = None) -> int:
+    """Encode ``msg`` into ``writable`` (anything with .write); returns bytes written."""
+    enc = StreamEncoder(writable, msg.kind, msg.entries, msg.layers, len(msg.tensors), auth_key,
+                        _reuse_tag=msg.auth_tag)
+    for t in msg.tensors:
+        enc.write_tensor(t)
+    return enc.finish()
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.n += len(data)
+
+
+class _Into:
+    """Writes into a caller's buffer (one memcpy per part, no allocation)."""
+
+    def __init__(self, buf: memoryview) -> None:
+        self.buf, self.n = buf, 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        end = self.n + len(data)
+        if end > len(self.buf):
+            raise ValueError("buffer too small for the encoded message")
+        self.buf[self.n:end] = data
+        self.n = end
+
+
+def encoded_size(msg: Message, *, auth_key: tuple[bytes, bytes] | None = None) -> int:
+    """The exact encoded length of ``msg`` (computes and caches the tensors' CRCs)."""
+    return encode_to(msg, _Count(), auth_key=auth_key)
+
+
+def encode_into(msg: Message, buf: bytearray | memoryview | Any, *,
+                auth_key: tuple[bytes, bytes] | None = None) -> int:
+    """Encode into a preallocated writable buffer (bytearray, mmap, numpy uint8 array...);
+    returns the number of bytes written. Size it with ``encoded_size``."""
+    mv = memoryview(buf).cast("B")
+    if mv.readonly:
+        raise ValueError("encode_into needs a writable buffer")
+    return encode_to(msg, _Into(mv), auth_key=auth_key)
+
+
+def encode(msg: Message, *, auth_key: tuple[bytes, bytes] | None = None) -> bytes:
+    """Encode ``msg`` to its one canonical byte string."""
+    sink = _Parts()
+    encode_to(msg, sink, auth_key=auth_key)
+    return b"".join(sink.parts)
+

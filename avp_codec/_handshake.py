@@ -1,0 +1,188 @@
+"""Handshake and session checks (spec 10.4, 10.11, 10.12, 14) as pure functions over decoded
+messages. Each side decides from its own HELLO and the peer's message, never from an echo of its
+own values. These raise the receiver-side codes (33, 36, 70-73); the runtime decides what to send
+back. ``verify_peer`` runs the per-message checks in the order 14.3 lists them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ._registry import Codec, Dtype, ErrorCode, Kind, MetaKey, Mode
+from ._values import parse_vocabulary
+from .errors import AvpError
+from .model import Message
+
+_RANK = {Mode.KV_CACHE: 3, Mode.PROJECTION: 2, Mode.TEXT: 1}  # KV_CACHE best (14.1)
+
+
+def _fail(code: ErrorCode, msg: str, path: str = "") -> AvpError:
+    return AvpError(code, msg, path=path)
+
+
+def check_model_id(msg: Message, model_id: bytes, tokenizer_id: bytes | None = None) -> None:
+    """R-10.4, R-10.11, R-10.12 (and R-14.8): refuse a KV_CACHE or HIDDEN_STATE that belongs to
+    another model, or a projection made for another tokenizer (when ``tokenizer_id`` is given)."""
+    if msg.kind not in (Kind.KV_CACHE, Kind.HIDDEN_STATE):
+        return
+    if msg.get(MetaKey.MODEL_ID) != bytes(model_id):
+        raise _fail(ErrorCode.MODEL_MISMATCH, f"{msg.kind.name} MODEL_ID is not this model's",
+                    "entries.MODEL_ID")
+    target = msg.get(MetaKey.PROJ_TARGET_TOKENIZER_ID)
+    if (tokenizer_id is not None and msg.kind == Kind.HIDDEN_STATE
+            and msg.get(MetaKey.HIDDEN_SOURCE) == 2 and target != bytes(tokenizer_id)):
+        raise _fail(ErrorCode.MODEL_MISMATCH, "projection made for another tokenizer",
+                    "entries.PROJ_TARGET_TOKENIZER_ID")
+
+
+# -- 14.5 decoded token strings ------------------------------------------------------------
+def _byte_unicode() -> dict[str, int]:
+    """GPT-2's byte-to-unicode table, inverted: character -> byte."""
+    direct = [*range(0x21, 0x7F), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
+    table = {chr(b): b for b in direct}
+    extra = 0
+    for b in range(256):
+        if b not in direct:
+            table[chr(0x100 + extra)] = b
+            extra += 1
+    return table
+
+
+_BYTE_OF = _byte_unicode()
+
+
+def decoded_token_strings(vocabulary: list[bytes]) -> set[bytes]:
+    """The set of decoded token strings of a vocabulary (spec 14.5)."""
+    texts: list[str | None] = []
+    for tok in vocabulary:
+        try:
+            texts.append(tok.decode("utf-8") if tok else None)
+        except UnicodeDecodeError:
+            texts.append(None)
+    byte_level = all(t is None or all(c in _BYTE_OF for c in t) for t in texts)
+    out: set[bytes] = set()
+    for t in texts:
+        if t is None:
+            continue
+        if byte_level:
+            out.add(bytes(_BYTE_OF[c] for c in t))
+        elif len(t) == 6 and t.startswith("<0x") and t.endswith(">") and all(
+                c in "0123456789abcdefABCDEF" for c in t[3:5]):
+            out.add(bytes([int(t[3:5], 16)]))
+        else:
+            out.add(t.replace("\u2581", " ").encode("utf-8"))
+    return out
+
+
+def _ulist(msg: Message, key: MetaKey) -> tuple[int, ...] | None:
+    v = msg.get(key)
+    return v if isinstance(v, tuple) else None
+
+
+def tokenizers_compatible(local: Message, peer: Message) -> bool:
+    """14.3 rule 3: identical TOKENIZER_IDs, or (with both vocabularies at hand) a shared set of
+    decoded token strings of at least half the smaller vocabulary."""
+    a, b = local.get(MetaKey.TOKENIZER_ID), peer.get(MetaKey.TOKENIZER_ID)
+    if a is None or b is None:
+        return False
+    if a == b:
+        return True
+    va, vb = local.get(MetaKey.VOCABULARY), peer.get(MetaKey.VOCABULARY)
+    if not isinstance(va, bytes) or not isinstance(vb, bytes):
+        return False
+    la, lb = parse_vocabulary(va), parse_vocabulary(vb)
+    shared = decoded_token_strings(la) & decoded_token_strings(lb)
+    return 2 * len(shared) >= min(len(la), len(lb))
+
+
+def resolve_mode(local_hello: Message, peer: Message) -> Mode:
+    """The mode of 14.3 from the local HELLO and the peer's HELLO (or ACCEPT). An ACCEPT without
+    CAP_MODES counts as offering every mode (R-14.2's downgrade rule covers the rest)."""
+    mine = {v >> 16 for v in _ulist(local_hello, MetaKey.VERSIONS) or ()}
+    theirs = {v >> 16 for v in _ulist(peer, MetaKey.VERSIONS) or ()}
+    if not mine & theirs:
+        raise _fail(ErrorCode.NO_COMMON_VERSION, "no shared major version",
+                    "entries.VERSIONS")
+    modes = set(_ulist(local_hello, MetaKey.CAP_MODES) or ())
+    peer_modes = _ulist(peer, MetaKey.CAP_MODES)
+    if peer_modes is not None:
+        modes &= set(peer_modes)
+    ma, mb = local_hello.get(MetaKey.MODEL_ID), peer.get(MetaKey.MODEL_ID)
+    if Mode.KV_CACHE in modes and ma is not None and ma == mb:
+        return Mode.KV_CACHE
+    if Mode.PROJECTION in modes and tokenizers_compatible(local_hello, peer):
+        return Mode.PROJECTION
+    return Mode.TEXT
+
+
+def verify_peer(local_hello: Message, peer: Message, expected: Kind) -> Mode:
+    """Every check 14.3 lists for a received HELLO (responder) or ACCEPT (initiator), in order;
+    returns the resolved mode. The responder puts the result in its ACCEPT."""
+    if peer.kind != expected:
+        raise _fail(ErrorCode.KIND_CONSTRAINT, f"expected {expected.name}, got {peer.kind.name}")
+    vocab, digest = peer.get(MetaKey.VOCABULARY), peer.get(MetaKey.VOCAB_DIGEST)
+    if isinstance(vocab, bytes) and digest is not None and hashlib.sha256(vocab).digest() != digest:
+        raise _fail(ErrorCode.INVALID_VALUE, "VOCAB_DIGEST is not the SHA-256 of VOCABULARY",
+                    "entries.VOCAB_DIGEST")  # R-14.5
+    caps = _ulist(peer, MetaKey.CAP_MODES)
+    if caps is not None and Mode.TEXT not in caps:
+        raise _fail(ErrorCode.UNSUPPORTED_CAPABILITY, "CAP_MODES lacks TEXT",
+                    "entries.CAP_MODES")  # R-14.3
+    nonce = local_hello.get(MetaKey.NONCE)
+    if nonce is not None and peer.get(MetaKey.NONCE) == nonce:
+        raise _fail(ErrorCode.NEGOTIATION_MISMATCH, "the peer sent our own NONCE back",
+                    "entries.NONCE")  # R-14.4
+    own = set(_ulist(local_hello, MetaKey.CAP_MODES) or ())
+    if expected == Kind.ACCEPT and peer.get(MetaKey.MODE) not in own:
+        raise _fail(ErrorCode.NEGOTIATION_MISMATCH, "ACCEPT chose a mode we did not offer",
+                    "entries.MODE")
+    mode = resolve_mode(local_hello, peer)
+    if expected == Kind.ACCEPT:
+        raw = peer.get(MetaKey.MODE)
+        assert isinstance(raw, int)  # ACCEPT requires MODE, a registered mode (10.1)
+        theirs = Mode(raw)
+        full = caps is not None  # with CAP_MODES the initiator sees all the responder's data
+        if (theirs != mode) if full else (_RANK[theirs] > _RANK[mode]):
+            raise _fail(ErrorCode.NEGOTIATION_MISMATCH,
+                        f"peer resolved {theirs.name}, we resolve {mode.name}", "entries.MODE")
+        return theirs
+    return mode
+
+
+def check_accept(local_hello: Message, accept: Message) -> Mode:
+    """The initiator's side of R-14.2 (see verify_peer)."""
+    return verify_peer(local_hello, accept, Kind.ACCEPT)
+
+
+def check_payload(msg: Message, mode: Mode, offered: Message,
+                  encoded_length: int | None = None) -> None:
+    """R-14.6 and R-14.7 for a payload received in a session of ``mode``; ``offered`` is the
+    receiver's own HELLO or ACCEPT (what it itself offered)."""
+    payload = {Mode.KV_CACHE: Kind.KV_CACHE, Mode.PROJECTION: Kind.HIDDEN_STATE,
+               Mode.TEXT: Kind.TEXT}[mode]
+    same_model_state = (mode == Mode.KV_CACHE and msg.kind == Kind.HIDDEN_STATE
+                        and msg.get(MetaKey.HIDDEN_SOURCE) == 1)  # D9
+    ok = msg.kind in (payload, Kind.ERROR) or same_model_state
+    if mode == Mode.PROJECTION and msg.kind == Kind.HIDDEN_STATE:
+        ok = msg.get(MetaKey.HIDDEN_SOURCE) == 2
+    if not ok:
+        raise _fail(ErrorCode.UNSUPPORTED_CAPABILITY,
+                    f"{msg.kind.name} is not a payload of a {mode.name} session")
+    check_capabilities(msg, offered, encoded_length)
+
+
+def check_capabilities(msg: Message, offered: Message, encoded_length: int | None = None) -> None:
+    """R-14.7: UNSUPPORTED_CAPABILITY if ``msg`` uses a dtype, codec or size outside what
+    ``offered`` (the receiver's HELLO/ACCEPT) lists; an absent list accepts everything."""
+    dtypes, codecs = _ulist(offered, MetaKey.CAP_DTYPES), _ulist(offered, MetaKey.CAP_CODECS)
+    for i, t in enumerate(msg.tensors):
+        if dtypes is not None and int(t.dtype) not in dtypes:
+            raise _fail(ErrorCode.UNSUPPORTED_CAPABILITY,
+                        f"{Dtype(t.dtype).name.lower()} was not offered", f"tensor[{i}].dtype")
+        if codecs is not None and int(t.codec) not in codecs:
+            raise _fail(ErrorCode.UNSUPPORTED_CAPABILITY,
+                        f"{Codec(t.codec).name.lower()} was not offered", f"tensor[{i}].codec")
+    limit = offered.get(MetaKey.MAX_MESSAGE_BYTES)
+    if encoded_length is not None and isinstance(limit, int) and encoded_length > limit:
+        raise _fail(ErrorCode.UNSUPPORTED_CAPABILITY,
+                    f"{encoded_length} bytes > MAX_MESSAGE_BYTES {limit}")

@@ -1,0 +1,340 @@
+"""Semantic checks shared by the decoder and the encoders (spec 6.6-6.9, 7.5-7.7, 10, 12).
+
+The decoder calls these in spec 9.2 order as structures arrive (``TensorChecker.check`` per
+tensor, ``finish`` at the end), so a streaming receiver learns of a bad tensor before the next
+one arrives; the encoders run the same code so they cannot emit what the decoder refuses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ._registry import (
+    ATTENTION_ROLES,
+    DTYPE_BITS,
+    FLOAT_PARAM_DTYPES,
+    KIND_INFO,
+    LAYER_ROLES,
+    LAYOUT_INFO,
+    MESSAGE_LEVEL_ROLES,
+    QUANT_ROLES,
+    QUANT_STORED_DTYPES,
+    RECURRENT_ROLES,
+    ROLE_DTYPES,
+    ROLE_INFO,
+    U64_MAX,
+    Codec,
+    ErrorCode,
+    Kind,
+    LayerKind,
+    Layout,
+    MetaKey,
+    QuantScheme,
+    Role,
+)
+from .errors import AvpError
+from .model import Entry, Layer, Tensor
+
+_PROJ_KEYS = frozenset(int(k) for k in MetaKey if k.name.startswith("PROJ_"))
+_KEYS = frozenset(int(k) for k in MetaKey)
+_PROJ_REQUIRED = frozenset({MetaKey.PROJ_METHOD, MetaKey.PROJ_SOURCE_TOKENIZER_ID,
+                            MetaKey.PROJ_TARGET_TOKENIZER_ID, MetaKey.PROJ_SHARED_VOCAB})
+
+
+def check_kind_entries(kind: Kind, entries: Sequence[Entry], offset: int | None) -> None:
+    """R-6.6: required keys present, registered keys allowed for the kind."""
+    info = KIND_INFO[kind]
+    present = {e.key for e in entries}
+    for i, e in enumerate(entries):
+        if e.key in _KEYS and MetaKey(e.key) not in info.allowed:
+            raise AvpError(ErrorCode.ENTRY_NOT_ALLOWED,
+                           f"{MetaKey(e.key).name} is not allowed in {kind.name}",
+                           offset=offset, path=f"entries[{i}]")
+    for k in sorted(info.required):
+        if int(k) not in present:
+            raise AvpError(ErrorCode.MISSING_ENTRY, f"{kind.name} requires {k.name}",
+                           offset=offset, path="entries")
+    if kind == Kind.HIDDEN_STATE:  # R-10.12
+        source = next(e.value for e in entries if e.key == MetaKey.HIDDEN_SOURCE)
+        if source == 1:
+            for i, e in enumerate(entries):
+                if e.key in _PROJ_KEYS:
+                    raise AvpError(ErrorCode.ENTRY_NOT_ALLOWED, "PROJ_* keys need "
+                                   "HIDDEN_SOURCE 2", offset=offset, path=f"entries[{i}]")
+        else:
+            for k in sorted(_PROJ_REQUIRED):
+                if int(k) not in present:
+                    raise AvpError(ErrorCode.MISSING_ENTRY, f"a projection requires {k.name}",
+                                   offset=offset, path="entries")
+
+
+def check_layer(i: int, layer: Layer, prev: Layer | None, offset: int | None) -> None:
+    """R-6.7 to R-6.9 for one layer descriptor (layer kind already known to be registered)."""
+    path = f"layers[{i}]"
+    if prev is not None and layer.index <= prev.index:
+        raise AvpError(ErrorCode.NON_CANONICAL, "layer_index must be strictly increasing",
+                       offset=offset, path=path + ".layer_index")
+    sliding = layer.kind == LayerKind.SLIDING_WINDOW
+    if sliding != (layer.window != 0):
+        raise AvpError(ErrorCode.INVALID_VALUE,
+                       "window must be nonzero exactly for SLIDING_WINDOW layers",
+                       offset=offset, path=path + ".window")
+    if layer.token_start + layer.token_count > U64_MAX:
+        raise AvpError(ErrorCode.LENGTH_OVERFLOW, "token_start + token_count overflows u64",
+                       offset=offset, path=path + ".token_count")
+    if sliding and layer.token_count > layer.window:
+        raise AvpError(ErrorCode.TOKEN_RANGE, "a sliding-window layer holds more than window",
+                       offset=offset, path=path + ".token_count")
+
+
+def check_kind_layers(kind: Kind, layers: Sequence[Layer], tensor_count: int,
+                      context_length: int | None, offset: int | None) -> None:
+    """Section 10 layer-table and tensor-count constraints of the kind (KIND_CONSTRAINT)."""
+    info = KIND_INFO[kind]
+    if info.has_layers and not layers:
+        raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{kind.name} needs at least one layer",
+                       offset=offset, path="layer_count")
+    if not info.has_layers and layers:
+        raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{kind.name} has an empty layer table",
+                       offset=offset, path="layer_count")
+    if not info.tensors and tensor_count:
+        raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{kind.name} carries no tensors",
+                       offset=offset, path="tensor_count")
+    if kind == Kind.KV_CACHE and context_length is not None:
+        for i, layer in enumerate(layers):
+            if layer.kind == LayerKind.RECURRENT:
+                continue
+            if layer.token_start + layer.token_count != context_length or (
+                    layer.kind == LayerKind.FULL_ATTENTION and layer.token_start != 0):
+                raise AvpError(ErrorCode.KIND_CONSTRAINT,
+                               "an attention layer must end at CONTEXT_LENGTH (and a full one "
+                               "start at 0)", offset=offset, path=f"layers[{i}]")
+
+
+_CONTEXT_ROLES = frozenset({Role.TOKEN_IDS, Role.POSITIONS, Role.ATTENTION_MASK})
+
+
+class _Fail(Protocol):
+    """Type of the local ``fail`` helper in TensorChecker.check."""
+
+    def __call__(self, code: ErrorCode, msg: str, field: str = "", /) -> AvpError: ...
+
+
+@dataclass(slots=True)
+class _Seen:
+    role: Role
+    dtype: int
+    shape: tuple[int, ...]
+    layer: int | None
+    layout: Layout
+    token_offset: int
+    referenced: bool = False
+
+
+class TensorChecker:
+    """Checks tensors one at a time, keeping only their descriptors (never their data)."""
+
+    def __init__(self, kind: Kind, layers: Sequence[Layer], context_length: int | None, *,
+                 standalone_index: int | None = None) -> None:
+        self.kind = kind
+        self.layers = layers
+        self.context_length = context_length
+        self.seen: list[_Seen] = []
+        self._kind_roles = KIND_INFO[kind].tensors
+        self._role_ok: set[tuple[object, ...]] = set()
+        # A random-access read (spec 11.3) checks one tensor alone: the checks that need the
+        # other tensors (order, parameter references, agreement) are skipped.
+        self.standalone_index = standalone_index
+
+    def check(self, t: Tensor, offset: int | None = None) -> None:
+        alone = self.standalone_index is not None
+        i = self.standalone_index if self.standalone_index is not None else len(self.seen)
+        path = f"tensor[{i}]"
+
+        def fail(code: ErrorCode, msg: str, field: str = "", /) -> AvpError:
+            return AvpError(code, msg, offset=offset, path=path + (f".{field}" if field else ""))
+
+        if t.layer is not None and not 0 <= t.layer < len(self.layers):
+            raise fail(ErrorCode.BAD_REFERENCE, f"layer {t.layer} is not in the layer table",
+                       "layer")
+        n = math.prod(t.shape)
+        if n > U64_MAX:
+            raise fail(ErrorCode.LENGTH_OVERFLOW, "element count overflows u64", "shape")
+        raw = (n * DTYPE_BITS[t.dtype] + 7) // 8
+        if raw > U64_MAX:
+            raise fail(ErrorCode.LENGTH_OVERFLOW, "raw length overflows u64", "shape")
+        if t.raw_length != raw:
+            raise fail(ErrorCode.SIZE_MISMATCH, f"raw_length {t.raw_length} != {raw}",
+                       "raw_length")
+        if t.codec == Codec.RAW and t.stored_length != t.raw_length:
+            raise fail(ErrorCode.SIZE_MISMATCH, "raw codec: stored_length != raw_length",
+                       "stored_length")
+        if t.codec == Codec.BYTEPLANE_ZSTD and DTYPE_BITS[t.dtype] not in (16, 32, 64):
+            raise fail(ErrorCode.CODEC_DTYPE, "byteplane_zstd needs a 16, 32 or 64-bit dtype",
+                       "codec")
+        # The role rules depend only on these values: check each combination once.
+        key = (t.role, t.layout, len(t.shape), t.dtype, t.layer is None,
+               None if t.layer is None else self.layers[t.layer].kind)
+        if key not in self._role_ok:
+            self._role_shape(t, fail)
+            self._role_ok.add(key)
+        prev = self.seen[-1] if self.seen else None
+        if not alone and prev is not None and prev.layer is not None and (
+                t.layer is None or t.layer < prev.layer):
+            raise fail(ErrorCode.NON_CANONICAL, "message-level tensors come first, then layer "
+                       "tensors in non-decreasing layer order", "layer")
+        if t.quant is not None:
+            self._quant(i, t, fail)
+        if t.token_offset or ROLE_INFO[t.role].tokens:
+            self._tokens(t, fail)
+        if t.role not in self._kind_roles:
+            raise fail(ErrorCode.KIND_CONSTRAINT,
+                       f"{self.kind.name} messages carry no {t.role.name} tensor", "role")
+        if (self.kind == Kind.KV_CACHE and t.role in _CONTEXT_ROLES
+                and self.context_length is not None and t.shape[1] != self.context_length):
+            raise fail(ErrorCode.KIND_CONSTRAINT,  # R-10.3, R-10.6
+                       f"{t.role.name} must be [batch, CONTEXT_LENGTH]", "shape")
+        if self.kind == Kind.HIDDEN_STATE and t.role == Role.HIDDEN_STATE and not alone:
+            first = next((s for s in self.seen if s.role == Role.HIDDEN_STATE), None)
+            if first is not None and (first.shape[0], first.shape[2]) != (t.shape[0],
+                                                                          t.shape[2]):
+                raise fail(ErrorCode.KIND_CONSTRAINT,  # R-10.10
+                           "HIDDEN_STATE tensors disagree on batch or hidden size", "shape")
+        self.seen.append(_Seen(t.role, t.dtype, t.shape, t.layer, t.layout, t.token_offset))
+
+    def _role_shape(self, t: Tensor, fail: _Fail) -> None:
+        info = ROLE_INFO[t.role]
+        if t.layout not in info.layouts:
+            raise fail(ErrorCode.ROLE_SHAPE, f"{t.role.name} does not allow layout "
+                       f"{t.layout.name}", "layout")
+        if info.rank is not None and len(t.shape) != info.rank:
+            raise fail(ErrorCode.ROLE_SHAPE, f"{t.role.name} has rank {info.rank}", "shape")
+        allowed = MESSAGE_LEVEL_ROLES if t.layer is None else LAYER_ROLES
+        if t.role not in allowed:
+            raise fail(ErrorCode.ROLE_SHAPE, f"{t.role.name} is not allowed "
+                       f"{'at message level' if t.layer is None else 'in a layer'}", "layer")
+        dtypes = ROLE_DTYPES.get(t.role)
+        if dtypes is not None and t.dtype not in dtypes:
+            raise fail(ErrorCode.ROLE_SHAPE, f"{t.role.name} does not allow dtype "
+                       f"{t.dtype.name.lower()}", "dtype")
+        if t.layer is not None and t.role not in QUANT_ROLES:
+            recurrent = self.layers[t.layer].kind == LayerKind.RECURRENT
+            if recurrent and t.role not in RECURRENT_ROLES or (
+                    not recurrent and t.role not in ATTENTION_ROLES):
+                raise fail(ErrorCode.ROLE_SHAPE, f"{t.role.name} does not fit a "
+                           f"{self.layers[t.layer].kind.name} layer", "role")
+
+    def _quant(self, i: int, t: Tensor, fail: _Fail) -> None:
+        q = t.quant
+        if q is None:
+            return
+        bad = ErrorCode.QUANT_PARAMS
+        stored = QUANT_STORED_DTYPES.get(q.scheme)
+        if q.scheme == QuantScheme.NONE or stored is None:
+            raise fail(bad, "quant given with scheme NONE", "quant_scheme")
+        if t.role in QUANT_ROLES:
+            raise fail(bad, f"{t.role.name} tensors are never quantized", "quant_scheme")
+        if t.dtype not in stored:
+            raise fail(bad, f"{q.scheme.name} does not store {t.dtype.name.lower()}", "dtype")
+        if q.dequant_dtype not in FLOAT_PARAM_DTYPES:
+            raise fail(bad, "dequant_dtype must be float32, float16 or bfloat16",
+                       "dequant_dtype")
+        if not 0 <= q.axis < len(t.shape):
+            raise fail(bad, "quant_axis is not an axis of the tensor", "quant_axis")
+        dim = t.shape[q.axis]
+        groups = 1 if q.group_size == 0 else -(-dim // q.group_size)
+        want = t.shape[:q.axis] + (groups,) + t.shape[q.axis + 1:]
+        if q.scale_tensor is None:
+            raise fail(bad, "a quantized tensor needs a scale tensor", "scale_tensor")
+        if self.standalone_index is not None:
+            if q.zero_point_tensor is not None and q.scheme == QuantScheme.SCALED_FLOAT:
+                raise fail(bad, "SCALED_FLOAT has no zero point", "zero_point_tensor")
+            return
+        self._param(i, t, q.scale_tensor, Role.QUANT_SCALE, want, "scale_tensor", fail)
+        if q.zero_point_tensor is not None:
+            if q.scheme == QuantScheme.SCALED_FLOAT:
+                raise fail(bad, "SCALED_FLOAT has no zero point", "zero_point_tensor")
+            self._param(i, t, q.zero_point_tensor, Role.QUANT_ZERO_POINT, want,
+                        "zero_point_tensor", fail)
+
+    def _param(self, i: int, t: Tensor, ref: int, role: Role, want: tuple[int, ...],
+               field: str, fail: _Fail) -> None:
+        bad = ErrorCode.QUANT_PARAMS
+        if not 0 <= ref < i:
+            raise fail(bad, f"{field} {ref} is not an earlier tensor", field)
+        p = self.seen[ref]
+        if p.role != role or p.layer != t.layer:
+            raise fail(bad, f"{field} must be a {role.name} tensor of the same layer", field)
+        if p.dtype not in FLOAT_PARAM_DTYPES or p.shape != want:
+            raise fail(bad, f"{field} must be float32/16/bf16 of shape {list(want)}", field)
+        if p.referenced:
+            raise fail(bad, f"{field} {ref} is already used by another tensor", field)
+        p.referenced = True
+
+    def _tokens(self, t: Tensor, fail: _Fail) -> None:
+        ax = LAYOUT_INFO[t.layout].token_axis
+        if not ROLE_INFO[t.role].tokens or ax is None or t.layer is None:
+            if t.token_offset != 0:
+                raise fail(ErrorCode.TOKEN_RANGE, f"{t.role.name} tensors have token_offset 0",
+                           "token_offset")
+            return
+        count = self.layers[t.layer].token_count
+        if t.token_offset + t.shape[ax] > count:
+            raise fail(ErrorCode.TOKEN_RANGE, "tensor runs past its layer's token_count",
+                       "token_offset")
+        if count and not t.shape[ax]:  # R-7.10: keeps the tiling free of ties
+            raise fail(ErrorCode.TOKEN_RANGE, "an empty token chunk in a non-empty layer",
+                       "shape")
+
+    def finish(self, offset: int | None = None) -> None:
+        """Whole-message checks once every tensor is known."""
+        chunks: dict[tuple[int, Role], list[int]] = {}
+        for i, s in enumerate(self.seen):
+            if s.layer is not None and ROLE_INFO[s.role].tokens:
+                chunks.setdefault((s.layer, s.role), []).append(i)
+        for (layer, role), idx in chunks.items():
+            self._tiling(layer, role, idx, offset)
+        for i, s in enumerate(self.seen):
+            if s.role in QUANT_ROLES and not s.referenced:
+                raise AvpError(ErrorCode.QUANT_PARAMS, "parameter tensor referenced by no "
+                               "tensor", offset=offset, path=f"tensor[{i}]")
+        if self.kind == Kind.KV_CACHE:
+            batches = {s.shape[0] for s in self.seen if s.layout != Layout.NONE}
+            if len(batches) > 1:
+                raise AvpError(ErrorCode.ROLE_SHAPE, f"tensors disagree on batch size: "
+                               f"{sorted(batches)}", offset=offset, path="tensors")
+            have = {s.layer for s in self.seen if s.role not in QUANT_ROLES}
+            for li in range(len(self.layers)):
+                if li not in have:
+                    raise AvpError(ErrorCode.KIND_CONSTRAINT, "a KV_CACHE layer carries no "
+                                   "tensor", offset=offset, path=f"layers[{li}]")
+        if self.kind == Kind.HIDDEN_STATE and not any(
+                s.role == Role.HIDDEN_STATE for s in self.seen):
+            raise AvpError(ErrorCode.KIND_CONSTRAINT, "HIDDEN_STATE needs a HIDDEN_STATE tensor",
+                           offset=offset, path="tensors")
+
+    def _tiling(self, layer: int, role: Role, idx: list[int], offset: int | None) -> None:
+        first = self.seen[idx[0]]
+        ax = LAYOUT_INFO[first.layout].token_axis
+        assert ax is not None
+        if len(idx) == 1 and first.token_offset == 0 and (
+                first.shape[ax] == self.layers[layer].token_count):
+            return  # one chunk covering the layer: the common case, nothing to sort
+        pos = 0
+        for i in sorted(idx, key=lambda j: self.seen[j].token_offset):
+            s = self.seen[i]
+            rest = s.shape[:ax] + s.shape[ax + 1:]
+            if s.token_offset != pos or s.layout != first.layout or rest != (
+                    first.shape[:ax] + first.shape[ax + 1:]):
+                raise AvpError(ErrorCode.TOKEN_RANGE, f"{role.name} tensors of layer {layer} "
+                               "do not tile its tokens", offset=offset, path=f"tensor[{i}]")
+            pos += s.shape[ax]
+        if pos != self.layers[layer].token_count:
+            raise AvpError(ErrorCode.TOKEN_RANGE, f"{role.name} tensors of layer {layer} cover "
+                           f"{pos} of {self.layers[layer].token_count} tokens", offset=offset,
+                           path=f"layers[{layer}]")
+
+

@@ -1,0 +1,203 @@
+"""AVP codec benchmark on a Llama-3.2-3B-shaped bf16 KV-cache (issue 2, item 5).
+
+28 layers x (K, V) of [1, 8 kv heads, 1024 tokens, 128 head_dim] bfloat16 = 117.4 MB. Every
+path is timed in the same run, interleaved round-robin in a shuffled order per repetition (the
+machine is shared and noisy), and reported as the median over repetitions, in ms and as a ratio
+to a memcpy of the same bytes into a preallocated buffer (``alloc_copy``, a copy into fresh
+memory, is listed too: it is the floor for anything that returns a new bytes object).
+
+    python benchmarks/codec_bench.py [--reps N] [--json]
+
+Writes benchmarks/results/codec_bench.json and codec_bench.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import avp_codec as avp
+
+LAYERS, HEADS, TOKENS, HEAD_DIM = 28, 8, 1024, 128
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def make_cache() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    shape = (1, HEADS, TOKENS, HEAD_DIM)
+    mk = lambda: rng.standard_normal(shape, dtype=np.float32).astype(  # noqa: E731
+        avp._dtypes.NUMPY_DTYPES[avp.Dtype.BFLOAT16])
+    return [mk() for _ in range(LAYERS)], [mk() for _ in range(LAYERS)]
+
+
+def build(keys: list[np.ndarray], values: list[np.ndarray]) -> avp.Message:
+    return avp.kv_cache_from_arrays(b"\x33" * 32, keys, values)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    args = ap.parse_args()
+
+    import safetensors.torch as st
+    import torch
+
+    keys, values = make_cache()
+    arrays = keys + values
+    nbytes = sum(a.nbytes for a in arrays)
+    flat_src = np.concatenate([a.reshape(-1).view(np.uint8) for a in arrays])
+    flat_dst = np.empty_like(flat_src)
+    flat_dst[:] = flat_src  # fault the destination pages in once
+    tdict = {f"l{i}.{r}": torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+             for i in range(LAYERS) for r, a in (("k", keys[i]), ("v", values[i]))}
+    encoded = avp.encode(build(keys, values))
+    st_bytes = st.save(tdict)
+    tbuf = io.BytesIO()
+    torch.save(tdict, tbuf)
+    t_bytes = tbuf.getvalue()
+    tmpdir = tempfile.mkdtemp(prefix="avp-bench-")
+    avp_file = os.path.join(tmpdir, "kv.avp")
+    st_file = os.path.join(tmpdir, "kv.safetensors")
+
+    def memcpy() -> None:
+        np.copyto(flat_dst, flat_src)
+
+    def alloc_copy() -> None:
+        bytes(flat_src.data)
+
+    def avp_encode() -> None:
+        avp.encode(build(keys, values))
+
+    prealloc = bytearray(len(encoded))
+
+    def avp_encode_into() -> None:
+        avp.encode_into(build(keys, values), prealloc)
+
+    def avp_encode_file() -> None:
+        with open(avp_file, "wb") as f:
+            avp.encode_to(build(keys, values), f)
+
+    def avp_decode_verified() -> None:
+        m = avp.decode(encoded)
+        [t.array() for t in m.tensors]
+
+    def avp_decode_unverified() -> None:
+        m = avp.decode(encoded, verify=False)
+        [t.array() for t in m.tensors]
+
+    def avp_decode_file_verified() -> None:
+        m = avp.decode_file(avp_file)
+        [t.array() for t in m.tensors]
+
+    def st_save() -> None:
+        st.save(tdict)
+
+    def st_save_file() -> None:
+        st.save_file(tdict, st_file)
+
+    def st_load() -> None:
+        st.load(st_bytes)
+
+    def torch_save() -> None:
+        b = io.BytesIO()
+        torch.save(tdict, b)
+
+    def torch_load() -> None:
+        torch.load(io.BytesIO(t_bytes), weights_only=True)
+
+    paths: dict[str, Callable[[], None]] = {
+        "memcpy": memcpy, "alloc_copy": alloc_copy,
+        "avp_encode_bytes": avp_encode, "avp_encode_into_prealloc": avp_encode_into,
+        "avp_encode_file": avp_encode_file,
+        "avp_decode_verified": avp_decode_verified,
+        "avp_decode_unverified": avp_decode_unverified,
+        "avp_decode_file_verified": avp_decode_file_verified,
+        "safetensors_save_bytes": st_save, "safetensors_save_file": st_save_file,
+        "safetensors_load_bytes": st_load,
+        "torch_save_bytesio": torch_save, "torch_load_bytesio": torch_load,
+    }
+    avp_encode_file()  # the file exists for decode_file
+    load0 = os.getloadavg()[0]
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    order = list(paths)
+    rnd = random.Random(1)
+    for _ in range(args.reps):
+        rnd.shuffle(order)
+        for name in order:
+            t0 = time.perf_counter()
+            paths[name]()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = med["memcpy"]
+    ratios = {k: v / base for k, v in med.items()}
+    # Like for like: each AVP writer against each other writer, each reader against each reader.
+    writers = ["safetensors_save_bytes", "safetensors_save_file", "torch_save_bytesio"]
+    readers = ["safetensors_load_bytes", "torch_load_bytesio"]
+    avp_writers = ["avp_encode_bytes", "avp_encode_into_prealloc", "avp_encode_file"]
+    avp_readers = ["avp_decode_verified", "avp_decode_unverified", "avp_decode_file_verified"]
+    targets = {
+        "encode_into_prealloc_le_2x_memcpy": ratios["avp_encode_into_prealloc"] <= 2.0,
+        "encode_bytes_le_2x_alloc_copy": med["avp_encode_bytes"] <= 2.0 * med["alloc_copy"],
+        "decode_verified_le_2x_memcpy": ratios["avp_decode_verified"] <= 2.0,
+        "decode_unverified_lt_1ms": med["avp_decode_unverified"] < 1.0,
+        "avp_writers_faster_than_safetensors_and_torch_writers":
+            max(med[k] for k in avp_writers) < min(med[k] for k in writers),
+        "avp_readers_faster_than_safetensors_and_torch_readers":
+            max(med[k] for k in avp_readers) < min(med[k] for k in readers),
+    }
+    result: dict[str, Any] = {
+        "workload": {"layers": LAYERS, "kv_heads": HEADS, "tokens": TOKENS,
+                     "head_dim": HEAD_DIM, "dtype": "bfloat16", "tensors": 2 * LAYERS,
+                     "bytes": nbytes, "encoded_bytes": len(encoded)},
+        "reps": args.reps, "statistic": "median, paths interleaved in shuffled order",
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "loadavg_1min_before_after": [round(load0, 2),
+                                                  round(os.getloadavg()[0], 2)]},
+        "times_ms": {k: round(v, 3) for k, v in med.items()},
+        "min_ms": {k: round(min(v), 3) for k, v in times.items()},
+        "ratio_to_memcpy": {k: round(v, 3) for k, v in ratios.items()},
+        "note": "memcpy copies into a preallocated buffer; alloc_copy is bytes(src), i.e. "
+                "memcpy into freshly allocated (page-faulting) memory, the fair baseline for any "
+                "path that returns new bytes (avp_encode_bytes, safetensors/torch save)",
+        "memcpy_gb_per_s": round(nbytes / base / 1e6, 2),
+        "targets_met": targets,
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "codec_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["# AVP codec benchmark", "",
+             f"Llama-3.2-3B-shaped bf16 KV-cache: {LAYERS} layers x K,V [1, {HEADS}, {TOKENS}, "
+             f"{HEAD_DIM}] = {nbytes / 1e6:.1f} MB; median of {args.reps} interleaved reps; "
+             f"memcpy {result['memcpy_gb_per_s']} GB/s; 1-min load average before/after "
+             f"{result['machine']['loadavg_1min_before_after']} on {os.cpu_count()} CPUs.", "",
+             "| path | median ms | min ms | x memcpy |", "|---|---:|---:|---:|"]
+    for k in paths:
+        lines.append(f"| {k} | {med[k]:.3f} | {min(times[k]):.3f} | {ratios[k]:.2f} |")
+    lines += ["", "| target | met |", "|---|---|"]
+    lines += [f"| {k} | {'yes' if v else 'NO'} |" for k, v in targets.items()]
+    (RESULTS / "codec_bench.md").write_text("\n".join(lines) + "\n")
+    for f in (avp_file, st_file):
+        if os.path.exists(f):
+            os.unlink(f)
+    os.rmdir(tmpdir)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
