@@ -1,0 +1,88 @@
+"""The frozen vector suite: regenerates byte for byte, matches its schema, covers the spec."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from avp_conform import coverage
+from avp_conform import manifest as mf
+from avp_conform.generate import generate
+from avp_conform.runner import load_known_failures
+
+from .conftest import REFERENCE_KNOWN_FAILURES
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_regeneration_reproduces_the_frozen_files(tmp_path: Path) -> None:
+    problems = generate(tmp_path)
+    # The reference decoder agrees with every case's expectation except the listed codec bugs.
+    known = load_known_failures(REFERENCE_KNOWN_FAILURES)
+    assert {p.split(":")[0] for p in problems} == known
+    frozen, fresh = _files(mf.DEFAULT_VECTORS), _files(tmp_path)
+    assert sorted(fresh) == sorted(frozen)
+    drifted = [name for name in frozen if frozen[name] != fresh[name]]
+    assert drifted == [], "frozen vectors changed; a byte change needs a format-version change"
+
+
+def test_manifest_shape_and_counts() -> None:
+    doc = json.loads((mf.DEFAULT_VECTORS / "manifest.json").read_text("utf-8"))
+    mf.validate_manifest(doc)
+    results = Counter(c["result"] for c in doc["cases"])
+    assert len(doc["cases"]) >= 150
+    assert results["invalid"] >= 60
+    assert results["valid"] >= 40 and results["acceptable"] >= 3
+    for case in doc["cases"]:
+        data = (mf.DEFAULT_VECTORS / case["file"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == case["sha256"], case["id"]
+        if case["result"] == "invalid":
+            assert case["requirement_ids"] or case["section"].startswith("14"), case["id"]
+
+
+def test_every_error_code_and_requirement_is_covered() -> None:
+    doc = json.loads((mf.DEFAULT_VECTORS / "manifest.json").read_text("utf-8"))
+    missing_codes, missing_reqs, stale = coverage.gaps(doc)
+    assert missing_codes == []
+    assert missing_reqs == []
+    assert stale == [], "NOT_BY_VECTORS lists ids that are now covered or no longer exist"
+
+
+def test_valid_json_has_exactly_the_spec_members(suite: mf.Suite) -> None:
+    # Spec 18.1/18.2 member lists (R-18.1: exactly these members, none added).
+    top = {"format", "kind", "entries", "layers", "tensors", "authenticated"}
+    entry = {"key", "name", "type", "critical", "value"}
+    layer = {"layer_index", "layer_kind", "window", "token_start", "token_count"}
+    tensor = {"tensor_index", "layer", "role", "dtype", "codec", "layout", "shape",
+              "token_offset", "quant", "raw_length", "stored_length", "data_crc", "raw_sha256"}
+    for case in suite.cases:
+        for outcome in case.allowed:
+            doc = outcome.get("json")
+            if doc is None:
+                continue
+            assert set(doc) == top, case.id
+            assert all(set(e) == entry for e in doc["entries"]), case.id
+            assert all(set(la) == layer for la in doc["layers"]), case.id
+            assert all(set(t) == tensor for t in doc["tensors"]), case.id
+
+
+def test_schema_rejects_a_bad_manifest() -> None:
+    doc = json.loads((mf.DEFAULT_VECTORS / "manifest.json").read_text("utf-8"))
+    doc["cases"][0]["level"] = "mandatory"
+    with pytest.raises(mf.ManifestError, match="level"):
+        mf.validate_manifest(doc)
+    doc = json.loads((mf.DEFAULT_VECTORS / "manifest.json").read_text("utf-8"))
+    doc["cases"].append(dict(doc["cases"][0]))
+    with pytest.raises(mf.ManifestError, match="duplicate"):
+        mf.validate_manifest(doc)
+    doc = json.loads((mf.DEFAULT_VECTORS / "manifest.json").read_text("utf-8"))
+    flagged = next(c for c in doc["cases"] if c["flags"])
+    flagged["flags"] = ["NoSuchFlag"]
+    with pytest.raises(mf.ManifestError, match="notes"):
+        mf.validate_manifest(doc)
