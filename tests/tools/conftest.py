@@ -1,0 +1,188 @@
+"""Fixtures for the avp-dump tests: a spec-level message writer independent of avp_codec, so the
+tools can be tested on hand-crafted (valid and deliberately broken) bytes, plus a field patcher
+that re-seals the section CRC so a test injects exactly one fault."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import crc32c
+import numpy as np
+import pytest
+
+MAGIC = b"\x89AVP\r\n\x1a\n"
+END = b"\x89AVPEND\n"
+NO_REF = 0xFFFFFFFF
+
+
+def pad8(n: int) -> int:
+    return (8 - n % 8) % 8
+
+
+def pad64(n: int) -> int:
+    return (64 - n % 64) % 64
+
+
+def section(typ: int, body: bytes, flags: int = 0) -> bytes:
+    head = struct.pack("<IIQ", typ, flags, len(body)) + body
+    out = head + struct.pack("<I", crc32c.crc32c(head))
+    return out + b"\0" * pad8(len(out))
+
+
+@dataclass
+class T:
+    """One tensor: its stored data plus descriptor fields (defaults give a valid RAW tensor;
+    for a compressed one, ``data`` is the stored frame and ``raw_length`` must be given)."""
+
+    role: int
+    dtype: int
+    shape: tuple[int, ...]
+    data: bytes
+    layer: int = NO_REF
+    layout: int = 0
+    codec: int = 0
+    token_offset: int = 0
+    quant: tuple[int, int, int, int, int, int] = (0, 0, 0, NO_REF, NO_REF, 0)
+    raw_length: int | None = None
+
+
+@dataclass
+class M:
+    kind: int
+    entries: list[tuple[int, int, int, bytes]] = field(default_factory=list)  # key,flags,type,val
+    layers: list[tuple[int, int, int, int, int]] = field(default_factory=list)
+    tensors: list[T] = field(default_factory=list)
+
+    def build(self) -> bytes:
+        out = bytearray(MAGIC + struct.pack("<HHI", 1, 0, 0))
+        body = struct.pack("<HHIII", self.kind, 0, len(self.entries), len(self.layers),
+                           len(self.tensors))
+        for key, flags, vtype, val in self.entries:
+            body += struct.pack("<HBBI", key, flags, vtype, len(val)) + val + b"\0" * pad8(len(val))
+        for index, kind, window, start, count in self.layers:
+            body += struct.pack("<IB3xI4xQQ", index, kind, window, start, count)
+        out += section(1, body)
+        index = []
+        for i, t in enumerate(self.tensors):
+            sec_off = len(out)
+            q = t.quant
+            raw_len = t.raw_length if t.raw_length is not None else len(t.data)
+            if t.codec and t.raw_length is None:
+                raise ValueError("a compressed tensor needs its raw_length")
+            desc = struct.pack("<IIHBBBBBBIIIB3xQQQI4x", i, t.layer, t.role, t.dtype, t.codec,
+                               len(t.shape), t.layout, q[0], q[1], q[2], q[3], q[4], q[5],
+                               t.token_offset, raw_len, len(t.data), crc32c.crc32c(t.data))
+            desc += b"".join(struct.pack("<Q", d) for d in t.shape)
+            out += section(2, desc)
+            out += b"\0" * pad64(len(out))
+            data_off = len(out)
+            out += t.data + b"\0" * pad8(len(t.data))
+            index.append((sec_off, data_off, len(t.data)))
+        idx_off = len(out)
+        ibody = struct.pack("<Q", len(index)) + b"".join(struct.pack("<QQQ", *e) for e in index)
+        out += section(3, ibody)
+        out += struct.pack("<Q", idx_off) + END
+        return bytes(out)
+
+
+def u64(v: int) -> bytes:
+    return struct.pack("<Q", v)
+
+
+def kv_message(layers: int = 2, tokens: int = 4, heads: int = 2, dim: int = 8,
+               dtype: str = "float16", seed: int = 0) -> M:
+    """A valid small KV_CACHE message: BHTD keys/values per layer plus TOKEN_IDS."""
+    rng = np.random.default_rng(seed)
+    codes = {"float32": 1, "float16": 2}
+    m = M(kind=1, entries=[(1, 1, 5, bytes(range(32))), (3, 0, 4, b"tiny-test-model"),
+                           (5, 1, 1, u64(tokens))])
+    m.tensors.append(T(17, 12, (1, tokens), np.arange(tokens, dtype="<i8").tobytes(),
+                       layout=4))
+    for j in range(layers):
+        m.layers.append((j, 1, 0, 0, tokens))
+        for role in (1, 2):
+            arr = rng.standard_normal((1, heads, tokens, dim)).astype(dtype)
+            m.tensors.append(T(role, codes[dtype], arr.shape, arr.tobytes(), layer=j, layout=1))
+    return m
+
+
+def text_message(text: str = "hello") -> M:
+    return M(kind=3, entries=[(32, 1, 4, text.encode())])
+
+
+def reseal(buf: bytearray, section_offset: int) -> None:
+    """Recompute the CRC of the section at ``section_offset`` after a patch."""
+    length = struct.unpack_from("<Q", buf, section_offset + 8)[0]
+    end = section_offset + 16 + length
+    struct.pack_into("<I", buf, end, crc32c.crc32c(bytes(buf[section_offset:end])))
+
+
+def patch(data: bytes, path: str, value: int | bytes, *, seal: bool = True) -> bytes:
+    """Overwrite the field named ``path`` (as avp-dump --map names it) and re-seal its section."""
+    from avp_tools import walk
+
+    w = walk(data, record_spans=True)
+    assert w.spans is not None
+    span = next(s for s in w.spans if s.path == path)
+    buf = bytearray(data)
+    size = span.end - span.start
+    raw = value if isinstance(value, bytes) else value.to_bytes(size, "little")
+    buf[span.start:span.start + len(raw)] = raw
+    if seal:
+        starts = {"header": w.header_offset, "index": w.index.offset if w.index else None}
+        sec = span.section
+        if sec.startswith("tensor["):
+            starts[sec] = w.tensors[int(sec[7:-1])].section_offset
+        if starts.get(sec) is not None:
+            reseal(buf, starts[sec])  # type: ignore[arg-type]
+    return bytes(buf)
+
+
+def codec_samples() -> dict[str, bytes]:
+    """Deterministic messages encoded by the reference codec, one per interesting feature."""
+    import avp_codec as avp
+    from avp_codec import quant
+
+    rng = np.random.default_rng(7)
+    mid = bytes(range(32))
+    keys = [rng.standard_normal((1, 2, 6, 8)).astype(np.float16) for _ in range(2)]
+    vals = [rng.standard_normal((1, 2, 6, 8)).astype(np.float16) for _ in range(2)]
+    tok = np.arange(6, dtype=np.int64).reshape(1, 6)
+    kv = avp.kv_cache_from_arrays(mid, keys, vals, token_ids=tok, model_name="tiny")
+    import ml_dtypes
+
+    bf = [k.astype(ml_dtypes.bfloat16) for k in keys]
+    bfv = [v.astype(ml_dtypes.bfloat16) for v in vals]
+    zst = avp.kv_cache_from_arrays(mid, bf, bfv, codec=avp.Codec.BYTEPLANE_ZSTD,
+                                   producer="avp-dump tests")
+    f32 = [k.astype(np.float32) for k in keys]
+    f32v = [v.astype(np.float32) for v in vals]
+    q4 = quant.quantize_message(avp.kv_cache_from_arrays(mid, f32, f32v), quant.preset("int4"))
+    hidden = avp.hidden_state_message(mid, rng.standard_normal((1, 3, 16)).astype(np.float32))
+    return {
+        "kv_f16": avp.encode(kv),
+        "kv_bf16_byteplane": avp.encode(zst),
+        "kv_int4": avp.encode(q4),
+        "hidden": avp.encode(hidden),
+        "text": avp.encode(avp.text_message("hello, agent", role="assistant")),
+        "hello": avp.encode(avp.hello_message("agent-a", nonce=bytes(range(16)))),
+    }
+
+
+_SAMPLES: dict[str, bytes] = {}
+
+
+@pytest.fixture(scope="session")
+def samples() -> dict[str, bytes]:
+    if not _SAMPLES:
+        _SAMPLES.update(codec_samples())
+    return _SAMPLES
+
+
+@pytest.fixture
+def craft() -> Any:
+    return SimpleNamespace(M=M, T=T, kv_message=kv_message, text_message=text_message,
+                           patch=patch, reseal=reseal, section=section, u64=u64, NO_REF=NO_REF)
