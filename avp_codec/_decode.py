@@ -87,6 +87,7 @@ class Core:
         self.index: list[tuple[int, int, int]] = []
         self.pending: tuple[_Desc, int, int] | None = None
         self.prefix: list[bytes] = []  # bytes consumed before the HEADER was processed
+        self.prefix_len = 0
         self.mac: hmac.HMAC | None = None
         self.authed = False
         self.tag: bytes | None = None
@@ -104,7 +105,11 @@ class Core:
         return False
 
     def _consume(self, src: Source, n: int) -> None:
-        if self.kind is None:  # before the HEADER is known: kept for the auth tag
+        if self.kind is None and self.keys:
+            # Before the HEADER names the key, bytes are kept for the tag, but only by a
+            # receiver that holds keys, and within max_buffer_bytes (11.2) when incremental.
+            self.prefix_len += n
+            src.reserve(self.prefix_len, 0)
             self.prefix.append(bytes(src.get(self.pos, n)))
         elif self.mac is not None:
             self.mac.update(src.get(self.pos, n))

@@ -174,12 +174,42 @@ class StreamEncoder:
             raise AvpError(ErrorCode.INVALID_VALUE, "ATTENTION_MASK holds only 0 and 1 (R-10.8)",
                            path=f"tensor[{i}]")
         start = self._pos
-        self._out(section(SectionType.TENSOR, descriptor_body(i, t)))
-        self._out(_ZEROS[:pad64(self._pos)])
-        data_at = self._pos
-        self._out(t.stored)
-        self._out(_ZEROS[:pad8(self._pos)])
+        if isinstance(self._w, _Into) and self._mac is None and t._crc is None:
+            self._write_fused(i, t)
+        else:
+            self._out(section(SectionType.TENSOR, descriptor_body(i, t)))
+            self._out(_ZEROS[:pad64(self._pos)])
+            self._out(t.stored)
+            self._out(_ZEROS[:pad8(self._pos)])
+        data_at = start + 24 + 64 + 8 * len(t.shape)
+        data_at += pad64(data_at)
         self._index.append(S.build_index_entry(start, data_at, t.stored_length))
+
+    def _write_fused(self, i: int, t: Tensor) -> None:
+        """Into a random-access buffer: copy the data first, computing its CRC chunk by chunk
+        while the chunk is in cache, then write the descriptor (which carries the CRC) in front
+        of it. The bytes are the same as the streaming order produces; the source is read once
+        instead of twice."""
+        w = self._w
+        assert isinstance(w, _Into)
+        start = self._pos
+        sec_len = 24 + 64 + 8 * len(t.shape)
+        data_at = start + sec_len + pad64(start + sec_len)
+        w.n = data_at
+        crc, stored, step = 0, t.stored, 1 << 20
+        for off in range(0, len(stored), step):
+            chunk = stored[off:off + step]
+            crc = crc32c.crc32c(chunk, crc)
+            w.write(chunk)
+        t._crc = crc
+        w.write(_ZEROS[:pad8(w.n)])
+        end = w.n
+        w.n = start
+        w.write(section(SectionType.TENSOR, descriptor_body(i, t)))
+        w.write(_ZEROS[:pad64(w.n)])
+        assert w.n == data_at
+        w.n = end
+        self._pos = end
 
     def finish(self) -> int:
         """Writes INDEX and Trailer; returns the total number of bytes written."""

@@ -137,8 +137,8 @@ def _constraint(key: MetaKey, v: Value) -> str | None:
     if key == MetaKey.QUANT_POLICY and isinstance(v, str):
         try:
             json.loads(v)
-        except ValueError:
-            return "not JSON text"
+        except (ValueError, RecursionError):  # deep nesting must not crash the decoder
+            return "not JSON text (or nested too deeply)"
     return None
 
 

@@ -94,6 +94,9 @@ def kind_cases() -> list[CaseDef]:
         valid("10/error", "10", [], "ERROR with text and agent name", WMessage(
             KINDS["ERROR"], [ent("AGENT_NAME", "b"), ent("ERROR_CODE", 70),
                              ent("ERROR_TEXT", "model mismatch")])),
+        valid("10/error-unregistered-code", "17", [], "ERROR_CODE 999, a code a newer peer may "
+              "add: decodable, treated as a generic failure (D6)", WMessage(
+                  KINDS["ERROR"], [ent("ERROR_CODE", 999), ent("ERROR_TEXT", "from the future")])),
     ]
     proj = hidden_message(tokens=2, hidden=8, dtype="float32")
     proj.entries = [ent("MODEL_ID", MODEL_ID), ent("TOKENIZER_ID", TOKENIZER_ID),

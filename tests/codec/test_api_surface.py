@@ -187,6 +187,13 @@ def test_encode_into_and_encoded_size() -> None:
     msg = avp.text_message("into")
     buf = bytearray(avp.encoded_size(msg))
     assert avp.encode_into(msg, buf) == len(buf) and bytes(buf) == avp.encode(msg)
+    # tensors bigger than the 1 MiB copy step, written data-first into the buffer
+    rng = np.random.default_rng(3)
+    ks = [rng.standard_normal((1, 2, 700, 300), dtype=np.float32) for _ in range(2)]
+    kv = avp.kv_cache_from_arrays(b"k" * 32, ks, ks)
+    want = avp.encode(avp.kv_cache_from_arrays(b"k" * 32, ks, ks))
+    big = np.zeros(len(want) + 100, np.uint8)
+    assert avp.encode_into(kv, big) == len(want) and big[:len(want)].tobytes() == want
     with pytest.raises(ValueError):
         avp.encode_into(msg, bytearray(10))
 

@@ -55,15 +55,17 @@ def _outcome_whole(b: bytes) -> object:
 
 def _outcome_incremental(b: bytes, chunk: int) -> object:
     d = avp.Decoder(keys=KEYS)
+    ended = False
     try:
         for i in range(0, len(b), chunk):
             d.feed(b[i:i + chunk])
-            while not isinstance(ev := d.next_event(), type(avp.NEED_DATA)):
-                if isinstance(ev, avp.EndEvent):
-                    break
+            while (ev := d.next_event()) is not avp.NEED_DATA:
+                ended = ended or isinstance(ev, avp.EndEvent)
         d.end_of_input()
-        while not isinstance(d.next_event(), avp.EndEvent):
-            pass
+        while not ended:  # a complete input never needs more data: TRUNCATED comes here
+            ev = d.next_event()
+            assert ev is not avp.NEED_DATA
+            ended = isinstance(ev, avp.EndEvent)
         return "ok"
     except avp.AvpError as e:
         return e.code

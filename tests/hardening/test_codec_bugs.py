@@ -1,9 +1,9 @@
 """Codec bugs found by the hardening work, each as a minimal reproducer (issue 7).
 
-They are marked ``xfail(strict=True)``: the suite stays green while the bug exists, and the
-test turns red (XPASS) the moment the codec is fixed, so whoever fixes it removes the marker and
-the test becomes an ordinary regression test. Each bug is described, with its proposed fix, in
-spec/NOTES-FOR-LEAD.md under "BUG:" (security engineer).
+They are marked ``xfail(strict=True)`` while a bug exists: the suite stays green, and the test
+turns red (XPASS) once the codec is fixed, so the fixer removes the marker. Bugs 1 and 2 were
+fixed by the codec engineer (16:40) and are regression tests now; see NOTES for 3. Each bug is
+described, with its proposed fix, in spec/NOTES-FOR-LEAD.md under "BUG:" (security engineer).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import avp_codec as avp
 from . import _fuzzmods, _hostile
 
 
-@pytest.mark.xfail(strict=True, reason="BUG 1: RecursionError escapes decode (NOTES-FOR-LEAD)")
 def test_deeply_nested_quant_policy_is_an_avp_error() -> None:
     """QUANT_POLICY is checked with json.loads, which raises RecursionError (not ValueError)
     on deeply nested JSON: a 100 KB header crashes the decoder with a non-AvpError."""
@@ -32,7 +31,6 @@ def test_deeply_nested_quant_policy_is_an_avp_error() -> None:
     assert ei.value.code == avp.ErrorCode.INVALID_VALUE
 
 
-@pytest.mark.xfail(strict=True, reason="BUG 1b: RecursionError escapes encode (NOTES-FOR-LEAD)")
 def test_encoder_refuses_deeply_nested_quant_policy_with_avp_error() -> None:
     layers = [avp.Layer(0, avp.LayerKind.FULL_ATTENTION, 0, 1)]
     import numpy as np
@@ -44,8 +42,6 @@ def test_encoder_refuses_deeply_nested_quant_policy_with_avp_error() -> None:
     assert ei.value.code == avp.ErrorCode.INVALID_VALUE
 
 
-@pytest.mark.xfail(strict=True, reason="BUG 2: Decoder buffers skippable sections before the "
-                   "HEADER without bound (NOTES-FOR-LEAD)")
 def test_decoder_does_not_hoard_skippable_sections_before_the_header() -> None:
     """Spec 11.2: an incremental decoder holds at most max_buffer_bytes of undelivered input.
     Core keeps a copy of every byte before the HEADER (for the HMAC, whose key it learns only

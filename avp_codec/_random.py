@@ -1,0 +1,125 @@
+"""Random access to a stored message (spec 11.3): Trailer -> INDEX -> HEADER -> any tensor.
+
+``IndexedReader`` reads back to front and touches only the structures it is asked for, so it
+validates less than a full decode (R-11.3 lists what): every structure it reads passes the same
+checks as in ``decode`` (shared code), offsets from the INDEX are bounds-checked before use, and
+tensor data is returned only after its descriptor and (in verified mode) its CRC passed. Whole-
+message rules (tiling, parameter references, order) need ``decode``.
+"""
+
+from __future__ import annotations
+
+import copy
+import mmap
+import os
+from typing import Any
+
+import crc32c
+
+from . import _structs as S
+from ._decode import Core
+from ._events import HeaderEvent, TensorEvent
+from ._registry import END_MAGIC, ErrorCode, MetaKey, SectionType
+from ._validate import TensorChecker
+from ._whole import _Whole
+from .errors import AvpError
+from .limits import DEFAULT_LIMITS, Limits
+from .model import Tensor
+
+
+def _err(code: ErrorCode, msg: str, off: int, path: str = "") -> AvpError:
+    return AvpError(code, msg, offset=off, path=path)
+
+
+class IndexedReader:
+    """Random-access reader over bytes, a memoryview or an mmap (``IndexedReader.open(path)``).
+
+    ``header`` is the decoded HEADER (kind, entries, layers, tensor_count); ``tensor(i)`` reads
+    and checks tensor ``i`` only; ``index`` lists ``(section_offset, data_offset,
+    stored_length)`` per tensor.
+    """
+
+    def __init__(self, buf: bytes | bytearray | memoryview | mmap.mmap, *, verify: bool = True,
+                 limits: Limits | None = None) -> None:
+        mv = memoryview(buf).cast("B") if not isinstance(buf, memoryview) else buf.cast("B")
+        self._mv, self._owner = mv, buf
+        lim = limits or DEFAULT_LIMITS
+        n_all = len(mv)
+        if n_all > lim.max_message_bytes:
+            raise _err(ErrorCode.LIMIT_MESSAGE, "message larger than max_message_bytes", 0)
+        if n_all < 16 or bytes(mv[n_all - 8:]) != END_MAGIC:
+            raise _err(ErrorCode.BAD_TRAILER, "no AVP end magic", max(0, n_all - 8))
+        t = S.parse_trailer(mv, n_all - 16)
+        at = t.index_offset
+        if at % 8 or at < 56 or at + 16 > n_all - 16:
+            raise _err(ErrorCode.BAD_TRAILER, "index_offset out of place", n_all - 16)
+        h = S.parse_section_head(mv, at)
+        if h.type != SectionType.INDEX:
+            raise _err(ErrorCode.SECTION_ORDER, "index_offset does not point at an INDEX", at)
+        n = h.length
+        if at + 20 + n + (-(20 + n) % 8) != n_all - 16:
+            raise _err(ErrorCode.BAD_TRAILER, "the INDEX does not end at the Trailer", at + 8)
+        if crc32c.crc32c(mv[at:at + 16 + n]) != int.from_bytes(mv[at + 16 + n:at + 20 + n],
+                                                               "little"):
+            raise _err(ErrorCode.SECTION_CHECKSUM, "INDEX CRC32C mismatch", at + 16 + n)
+        # Preamble and HEADER, through the full decoder's own code (steps P, S, H).
+        self._core = Core(lim, verify, None, False)
+        src = _Whole(mv[:at], buf)
+        ev = self._core.step(src)
+        if not isinstance(ev, HeaderEvent):  # pragma: no cover - Core returns the header first
+            raise AssertionError(ev)
+        self.header = ev
+        authed = any(e.key == MetaKey.AUTH_KEY_ID for e in ev.entries)
+        want = 8 + 24 * ev.tensor_count + (32 if authed else 0)
+        if n != want:
+            raise _err(ErrorCode.HEADER_LAYOUT, f"INDEX body is {n} bytes, expected {want}",
+                       at + 8)
+        body = at + 16
+        if int.from_bytes(mv[body:body + 8], "little") != ev.tensor_count:
+            raise _err(ErrorCode.INDEX_MISMATCH, "index tensor_count differs from the header",
+                       body)
+        self.index: list[tuple[int, int, int]] = []
+        prev = -1
+        for i in range(ev.tensor_count):
+            e = S.parse_index_entry(mv, body + 8 + 24 * i)
+            eo = body + 8 + 24 * i
+            if e.data_offset % 64:
+                raise _err(ErrorCode.MISALIGNED, "data_offset is not a multiple of 64", eo + 8,
+                           f"index[{i}]")
+            if (e.section_offset <= prev or e.section_offset % 8
+                    or e.data_offset + e.stored_length > at or e.data_offset < e.section_offset):
+                raise _err(ErrorCode.INDEX_MISMATCH, "implausible index entry", eo,
+                           f"index[{i}]")
+            prev = e.section_offset
+            self.index.append((e.section_offset, e.data_offset, e.stored_length))
+        self._src = src
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], **kw: Any) -> IndexedReader:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            m: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+        return cls(m, **kw)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def tensor(self, i: int) -> Tensor:
+        """Read, check and return tensor ``i`` (a zero-copy view in RAW codec)."""
+        if not 0 <= i < len(self.index):
+            raise IndexError(i)
+        sec, data, stored = self.index[i]
+        core = copy.copy(self._core)
+        core.pos, core.state, core.pending = sec, "sections", None
+        core.index = [(0, 0, 0)] * i
+        assert self._core.checker is not None
+        core.checker = TensorChecker(self._core.kind or self.header.kind, self.header.layers,
+                                     self._core.checker.context_length, standalone_index=i)
+        ev = core.step(self._src)
+        if not isinstance(ev, TensorEvent):
+            raise _err(ErrorCode.INDEX_MISMATCH, "index entry does not lead to a tensor", sec,
+                       f"index[{i}]")
+        if core.index[-1] != (sec, data, stored):
+            raise _err(ErrorCode.INDEX_MISMATCH, "index entry disagrees with the tensor", sec,
+                       f"index[{i}]")
+        return ev.tensor
