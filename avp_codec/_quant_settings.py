@@ -1,0 +1,195 @@
+"""How a producer wants a cache quantized: per-role settings, per-layer overrides, presets, and
+their QUANT_POLICY JSON form (spec section 12.3).
+
+Settings are producer-side choices only. A receiver never reads them: every quantized tensor's
+descriptor says everything needed to dequantize it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ._registry import Dtype, ErrorCode, QuantScheme
+from .errors import AvpError
+
+GroupAxis = Literal["tokens", "channels"]
+
+_AFFINE = frozenset({Dtype.INT8, Dtype.UINT8, Dtype.INT4, Dtype.UINT4, Dtype.UINT2})
+_SCALED = frozenset({Dtype.FLOAT8_E4M3FN, Dtype.FLOAT8_E5M2})
+_PARAM = frozenset({Dtype.FLOAT32, Dtype.FLOAT16, Dtype.BFLOAT16})
+POLICY_VERSION = 1
+
+
+def _bad(msg: str) -> AvpError:
+    return AvpError(ErrorCode.QUANT_PARAMS, msg, path="policy")
+
+
+@dataclass(frozen=True)
+class QuantSetting:
+    """How to quantize one role of one layer.
+
+    axis "tokens": groups run along the token axis, one scale per channel and group of tokens
+    (KIVI's per-channel keys); "channels": groups run along head_dim, one scale per token and
+    head (per-token values). recent_window keeps the layer's last tokens and sink_tokens its
+    first tokens unquantized, as tiles of their own (spec 12.4). clip_search picks each group's
+    range by a least-squares search over shrink ratios instead of plain min/max (AFFINE only).
+    """
+
+    dtype: Dtype
+    axis: GroupAxis = "channels"
+    group_size: int = 64
+    zero_point: bool = True
+    param_dtype: Dtype = Dtype.FLOAT16
+    recent_window: int = 0
+    sink_tokens: int = 0
+    clip_search: bool = False
+
+    def __post_init__(self) -> None:
+        d = Dtype(self.dtype)
+        if d not in _AFFINE | _SCALED:
+            raise _bad(f"{d.name.lower()} is not a quantized dtype")
+        if d in _SCALED and (self.zero_point or self.clip_search):
+            raise _bad("SCALED_FLOAT (fp8) has no zero point and no clip search")
+        if self.axis not in ("tokens", "channels"):
+            raise _bad(f"axis must be 'tokens' or 'channels', not {self.axis!r}")
+        if not 0 <= self.group_size <= 0xFFFFFFFF:
+            raise _bad("group_size must fit in u32")
+        if Dtype(self.param_dtype) not in _PARAM:
+            raise _bad("param_dtype must be float32, float16 or bfloat16")
+        if self.recent_window < 0 or self.sink_tokens < 0:
+            raise _bad("recent_window and sink_tokens must be >= 0")
+
+    @property
+    def scheme(self) -> QuantScheme:
+        return QuantScheme.SCALED_FLOAT if self.dtype in _SCALED else QuantScheme.AFFINE
+
+    @property
+    def bits(self) -> int:
+        return {Dtype.UINT2: 2, Dtype.INT4: 4, Dtype.UINT4: 4}.get(Dtype(self.dtype), 8)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dtype": Dtype(self.dtype).name.lower(),
+            "axis": self.axis,
+            "group_size": self.group_size,
+            "zero_point": self.zero_point,
+            "param_dtype": Dtype(self.param_dtype).name.lower(),
+            "recent_window": self.recent_window,
+            "sink_tokens": self.sink_tokens,
+            "clip_search": self.clip_search,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> QuantSetting:
+        try:
+            return cls(
+                dtype=Dtype[str(obj["dtype"]).upper()],
+                axis=obj["axis"],
+                group_size=int(obj["group_size"]),
+                zero_point=bool(obj["zero_point"]),
+                param_dtype=Dtype[str(obj["param_dtype"]).upper()],
+                recent_window=int(obj.get("recent_window", 0)),
+                sink_tokens=int(obj.get("sink_tokens", 0)),
+                clip_search=bool(obj.get("clip_search", False)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise _bad(f"bad setting {dict(obj)!r}: {e}") from None
+
+
+@dataclass(frozen=True)
+class LayerSetting:
+    """Settings for the KEY and VALUE tensors of one layer; None leaves a role unquantized."""
+
+    key: QuantSetting | None
+    value: QuantSetting | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": None if self.key is None else self.key.to_json(),
+            "value": None if self.value is None else self.value.to_json(),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Mapping[str, Any]) -> LayerSetting:
+        def one(v: Any) -> QuantSetting | None:
+            return None if v is None else QuantSetting.from_json(v)
+
+        return cls(one(obj.get("key")), one(obj.get("value")))
+
+
+@dataclass(frozen=True)
+class QuantPolicy:
+    """A default LayerSetting plus overrides keyed by the model's layer number (layer_index)."""
+
+    default: LayerSetting
+    layers: Mapping[int, LayerSetting] = field(default_factory=dict)
+    method: str = "uniform"
+    budget_ratio: float | None = None
+
+    def for_layer(self, layer_index: int) -> LayerSetting:
+        return self.layers.get(layer_index, self.default)
+
+    def to_json(self) -> str:
+        """The QUANT_POLICY entry text: compact, keys sorted, layers in increasing order."""
+        obj = {
+            "avp_quant_policy": POLICY_VERSION,
+            "method": self.method,
+            "budget_ratio": self.budget_ratio,
+            "default": self.default.to_json(),
+            "layers": [
+                {"layer": i, **self.layers[i].to_json()} for i in sorted(self.layers)
+            ],
+        }
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> QuantPolicy:
+        try:
+            obj = json.loads(text)
+            if obj.get("avp_quant_policy") != POLICY_VERSION:
+                raise ValueError("unknown policy version")
+            layers = {int(e["layer"]): LayerSetting.from_json(e) for e in obj["layers"]}
+            ratio = obj.get("budget_ratio")
+            return cls(
+                LayerSetting.from_json(obj["default"]),
+                layers,
+                str(obj.get("method", "uniform")),
+                None if ratio is None else float(ratio),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise _bad(f"QUANT_POLICY is not a policy object: {e}") from None
+
+
+def _kivi(dtype: Dtype, group: int, window: int = 0, clip: bool = False) -> LayerSetting:
+    """Keys per channel (groups along tokens), values per token (groups along head_dim)."""
+    return LayerSetting(
+        QuantSetting(dtype, "tokens", group, True, recent_window=window, clip_search=clip),
+        QuantSetting(dtype, "channels", group, True, recent_window=window, clip_search=clip),
+    )
+
+
+def _fp8(dtype: Dtype) -> LayerSetting:
+    # One scale per token and head (the whole head_dim row): fp8's exponent already adapts to
+    # each element's magnitude, so a fine group buys little.
+    s = QuantSetting(dtype, "channels", 0, False)
+    return LayerSetting(s, s)
+
+
+PRESETS: dict[str, QuantPolicy] = {
+    "int8": QuantPolicy(_kivi(Dtype.UINT8, 64)),
+    "fp8_e4m3fn": QuantPolicy(_fp8(Dtype.FLOAT8_E4M3FN)),
+    "fp8_e5m2": QuantPolicy(_fp8(Dtype.FLOAT8_E5M2)),
+    "int4": QuantPolicy(_kivi(Dtype.UINT4, 64)),
+    "int2": QuantPolicy(_kivi(Dtype.UINT2, 32, window=32)),
+}
+
+
+def preset(name: str) -> QuantPolicy:
+    """A named uniform policy: int8, fp8_e4m3fn, fp8_e5m2, int4 or int2 (see PRESETS)."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}") from None
