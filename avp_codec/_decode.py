@@ -142,6 +142,7 @@ class Core:
             raise _err(ErrorCode.RESERVED_NONZERO, "reserved preamble field", 12,
                        "preamble.reserved")
         self.minor = p.minor
+        self.skipped = 0
         self._consume(src, 16)
         self.state = "sections"
         return self.step(src)
@@ -193,6 +194,7 @@ class Core:
                 raise _err(ErrorCode.UNKNOWN_CRITICAL, f"unknown section type {h.type}", at,
                            "section.type")
             self._consume(src, total)  # skippable: verified, then ignored
+            self.skipped += 1
             return self.step(src)
         expected = (SectionType.HEADER if self.kind is None else SectionType.TENSOR
                     if len(self.index) < self.tensor_count else SectionType.INDEX)
@@ -456,7 +458,8 @@ class Core:
         if src.end() > self.pos:
             raise _err(ErrorCode.TRAILING_BYTES, "bytes after the Trailer", self.pos)
         self.state = "done"
-        return EndEvent(getattr(self, "tag_ok", False), self.tag, self.pos, self.minor)
+        return EndEvent(getattr(self, "tag_ok", False), self.tag, self.pos, self.minor,
+                        self.skipped)
 
 
 def _prod(shape: tuple[int, ...]) -> int:

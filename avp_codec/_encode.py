@@ -241,8 +241,12 @@ class _Parts:
 def encode_to(msg: Message, writable: Writable, *,
               auth_key: tuple[bytes, bytes] | None = None) -> int:
     """Encode ``msg`` into ``writable`` (anything with .write); returns bytes written."""
+    # A received tag covers the received bytes. It can be reused only when this encoder writes
+    # those same bytes again: not when the sender wrote a newer minor version or sections this
+    # encoder drops. Then re-encoding needs the key (AUTH_REQUIRED without one, from below).
+    same_bytes = msg.minor == 0 and msg.skipped_sections == 0
     enc = StreamEncoder(writable, msg.kind, msg.entries, msg.layers, len(msg.tensors), auth_key,
-                        _reuse_tag=msg.auth_tag)
+                        _reuse_tag=msg.auth_tag if same_bytes else None)
     for t in msg.tensors:
         enc.write_tensor(t)
     return enc.finish()

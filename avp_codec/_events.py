@@ -31,6 +31,7 @@ class EndEvent:
     auth_tag: bytes | None
     length: int
     minor: int = 0
+    skipped_sections: int = 0
 
 
 class _NeedData:

@@ -64,7 +64,7 @@ def decode(buf: bytes | bytearray | memoryview | mmap.mmap, *, verify: bool = Tr
             assert header is not None
             return Message(header.kind, header.entries, header.layers, tensors,
                            authenticated=ev.authenticated, auth_tag=ev.auth_tag,
-                           minor=header.minor)
+                           minor=header.minor, skipped_sections=ev.skipped_sections)
         else:  # a complete source never asks for more data
             raise AssertionError("NEED_DATA from a complete buffer")
 

@@ -268,6 +268,7 @@ class Message:
     authenticated: bool = False
     auth_tag: bytes | None = None
     minor: int = 0  # the preamble's minor version (an encoder always writes its own, 0)
+    skipped_sections: int = 0  # unknown skippable sections the decoder verified and ignored
 
     def get(self, key: MetaKey | int) -> Value | None:
         for e in self.entries:

@@ -66,8 +66,6 @@ def test_decoder_does_not_hoard_skippable_sections_before_the_header() -> None:
     assert held <= 2 * limit, f"decoder holds {held >> 20} MiB after 8 MiB of skipped sections"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG 3: re-encoding a newer-minor authenticated message "
-                   "reuses a stale tag (NOTES-FOR-LEAD)")
 def test_reencoding_newer_minor_authenticated_message_is_valid_or_refused() -> None:
     """R-9.4: an encoder never writes a message a conforming decoder rejects. A message of
     minor 1 authenticated by its sender decodes fine; re-encoding it writes minor 0 but keeps
