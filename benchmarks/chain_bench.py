@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from avp_runtime.connector import LATENT_TOKEN, Connector, Context
+from avp_runtime.connector import Connector
 
 import avp_codec as avp
 
@@ -111,24 +111,6 @@ def run_text(c: Connector, question: str, roles: list[str], draft: int,
     return hops, out
 
 
-def _think_after(c: Connector, ctx: Context, ids: list[int], steps: int) -> Context:
-    """Append `ids` to an imported context, then `steps` latent steps (connector primitives)."""
-    cache = ctx.fork()
-    n = ctx.context_length
-    out = c.forward(cache, n, input_ids=c._ids_tensor(ids), hidden=True)
-    n += len(ids)
-    realign = c.realigner()
-    h = out.hidden_states[-1][:, -1:, :]
-    for _ in range(steps):
-        out = c.forward(cache, n, inputs_embeds=realign(h), hidden=True)
-        n += 1
-        h = out.hidden_states[-1][:, -1:, :]
-    new_ids = torch.tensor([ids + [LATENT_TOKEN] * steps], dtype=torch.long)
-    token_ids = torch.cat([ctx.token_ids, new_ids], dim=1)
-    positions = torch.arange(n, dtype=torch.long).unsqueeze(0)
-    return Context(cache, token_ids, positions, n, ctx.model_id, ctx.steps + steps)
-
-
 def _turn_ids(c: Connector, text: str) -> list[int]:
     """A new user turn appended to an imported context (no second system prompt), ending where
     the assistant's reply begins; plain text for a model without ChatML markers."""
@@ -161,7 +143,7 @@ def run_avp(c: Connector, question: str, roles: list[str], steps: int,
             hops.append(Hop(i + 1, role, len(ids), len(gen.token_ids), 0,
                             time.perf_counter() - t0, 0))
         else:
-            ctx = _think_after(c, ctx, ids, steps)
+            ctx = c.think(ids, steps, context=ctx)
             wire = c.export_bytes(ctx)
             hops.append(Hop(i + 1, role, len(ids), 0, steps, time.perf_counter() - t0,
                             len(wire)))
