@@ -13,7 +13,6 @@ from __future__ import annotations
 import hmac
 import struct
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import crc32c
@@ -50,23 +49,6 @@ from .model import Entry, Layer, Quant, Tensor
 _MAX_DESC = 64 + 8 * 255  # the largest tensor descriptor a u8 rank allows
 
 
-@dataclass
-class _Desc:
-    """A parsed tensor descriptor awaiting its data (what TensorChecker sees)."""
-
-    role: Role
-    dtype: Dtype
-    shape: tuple[int, ...]
-    layer: int | None
-    codec: Codec
-    layout: Layout
-    token_offset: int
-    quant: Quant | None
-    raw_length: int
-    stored_length: int
-    data_crc: int
-
-
 def _err(code: ErrorCode, msg: str, off: int | None, path: str = "") -> AvpError:
     return AvpError(code, msg, offset=off, path=path)
 
@@ -85,7 +67,7 @@ class Core:
         self.layers: list[Layer] = []
         self.checker: TensorChecker | None = None
         self.index: list[tuple[int, int, int]] = []
-        self.pending: tuple[_Desc, int, int] | None = None
+        self.pending: tuple[Tensor, int, int] | None = None
         self.prefix: list[bytes] = []  # bytes consumed before the HEADER was processed
         self.prefix_len = 0
         self.mac: hmac.HMAC | None = None
@@ -149,69 +131,74 @@ class Core:
 
     # -- sections (spec 4) ---------------------------------------------------------------
     def _section(self, src: Source) -> Event:
+        # Runs once per tensor: fields are unpacked into plain tuples with precompiled
+        # struct.Structs and read by position (no namedtuple or dataclass per section).
         at = self.pos
         if not self._have(src, 16):
             return NEED_DATA
-        h = S.parse_section_head(src.get(at, 16))
-        n = h.length
+        stype, flags, n = _SECTION_HEAD(src.get(at, 16))
         total = 20 + n + (-(20 + n) % 8)
         if at + total > U64_MAX:
             raise _err(ErrorCode.LENGTH_OVERFLOW, "section length overflows u64", at + 8,
                        "section.length")
         lim = self.lim
-        if h.type == SectionType.HEADER and n > lim.max_header_bytes:
-            raise _err(ErrorCode.LIMIT_HEADER, f"header body of {n} bytes", at + 8)
-        if h.type == SectionType.TENSOR and n > _MAX_DESC:
-            raise _err(ErrorCode.HEADER_LAYOUT, "tensor descriptor longer than rank 255 allows",
-                       at + 8, "section.length")
-        if h.type == SectionType.INDEX and n > 8 + 24 * lim.max_tensors + 32:
-            raise _err(ErrorCode.LIMIT_TENSORS, "index longer than max_tensors allows", at + 8)
-        if h.type not in (1, 2, 3) and n > lim.max_header_bytes:
+        known = stype in _KNOWN_SECTIONS
+        if stype == SectionType.TENSOR:
+            if n > _MAX_DESC:
+                raise _err(ErrorCode.HEADER_LAYOUT, "tensor descriptor longer than rank 255 "
+                           "allows", at + 8, "section.length")
+        elif stype == SectionType.HEADER:
+            if n > lim.max_header_bytes:
+                raise _err(ErrorCode.LIMIT_HEADER, f"header body of {n} bytes", at + 8)
+        elif stype == SectionType.INDEX:
+            if n > 8 + 24 * lim.max_tensors + 32:
+                raise _err(ErrorCode.LIMIT_TENSORS, "index longer than max_tensors allows",
+                           at + 8)
+        elif n > lim.max_header_bytes:
             raise _err(ErrorCode.LIMIT_HEADER, f"unknown section of {n} bytes", at + 8)
         if not self._have(src, total):
             return NEED_DATA
-        body = src.get(at + 16, n)
-        if h.type == SectionType.HEADER and n >= 16:
-            self._header_limits(S.parse_header_fixed(body), at + 16)
+        sec = src.get(at, total)  # the whole section: head, body, crc, pad8
+        if stype == SectionType.HEADER and n >= 16:
+            self._header_limits(S.parse_header_fixed(sec, 16), at + 16)
         fixed = None
-        if h.type == SectionType.TENSOR and n >= 64:
-            fixed = S.parse_tensor_fixed(body)
-            if (fixed.rank > lim.max_rank or fixed.raw_length > lim.max_tensor_bytes
-                    or fixed.stored_length > lim.max_tensor_bytes):
+        if stype == SectionType.TENSOR and n >= 64:
+            fixed = _TENSOR_FIXED(sec, 16)
+            if (fixed[_RANK] > lim.max_rank or fixed[_RAW_LENGTH] > lim.max_tensor_bytes
+                    or fixed[_STORED_LENGTH] > lim.max_tensor_bytes):
                 self._tensor_limits(fixed, at + 16)  # raises the right one of the three
-        crc = int.from_bytes(src.get(at + 16 + n, 4), "little")
-        if crc32c.crc32c(src.get(at, 16 + n)) != crc:
+        if crc32c.crc32c(sec[:16 + n]) != _U32(sec, 16 + n)[0]:
             raise _err(ErrorCode.SECTION_CHECKSUM, "section CRC32C mismatch", at + 16 + n,
                        "section.crc")
-        known = h.type in (1, 2, 3)
-        if h.flags & ~1 or (known and h.flags):
+        if flags & ~1 or (known and flags):
             raise _err(ErrorCode.RESERVED_NONZERO, "reserved section flag bits", at + 4,
                        "section.flags")
-        if _nonzero(src.get(at + 20 + n, total - 20 - n)):
+        if total > 20 + n and _nonzero(sec[20 + n:]):
             raise _err(ErrorCode.NONZERO_PADDING, "section padding", at + 20 + n)
         if not known:
-            if not h.flags & 1:
-                raise _err(ErrorCode.UNKNOWN_CRITICAL, f"unknown section type {h.type}", at,
+            if not flags & 1:
+                raise _err(ErrorCode.UNKNOWN_CRITICAL, f"unknown section type {stype}", at,
                            "section.type")
             self._consume(src, total)  # skippable: verified, then ignored
             self.skipped += 1
             return self.step(src)
         expected = (SectionType.HEADER if self.kind is None else SectionType.TENSOR
                     if len(self.index) < self.tensor_count else SectionType.INDEX)
-        if h.type != expected:
-            raise _err(ErrorCode.SECTION_ORDER, f"{SectionType(h.type).name} section where "
+        if stype != expected:
+            raise _err(ErrorCode.SECTION_ORDER, f"{SectionType(stype).name} section where "
                        f"{expected.name} belongs", at, "section.type")
+        if expected == SectionType.TENSOR:
+            t = self._descriptor(sec, fixed, at + 16, n)
+            self._consume(src, total)
+            self.pending = (t, at, self.pos)
+            self.state = "data"
+            return self._data(src)
+        body = sec[16:16 + n]
         if expected == SectionType.HEADER:
             ev = self._header(bytes(body), at + 16)
             self._start_auth()  # the tag covers the preamble and any earlier section too
             self._consume(src, total)
             return ev
-        if expected == SectionType.TENSOR:
-            desc = self._descriptor(body, fixed, at + 16, n)
-            self._consume(src, total)
-            self.pending = (desc, at, self.pos)
-            self.state = "data"
-            return self._data(src)
         self._index(body, at, n)
         self._consume(src, total)
         self.state = "trailer"
@@ -257,7 +244,7 @@ class Core:
                 raise _err(ErrorCode.NON_CANONICAL, "entries must be sorted by increasing key",
                            off + p, path + ".key")
             value = decode_value(e.type, body[p + 8:vend], path + ".value", off + p + 8)
-            vtype = ValueType(e.type) if e.type in _VALUE_TYPES else e.type
+            vtype = _VALUE_TYPES.get(e.type, e.type)
             entry = Entry(e.key, vtype, value, bool(e.flags & 1))
             check_entry(entry, path, off + p)
             entries.append(entry)
@@ -266,19 +253,21 @@ class Core:
             raise _err(ErrorCode.HEADER_LAYOUT, "header length disagrees with its layer count",
                        off + p, "layers")
         layers: list[Layer] = []
-        for i in range(f.layer_count):
+        prev = None
+        for i, (index, kind_c, reserved1, window, reserved2, token_start, token_count) in (
+                enumerate(_LAYER_DESCS(body[p:]))):
             lo = p + 32 * i
-            d = S.parse_layer(body, lo)
-            if any(d.reserved1) or d.reserved2:
+            if reserved1 != b"\0\0\0" or reserved2:
                 raise _err(ErrorCode.RESERVED_NONZERO, "reserved layer field", off + lo + 5,
                            f"layers[{i}]")
-            if d.layer_kind not in _LAYER_KINDS:
-                raise _err(ErrorCode.INVALID_VALUE, f"layer kind {d.layer_kind}", off + lo + 4,
+            layer_kind = _LAYER_KINDS.get(kind_c)
+            if layer_kind is None:
+                raise _err(ErrorCode.INVALID_VALUE, f"layer kind {kind_c}", off + lo + 4,
                            f"layers[{i}].layer_kind")
-            layer = Layer(d.layer_index, LayerKind(d.layer_kind), d.token_start, d.token_count,
-                          d.window)
-            check_layer(i, layer, layers[-1] if layers else None, off + lo)
+            layer = Layer(index, layer_kind, token_start, token_count, window)
+            check_layer(i, layer, prev, off + lo)
             layers.append(layer)
+            prev = layer
         check_kind_entries(kind, entries, off)
         ctx = next((e.value for e in entries if e.key == MetaKey.CONTEXT_LENGTH), None)
         ctx_len = ctx if isinstance(ctx, int) else None
@@ -305,76 +294,82 @@ class Core:
         self.prefix = []
 
     # -- TENSOR (spec 7) -----------------------------------------------------------------
-    def _tensor_limits(self, f: object, off: int) -> None:
-        if f.rank > self.lim.max_rank:  # type: ignore[attr-defined]
+    def _tensor_limits(self, f: tuple[Any, ...], off: int) -> None:
+        if f[_RANK] > self.lim.max_rank:
             raise _err(ErrorCode.LIMIT_RANK, "rank above max_rank", off + 12, "rank")
-        for name, rel in (("raw_length", 40), ("stored_length", 48)):
-            if getattr(f, name) > self.lim.max_tensor_bytes:
+        for name, field, rel in (("raw_length", _RAW_LENGTH, 40),
+                                 ("stored_length", _STORED_LENGTH, 48)):
+            if f[field] > self.lim.max_tensor_bytes:
                 raise _err(ErrorCode.LIMIT_TENSOR, f"{name} above max_tensor_bytes", off + rel,
                            name)
 
-    def _descriptor(self, body: bytes | memoryview, f: Any, off: int, n: int) -> _Desc:
+    def _descriptor(self, sec: bytes | memoryview, f: tuple[Any, ...] | None, off: int,
+                    n: int) -> Tensor:
+        """Check a TENSOR descriptor (spec 7.1-7.7) and return its tensor, data not yet read.
+        ``sec`` is the whole section (the body starts at 16); ``off`` is the body's offset."""
         i = len(self.index)
-        path = f"tensor[{i}]"
         if f is None:
             raise _err(ErrorCode.HEADER_LAYOUT, "tensor descriptor shorter than 64 bytes", off,
-                       path)
-        if f.reserved1 != b"\0\0\0" or f.reserved2:
-            raise _err(ErrorCode.RESERVED_NONZERO, "reserved descriptor field", off + 29, path)
-        if n != 64 + 8 * f.rank:
+                       f"tensor[{i}]")
+        (tensor_index, layer, role_c, dtype_c, codec_c, rank, layout_c, scheme, axis, group,
+         scale, zero, dequant, reserved1, token_offset, raw_length, stored_length, data_crc,
+         reserved2) = f
+        if reserved1 != b"\0\0\0" or reserved2:
+            raise _err(ErrorCode.RESERVED_NONZERO, "reserved descriptor field", off + 29,
+                       f"tensor[{i}]")
+        if n != 64 + 8 * rank:
             raise _err(ErrorCode.HEADER_LAYOUT, "descriptor length is not 64 + 8 x rank", off,
-                       path)
-        if f.tensor_index != i:
-            raise _err(ErrorCode.TENSOR_INDEX, f"tensor_index {f.tensor_index}, expected {i}",
-                       off, path + ".tensor_index")
-        dtype, codec = _DTYPES.get(f.dtype), _CODECS.get(f.codec)
-        role, layout = _ROLES.get(f.role), _LAYOUTS.get(f.layout)
+                       f"tensor[{i}]")
+        if tensor_index != i:
+            raise _err(ErrorCode.TENSOR_INDEX, f"tensor_index {tensor_index}, expected {i}",
+                       off, f"tensor[{i}].tensor_index")
+        dtype, codec = _DTYPES.get(dtype_c), _CODECS.get(codec_c)
+        role, layout = _ROLES.get(role_c), _LAYOUTS.get(layout_c)
         if dtype is None:
-            raise _err(ErrorCode.UNKNOWN_DTYPE, f"dtype {f.dtype} is not registered", off + 10,
-                       path + ".dtype")
+            raise _err(ErrorCode.UNKNOWN_DTYPE, f"dtype {dtype_c} is not registered", off + 10,
+                       f"tensor[{i}].dtype")
         if codec is None:
-            raise _err(ErrorCode.UNKNOWN_CODEC, f"codec {f.codec} is not registered", off + 11,
-                       path + ".codec")
+            raise _err(ErrorCode.UNKNOWN_CODEC, f"codec {codec_c} is not registered", off + 11,
+                       f"tensor[{i}].codec")
         if role is None:
-            raise _err(ErrorCode.UNKNOWN_ROLE, f"role {f.role} is not registered", off + 8,
-                       path + ".role")
+            raise _err(ErrorCode.UNKNOWN_ROLE, f"role {role_c} is not registered", off + 8,
+                       f"tensor[{i}].role")
         if layout is None:
-            raise _err(ErrorCode.UNKNOWN_LAYOUT, f"layout {f.layout} is not registered",
-                       off + 13, path + ".layout")
-        quant = self._quant_fields(f, off, path) if (
-            f.quant_scheme or f.quant_axis or f.group_size or f.dequant_dtype
-            or f.scale_tensor != NO_REF or f.zero_point_tensor != NO_REF) else None
-        shape = _shape_struct(f.rank).unpack_from(body, 64)
-        desc = _Desc(role, dtype, shape, None if f.layer == NO_REF else f.layer, codec, layout,
-                     f.token_offset, quant, f.raw_length, f.stored_length, f.data_crc)
+            raise _err(ErrorCode.UNKNOWN_LAYOUT, f"layout {layout_c} is not registered",
+                       off + 13, f"tensor[{i}].layout")
+        quant = self._quant_fields(scheme, axis, group, scale, zero, dequant, off, i) if (
+            scheme or axis or group or dequant or scale != NO_REF or zero != NO_REF) else None
+        t = Tensor._pending(role, dtype, _SHAPES[rank].unpack_from(sec, 80),
+                            None if layer == NO_REF else layer, codec, layout, token_offset,
+                            quant, raw_length, stored_length, data_crc)
         assert self.checker is not None
-        self.checker.check(desc, off)  # type: ignore[arg-type]
-        return desc
+        self.checker.check(t, off)
+        return t
 
-    def _quant_fields(self, f: object, off: int, path: str) -> Quant | None:
-        g = f.__getattribute__
-        if g("quant_scheme") == 0:
-            if (g("quant_axis") or g("group_size") or g("dequant_dtype")
-                    or g("scale_tensor") != NO_REF or g("zero_point_tensor") != NO_REF):
+    @staticmethod
+    def _quant_fields(scheme: int, axis: int, group: int, scale: int, zero: int, dequant: int,
+                      off: int, i: int) -> Quant | None:
+        path = f"tensor[{i}]"
+        if scheme == 0:
+            if axis or group or dequant or scale != NO_REF or zero != NO_REF:
                 raise _err(ErrorCode.QUANT_PARAMS, "quant fields set without a scheme",
                            off + 14, path + ".quant_scheme")
             return None
-        if g("quant_scheme") not in QuantScheme._value2member_map_:
-            raise _err(ErrorCode.QUANT_PARAMS, f"quant scheme {g('quant_scheme')}", off + 14,
+        if scheme not in QuantScheme._value2member_map_:
+            raise _err(ErrorCode.QUANT_PARAMS, f"quant scheme {scheme}", off + 14,
                        path + ".quant_scheme")
-        if g("dequant_dtype") not in Dtype._value2member_map_:
+        if dequant not in Dtype._value2member_map_:
             raise _err(ErrorCode.QUANT_PARAMS, "dequant_dtype not registered", off + 28,
                        path + ".dequant_dtype")
-        s, z = g("scale_tensor"), g("zero_point_tensor")
-        return Quant(QuantScheme(g("quant_scheme")), g("quant_axis"), g("group_size"),
-                     None if s == NO_REF else s, None if z == NO_REF else z,
-                     Dtype(g("dequant_dtype")))
+        return Quant(QuantScheme(scheme), axis, group, None if scale == NO_REF else scale,
+                     None if zero == NO_REF else zero, Dtype(dequant))
 
     def _data(self, src: Source) -> Event:
         assert self.pending is not None
-        desc, sec_at, end = self.pending
+        t, sec_at, end = self.pending
+        stored_length = t.stored_length
         data_at = end + (-end % 64)
-        stop = data_at + desc.stored_length
+        stop = data_at + stored_length
         total = stop + (-stop % 8) - end
         if not self._have(src, total):
             return NEED_DATA
@@ -382,32 +377,28 @@ class Core:
         if data_at > end and int.from_bytes(src.get(end, data_at - end), "little"):
             raise _err(ErrorCode.NONZERO_PADDING, "padding before tensor data", end,
                        f"tensor[{i}]")
-        data = src.get(data_at, desc.stored_length)
-        if self.verify and crc32c.crc32c(data) != desc.data_crc:
+        data = src.get(data_at, stored_length)
+        if self.verify and crc32c.crc32c(data) != t.data_crc:
             raise _err(ErrorCode.DATA_CHECKSUM, "tensor data CRC32C mismatch", data_at,
                        f"tensor[{i}].data")
         if stop % 8 and int.from_bytes(src.get(stop, total - (stop - end)), "little"):
             raise _err(ErrorCode.NONZERO_PADDING, "padding after tensor data", stop,
                        f"tensor[{i}]")
-        if not isinstance(data, memoryview):
-            data = memoryview(data)
-        t = Tensor._decoded(desc.role, desc.dtype, desc.shape, data, desc.layer, desc.codec,
-                            desc.layout, desc.token_offset, desc.quant, desc.raw_length,
-                            desc.data_crc, src)
-        if desc.codec != Codec.RAW:
-            elem = max(1, DTYPE_BITS[desc.dtype] // 8)
+        t._attach(data if isinstance(data, memoryview) else memoryview(data), src)
+        if t.codec != Codec.RAW:
+            elem = max(1, DTYPE_BITS[t.dtype] // 8)
             try:
-                raw = _codecs.decompress(t.stored, desc.codec, desc.raw_length, elem,
+                raw = _codecs.decompress(t.stored, t.codec, t.raw_length, elem,
                                          f"tensor[{i}].data")
             except AvpError as e:
                 e.offset = data_at
                 raise
             t._raw = memoryview(raw)
-        if desc.dtype in _dtypes.PACKED and not _dtypes.packed_tail_ok(
-                t.raw_bytes(), desc.dtype, _prod(desc.shape)):
+        if t.dtype in _dtypes.PACKED and not _dtypes.packed_tail_ok(
+                t.raw_bytes(), t.dtype, _prod(t.shape)):
             raise _err(ErrorCode.NONZERO_PADDING, "unused bits of the last packed byte",
-                       data_at + desc.stored_length - 1, f"tensor[{i}].data")
-        self.index.append((sec_at, data_at, desc.stored_length))
+                       data_at + stored_length - 1, f"tensor[{i}].data")
+        self.index.append((sec_at, data_at, stored_length))
         self._consume(src, total)
         self.pending = None
         self.state = "sections"
@@ -423,15 +414,18 @@ class Core:
         if int.from_bytes(body[:8], "little") != count:
             raise _err(ErrorCode.INDEX_MISMATCH, "index tensor_count differs from the header",
                        at + 16, "index.tensor_count")
-        for i in range(count):
-            e = S.parse_index_entry(body, 8 + 24 * i)
-            eo = at + 16 + 8 + 24 * i
-            if e.data_offset % 64:
-                raise _err(ErrorCode.MISALIGNED, "data_offset is not a multiple of 64", eo + 8,
-                           f"index[{i}].data_offset")
-            if (e.section_offset, e.data_offset, e.stored_length) != self.index[i]:
-                raise _err(ErrorCode.INDEX_MISMATCH, "index entry disagrees with the tensor",
-                           eo, f"index[{i}]")
+        # The tensors' own offsets are all 64-aligned, so an INDEX equal to them is valid as a
+        # whole; only a differing one is walked entry by entry for the first error.
+        entries = list(_INDEX_ENTRIES(body[8:8 + 24 * count]))
+        if entries != self.index:
+            for i, (section_offset, data_offset, stored_length) in enumerate(entries):
+                eo = at + 16 + 8 + 24 * i
+                if data_offset % 64:
+                    raise _err(ErrorCode.MISALIGNED, "data_offset is not a multiple of 64",
+                               eo + 8, f"index[{i}].data_offset")
+                if (section_offset, data_offset, stored_length) != self.index[i]:
+                    raise _err(ErrorCode.INDEX_MISMATCH, "index entry disagrees with the "
+                               "tensor", eo, f"index[{i}]")
         if self.authed:
             self.tag = bytes(body[n - 32:n])
             if self.mac is not None:
@@ -469,20 +463,37 @@ def _prod(shape: tuple[int, ...]) -> int:
     return n
 
 
-_VALUE_TYPES = frozenset(int(v) for v in ValueType)
+_VALUE_TYPES: dict[int, ValueType] = {int(m): m for m in ValueType}
 # code -> member dicts: a dict lookup is several times cheaper than calling the IntEnum.
 _DTYPES = {int(m): m for m in Dtype}
 _CODECS = {int(m): m for m in Codec}
 _ROLES = {int(m): m for m in Role}
 _LAYOUTS = {int(m): m for m in Layout}
 _SHAPES = {r: struct.Struct(f"<{r}Q") for r in range(256)}
+_KNOWN_SECTIONS = frozenset(int(t) for t in SectionType)
+_U32 = struct.Struct("<I").unpack_from
 
-
-def _shape_struct(rank: int) -> struct.Struct:
-    return _SHAPES[rank]
+# The hot path reads the section head and the 64-byte descriptor as plain tuples through the
+# struct.Structs that _structs derives from its construct declarations (the single source of
+# each layout); the field order those tuples follow is pinned here.
+_SECTION_HEAD = S._C_SECTION_HEAD.struct.unpack_from
+_TENSOR_FIXED = S._C_TENSOR_FIXED.struct.unpack_from
+_INDEX_ENTRIES = S._C_INDEX_ENTRY.struct.iter_unpack
+_LAYER_DESCS = S._C_LAYER_DESC.struct.iter_unpack
+assert S._C_LAYER_DESC.tuple._fields == ("layer_index", "layer_kind", "reserved1", "window",
+                                         "reserved2", "token_start", "token_count")
+assert S._C_SECTION_HEAD.tuple._fields == ("type", "flags", "length")
+assert S._C_INDEX_ENTRY.tuple._fields == ("section_offset", "data_offset", "stored_length")
+_TENSOR_FIELDS = S._C_TENSOR_FIXED.tuple._fields
+assert _TENSOR_FIELDS == (
+    "tensor_index", "layer", "role", "dtype", "codec", "rank", "layout", "quant_scheme",
+    "quant_axis", "group_size", "scale_tensor", "zero_point_tensor", "dequant_dtype", "reserved1",
+    "token_offset", "raw_length", "stored_length", "data_crc", "reserved2")
+_RANK, _RAW_LENGTH, _STORED_LENGTH = (_TENSOR_FIELDS.index(f)
+                                      for f in ("rank", "raw_length", "stored_length"))
 
 
 def _nonzero(b: bytes | memoryview) -> bool:
     """Whether any byte is nonzero (int.from_bytes is C-speed for these short pads)."""
     return int.from_bytes(b, "little") != 0
-_LAYER_KINDS = frozenset(int(v) for v in LayerKind)
+_LAYER_KINDS = {int(m): m for m in LayerKind}

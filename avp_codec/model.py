@@ -82,7 +82,7 @@ class Tensor:
     """One tensor: descriptor fields and its stored bytes."""
 
     __slots__ = ("role", "dtype", "shape", "layer", "codec", "layout", "token_offset", "quant",
-                 "raw_length", "_stored", "_crc", "_raw", "_owner")
+                 "raw_length", "_stored", "_slen", "_crc", "_raw", "_owner", "_sized")
 
     def __init__(self, role: Role | int, dtype: Dtype | int, shape: tuple[int, ...],
                  stored: bytes | bytearray | memoryview, *, layer: int | None = None,
@@ -102,22 +102,33 @@ class Tensor:
                            if raw_length is None else raw_length)
         mv = stored if isinstance(stored, memoryview) else memoryview(stored)
         self._stored = mv.cast("B") if mv.format != "B" or mv.ndim != 1 else mv
+        self._slen = len(self._stored)
         self._crc = data_crc
         self._raw: memoryview | None = self._stored if self.codec == Codec.RAW else None
         self._owner = owner  # keeps the source array (or mmap) alive while views exist
+        # The (shape, dtype) a decoder checked raw_length against, so that array() may map the
+        # bytes directly while those are the tensor's; caller-built tensors keep numpy's checks.
+        self._sized: tuple[tuple[int, ...], Dtype] | None = None
 
     @classmethod
-    def _decoded(cls, role: Role, dtype: Dtype, shape: tuple[int, ...], stored: memoryview,
-                 layer: int | None, codec: Codec, layout: Layout, token_offset: int,
-                 quant: Quant | None, raw_length: int, data_crc: int, owner: Any) -> Tensor:
-        """The decoder's constructor: every field is already checked and typed, so this skips
-        the conversions of __init__ (it runs once per tensor on the zero-copy path)."""
+    def _pending(cls, role: Role, dtype: Dtype, shape: tuple[int, ...], layer: int | None,
+                 codec: Codec, layout: Layout, token_offset: int, quant: Quant | None,
+                 raw_length: int, stored_length: int, data_crc: int) -> Tensor:
+        """The decoder's constructor, from a parsed descriptor whose data has not been read
+        yet (``_attach`` adds it). Every field is already typed, so this skips the conversions
+        of __init__: it runs once per tensor on the zero-copy path."""
         t = cls.__new__(cls)
         t.role, t.dtype, t.shape, t.layer, t.codec = role, dtype, shape, layer, codec
         t.layout, t.token_offset, t.quant, t.raw_length = layout, token_offset, quant, raw_length
-        t._stored, t._crc, t._owner = stored, data_crc, owner
-        t._raw = stored if codec == Codec.RAW else None
+        t._stored, t._slen, t._crc, t._raw, t._owner = _NO_DATA, stored_length, data_crc, None, None
+        t._sized = (shape, dtype)  # the decoder checks raw_length against these before data
         return t
+
+    def _attach(self, stored: memoryview, owner: Any) -> None:
+        """Give a ``_pending`` tensor its stored bytes (``stored_length`` of them)."""
+        self._stored, self._owner = stored, owner
+        if self.codec == Codec.RAW:
+            self._raw = stored
 
     # -- stored and raw bytes -------------------------------------------------------------
     @property
@@ -126,7 +137,7 @@ class Tensor:
 
     @property
     def stored_length(self) -> int:
-        return len(self._stored)
+        return self._slen
 
     @property
     def data_crc(self) -> int:
@@ -145,9 +156,13 @@ class Tensor:
     def array(self) -> np.ndarray:
         """A read-only numpy view (ml_dtypes for bfloat16 and fp8). Packed sub-byte dtypes come
         back as their packed uint8 bytes; use ``values()`` to unpack them."""
-        raw = self.raw_bytes()
+        raw = self._raw if self._raw is not None else self.raw_bytes()
         if self.dtype in _dtypes.PACKED:
             return np.frombuffer(raw, dtype=np.uint8)
+        sized = self._sized
+        if sized is not None and sized[0] is self.shape and sized[1] is self.dtype:
+            # exactly shape's bytes: one ndarray call, half the cost of frombuffer + reshape
+            return np.ndarray(self.shape, _dtypes.NUMPY_DTYPES[self.dtype], raw)
         a = np.frombuffer(raw, dtype=_dtypes.NUMPY_DTYPES[self.dtype])
         return a.reshape(self.shape)
 
@@ -281,6 +296,9 @@ class Message:
             return NotImplemented
         return (self.kind == other.kind and self.entries == other.entries
                 and self.layers == other.layers and self.tensors == other.tensors)
+
+
+_NO_DATA = memoryview(b"")  # a pending decoded tensor's bytes until _attach
 
 
 def ref(value: int | None) -> int:

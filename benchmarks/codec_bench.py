@@ -32,6 +32,7 @@ import avp_codec as avp
 
 LAYERS, HEADS, TOKENS, HEAD_DIM = 28, 8, 1024, 128
 RESULTS = Path(__file__).resolve().parent / "results"
+WARM_REPS = 200
 
 
 def make_cache() -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -140,6 +141,18 @@ def main() -> None:
             t0 = time.perf_counter()
             paths[name]()
             times[name].append((time.perf_counter() - t0) * 1e3)
+    # Informational, not a target: the same unverified decode back to back (warm caches), with
+    # and without building the arrays. Each interleaved rep above runs it right after paths that
+    # stream 117 MB through the caches, which is what the target is judged on.
+    warm: dict[str, list[float]] = {"avp_decode_unverified_warm": [],
+                                    "avp_decode_unverified_warm_no_arrays": []}
+    for _ in range(WARM_REPS):
+        for name, fn in (("avp_decode_unverified_warm", avp_decode_unverified),
+                         ("avp_decode_unverified_warm_no_arrays",
+                          lambda: avp.decode(encoded, verify=False))):
+            t0 = time.perf_counter()
+            fn()
+            warm[name].append((time.perf_counter() - t0) * 1e3)
     med = {k: statistics.median(v) for k, v in times.items()}
     base = med["memcpy"]
     ratios = {k: v / base for k, v in med.items()}
@@ -175,6 +188,9 @@ def main() -> None:
                 "path that returns new bytes (avp_encode_bytes, safetensors/torch save)",
         "memcpy_gb_per_s": round(nbytes / base / 1e6, 2),
         "targets_met": targets,
+        "warm_back_to_back_ms": {k: {"median": round(statistics.median(v), 3),
+                                     "min": round(min(v), 3), "reps": len(v)}
+                                 for k, v in warm.items()},
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "codec_bench.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -188,6 +204,10 @@ def main() -> None:
         lines.append(f"| {k} | {med[k]:.3f} | {min(times[k]):.3f} | {ratios[k]:.2f} |")
     lines += ["", "| target | met |", "|---|---|"]
     lines += [f"| {k} | {'yes' if v else 'NO'} |" for k, v in targets.items()]
+    lines += ["", f"Informational (not a target): unverified decode {WARM_REPS} times back to back "
+              "(warm caches), with and without `.array()` on every tensor.", "",
+              "| path | median ms | min ms |", "|---|---:|---:|"]
+    lines += [f"| {k} | {statistics.median(v):.3f} | {min(v):.3f} |" for k, v in warm.items()]
     (RESULTS / "codec_bench.md").write_text("\n".join(lines) + "\n")
     for f in (avp_file, st_file):
         if os.path.exists(f):
