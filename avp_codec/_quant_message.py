@@ -11,6 +11,7 @@ Pure numpy + ml_dtypes; torch is never imported.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,7 @@ from ._registry import (
     FLOAT_PARAM_DTYPES,
     LAYOUT_INFO,
     QUANT_ROLES,
+    Codec,
     Dtype,
     ErrorCode,
     MetaKey,
@@ -67,22 +69,34 @@ def quantize_array(
     return r.codes, r.scale, r.zero_point
 
 
+def _tensor(arr: np.ndarray, role: Role, codec: Codec, **kw: Any) -> Tensor:
+    """Tensor.from_array with `codec`, or RAW when compressing does not make it smaller (zstd
+    adds a frame header, and a tiny or noisy tile may not shrink)."""
+    raw = Tensor.from_array(arr, role, **kw)
+    if codec == Codec.RAW:
+        return raw
+    packed = Tensor.from_array(arr, role, codec=codec, **kw)
+    return packed if packed.stored_length < raw.stored_length else raw
+
+
 def _quantize_tile(
     t: Tensor, arr: np.ndarray, token_offset: int, setting: QuantSetting, first: int
 ) -> list[Tensor]:
     """[scale, (zero point,) codes] for one tile; `first` is the scale tensor's final index."""
     axis = quant_axis(setting, t)
     codes, scale, zp = quantize_array(arr, setting, axis)
-    out = [Tensor.from_array(scale, Role.QUANT_SCALE, layer=t.layer)]
+    # Parameters are 16/32-bit floats: byte planes split their exponent bytes out for zstd.
+    pcodec = Codec.BYTEPLANE_ZSTD if setting.compress else Codec.RAW
+    out = [_tensor(scale, Role.QUANT_SCALE, pcodec, layer=t.layer)]
     if zp is not None:
-        out.append(Tensor.from_array(zp, Role.QUANT_ZERO_POINT, layer=t.layer))
+        out.append(_tensor(zp, Role.QUANT_ZERO_POINT, pcodec, layer=t.layer))
     q = Quant(
         setting.scheme, axis, setting.group_size, first,
         first + 1 if zp is not None else None, t.dtype,
     )
-    out.append(Tensor.from_array(
-        codes, t.role, layer=t.layer, layout=t.layout, token_offset=token_offset,
-        dtype=setting.dtype, quant=q,
+    out.append(_tensor(
+        codes, t.role, Codec.ZSTD if setting.compress else Codec.RAW, layer=t.layer,
+        layout=t.layout, token_offset=token_offset, dtype=setting.dtype, quant=q,
     ))
     return out
 
@@ -117,6 +131,9 @@ def _quantize_kv(t: Tensor, setting: QuantSetting, token_count: int, first: int)
             arr, np.arange(start, stop), axis=ax)
         if quantized:
             out += _quantize_tile(t, part, t.token_offset + start, setting, first + len(out))
+        elif setting.compress and t.codec == Codec.RAW:
+            out.append(_tensor(part, t.role, Codec.BYTEPLANE_ZSTD, layer=t.layer,
+                               layout=t.layout, token_offset=t.token_offset + start))
         else:
             out.append(Tensor.from_array(
                 part, t.role, layer=t.layer, layout=t.layout, codec=t.codec,

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 
 from . import _quant_core as core
-from ._quant_message import _KV_ROLES, quant_axis, quantize_message, segments
+from ._quant_message import _KV_ROLES, _quantize_kv, quant_axis, quantize_message, segments
 from ._quant_settings import LayerSetting, QuantPolicy, QuantSetting
 from ._registry import DTYPE_BITS, QUANT_ROLES, Dtype, Role
 from .model import Message, Tensor
@@ -34,9 +34,12 @@ def message_kv_bytes(msg: Message) -> int:
 
 def _tile_bytes(t: Tensor, setting: QuantSetting | None, token_count: int) -> int:
     """Bytes one KEY/VALUE tile will store after quantization with `setting` (codec RAW for the
-    new tensors; parameters at their requested dtype)."""
+    new tensors; parameters at their requested dtype). A compressed setting's size depends on
+    the data, so that tile is quantized and compressed here and its stored bytes counted."""
     if setting is None:
         return t.stored_length
+    if setting.compress:
+        return sum(x.stored_length for x in _quantize_kv(t, setting, token_count, 0))
     ax, parts = segments(t, setting, token_count)
     total = 0
     for start, stop, quantized in parts:

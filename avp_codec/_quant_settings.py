@@ -36,6 +36,9 @@ class QuantSetting:
     head (per-token values). recent_window keeps the layer's last tokens and sink_tokens its
     first tokens unquantized, as tiles of their own (spec 12.4). clip_search picks each group's
     range by a least-squares search over shrink ratios instead of plain min/max (AFFINE only).
+    compress stores the codes with codec ZSTD and the parameter and unquantized tiles with
+    BYTEPLANE_ZSTD: lossless, and 4-bit key codes of one channel cluster enough that entropy
+    coding saves about a tenth of the message, which pays for finer key groups (spec 12.4).
     """
 
     dtype: Dtype
@@ -46,6 +49,7 @@ class QuantSetting:
     recent_window: int = 0
     sink_tokens: int = 0
     clip_search: bool = False
+    compress: bool = False
 
     def __post_init__(self) -> None:
         d = Dtype(self.dtype)
@@ -80,6 +84,7 @@ class QuantSetting:
             "recent_window": self.recent_window,
             "sink_tokens": self.sink_tokens,
             "clip_search": self.clip_search,
+            "compress": self.compress,
         }
 
     @classmethod
@@ -94,6 +99,7 @@ class QuantSetting:
                 recent_window=int(obj.get("recent_window", 0)),
                 sink_tokens=int(obj.get("sink_tokens", 0)),
                 clip_search=bool(obj.get("clip_search", False)),
+                compress=bool(obj.get("compress", False)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise _bad(f"bad setting {dict(obj)!r}: {e}") from None
@@ -178,17 +184,31 @@ def _fp8(dtype: Dtype) -> LayerSetting:
     return LayerSetting(s, s)
 
 
+def _int4_fine() -> LayerSetting:
+    """4-bit codes with the bits spent where the error is (measured on SmolLM2-135M, see
+    benchmarks/results/fidelity_results.md): keys, whose error dominates, get groups of 32 tokens
+    (values keep one group per head_dim row of up to 64); the first token, an attention sink
+    whose keys are outliers, stays unquantized so it does not set its group's range; and zstd
+    on the codes and byte-plane zstd on the parameters pay for the finer key groups."""
+    return LayerSetting(
+        QuantSetting(Dtype.UINT4, "tokens", 32, True, sink_tokens=1, compress=True),
+        QuantSetting(Dtype.UINT4, "channels", 64, True, sink_tokens=1, compress=True),
+    )
+
+
 PRESETS: dict[str, QuantPolicy] = {
     "int8": QuantPolicy(_kivi(Dtype.UINT8, 64)),
     "fp8_e4m3fn": QuantPolicy(_fp8(Dtype.FLOAT8_E4M3FN)),
     "fp8_e5m2": QuantPolicy(_fp8(Dtype.FLOAT8_E5M2)),
     "int4": QuantPolicy(_kivi(Dtype.UINT4, 64)),
+    "int4_fine": QuantPolicy(_int4_fine()),
     "int2": QuantPolicy(_kivi(Dtype.UINT2, 32, window=32)),
 }
 
 
 def preset(name: str) -> QuantPolicy:
-    """A named uniform policy: int8, fp8_e4m3fn, fp8_e5m2, int4 or int2 (see PRESETS)."""
+    """A named uniform policy: int8, fp8_e4m3fn, fp8_e5m2, int4, int4_fine or int2 (see
+    PRESETS)."""
     try:
         return PRESETS[name]
     except KeyError:

@@ -3,6 +3,7 @@ recent window's tiling, QUANT_POLICY, and QUANT_PARAMS for bad parameters (spec 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import ml_dtypes
@@ -46,7 +47,7 @@ def test_presets_round_trip_through_the_wire(name: str, layout: avp.Layout) -> N
     assert [(t.role, t.layer, t.shape, t.dtype, t.token_offset) for t in out.tensors] == [
         (t.role, t.layer, t.shape, t.dtype, t.token_offset) for t in msg.tensors]
     # Error bound: half a quantization step plus bf16 rounding of the result, per group.
-    bits = {"int8": 8, "int4": 4, "int2": 2}.get(name)
+    bits = {"int8": 8, "int4": 4, "int4_fine": 4, "int2": 2}.get(name)
     for a, b in zip(msg.tensors[1:], out.tensors[1:], strict=True):
         x, y = as_f32(a), as_f32(b)
         span = float(x.max() - x.min())
@@ -253,3 +254,34 @@ def test_clip_search_never_increases_group_error() -> None:
             y = quant.dequantize_array(codes, scale, zp, 3, 16, "float32")
             errs.append(((y - x) ** 2).reshape(-1, 16).sum(axis=1))
         assert np.all(errs[1] <= errs[0] * (1 + 1e-6)) and errs[1].sum() < errs[0].sum()
+
+
+def test_compress_is_lossless_and_smaller() -> None:
+    """compress=True only changes codecs: the same codes and parameters decode to the same bits,
+    codes are ZSTD, parameters and sink tiles BYTEPLANE_ZSTD (or RAW where that is smaller)."""
+    # Outlier tokens (as real keys have): one token in 20 is 30x larger and sets its group's
+    # range, the other codes crowd near the middle, and zstd finds their low entropy.
+    rng = np.random.default_rng(5)
+    ks = []
+    for _ in range(2):
+        k = rng.standard_normal((1, 2, 200, 16))
+        k[:, :, ::20] *= 30
+        ks.append(k.astype(ml_dtypes.bfloat16))
+    msg = avp.kv_cache_from_arrays(b"\7" * 32, ks, [k.copy() for k in ks])
+    plain = LayerSetting(QuantSetting(D.UINT4, "tokens", 32, sink_tokens=1),
+                         QuantSetting(D.UINT4, "channels", 16, sink_tokens=1))
+    packed = LayerSetting(*(dataclasses.replace(s, compress=True)
+                            for s in (plain.key, plain.value)))
+    wire_plain = avp.encode(quant.quantize_message(msg, QuantPolicy(plain)))
+    decoded = avp.decode(avp.encode(quant.quantize_message(msg, QuantPolicy(packed))))
+    assert len(avp.encode(decoded)) < len(wire_plain)
+    codecs = {(t.quant is not None, t.codec) for t in decoded.tensors if t.layer is not None}
+    assert (True, avp.Codec.ZSTD) in codecs
+    assert (False, avp.Codec.BYTEPLANE_ZSTD) in codecs
+    assert all(c in (avp.Codec.ZSTD, avp.Codec.RAW) for q, c in codecs if q)
+    a = quant.dequantize_message(avp.decode(wire_plain))
+    b = quant.dequantize_message(decoded)
+    for x, y in zip(a.tensors, b.tensors, strict=True):
+        assert bytes(x.raw_bytes()) == bytes(y.raw_bytes())
+    policy = json.loads(decoded.get(avp.MetaKey.QUANT_POLICY))  # type: ignore[arg-type]
+    assert policy["default"]["key"]["compress"] is True
