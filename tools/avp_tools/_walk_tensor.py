@@ -375,7 +375,11 @@ def _check_frame(ctx: Ctx, t: TensorInfo, data: memoryview) -> int | None:
     if end != len(data):
         failed(f"{len(data) - end} bytes follow the zstd frame")
         return None
-    params = zstandard.get_frame_parameters(bytes(data[:18]))
+    try:
+        params = zstandard.get_frame_parameters(bytes(data[:18]))
+    except zstandard.ZstdError as exc:  # e.g. reserved bits set in the frame header descriptor
+        failed(f"the zstd frame header is invalid: {exc}")
+        return None
     if params.dict_id:
         failed(f"the frame needs dictionary {params.dict_id}")
         return None
@@ -439,8 +443,9 @@ def _tiling(ctx: Ctx) -> None:
         info = S.ROLES.get(t.role)
         if info is None or not info.tokens or t.layer >= len(w.layers):
             continue
-        if S.LAYOUT_TOKEN_AXIS.get(t.layout) is None or len(t.shape) != t.rank:
-            continue
+        axis = S.LAYOUT_TOKEN_AXIS.get(t.layout)
+        if axis is None or len(t.shape) != t.rank or axis >= t.rank:
+            continue  # ROLE_SHAPE was already reported for a layout the rank cannot have
         groups.setdefault((t.layer, t.role), []).append(t)
     for (layer, role), ts in groups.items():  # dicts keep first-appearance order (F.1)
         want = w.layers[layer].token_count
