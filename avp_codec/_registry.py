@@ -277,7 +277,7 @@ KIND_INFO: dict[Kind, KindInfo] = {
     Kind.TEXT: _kind(
         (_K.TEXT,), (_K.TEXT_ROLE, _K.MODEL_NAME, _K.PRODUCER, _K.AUTH_KEY_ID),
         False, frozenset()),
-    # Lead decisions D1, D4, D8 (spec/NOTES-FOR-LEAD.md): NONCE is required in HELLO and
+    # Lead decisions D1, D4, D8 (spec/DECISIONS.md): NONCE is required in HELLO and
     # ACCEPT (reflection detection); ACCEPT may carry CAP_MODES, VOCAB_DIGEST and VOCABULARY so
     # the initiator can recompute the mode; the handshake kinds may be authenticated.
     Kind.HELLO: _kind(

@@ -28,7 +28,7 @@ NOT_BY_VECTORS: dict[str, str] = {
     "R-11.2": "what a streaming receiver may act on before the end event: behaviour, not bytes",
     "R-11.3": "random-access reader bounds checks: tests/codec (decode_file and the index)",
     "R-12.6": "bit-exact dequantization: needs a dequantize operation in the testee protocol "
-              "(proposed in spec/NOTES-FOR-LEAD.md); tests/codec cover the reference",
+              "(proposed in spec/DECISIONS.md); tests/codec cover the reference",
     "R-13.1": "model identity needs model weights: tests/runtime",
     "R-13.2": "constant-time MODEL_ID comparison: implementation property",
     "R-13.4": "architecture-object canonical JSON: tests/runtime",

@@ -45,7 +45,7 @@ NOTES = {
     "AmbiguousLength": "A length field that is both past the input and past a limit or u64: "
                        "the spec's check order (9.2) admits more than one code.",
     "CodeChoice": "The spec requires rejection but names no single code for this fault; the "
-                  "codes listed are the defensible readings (see spec/NOTES-FOR-LEAD.md).",
+                  "codes listed are the defensible readings (see spec/DECISIONS.md).",
     "IncrementalMay": "LIMIT_BUFFER applies to incremental decoders only (16); a complete-buffer"
                       " decoder goes on and decodes the message.",
     "LargeDeclared": "Declares gigabytes it does not carry: a decoder must decide from the "

@@ -5,7 +5,7 @@ that load the same checkpoint in the same dtype agree, and two fine-tunes of one
 not. Nothing that varies between machines (paths, library versions, devices) enters it.
 
 Where the spec text leaves a choice open the decision is documented here and in
-spec/NOTES-FOR-LEAD.md (runtime-A notes):
+spec/DECISIONS.md (runtime-A notes):
 
 * Architecture values come from the decoder's text config. Transformers 5 folds `rope_theta` and
   `rope_scaling` into `rope_parameters`; `rope_theta` is read from there (from the full-attention

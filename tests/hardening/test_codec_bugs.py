@@ -1,9 +1,10 @@
-"""Codec bugs found by the hardening work, each as a minimal reproducer (issue 7).
+"""Codec bugs found by the hardening work (issue 7), each kept as a regression test.
 
-They are marked ``xfail(strict=True)`` while a bug exists: the suite stays green, and the test
-turns red (XPASS) once the codec is fixed, so the fixer removes the marker. Bugs 1 and 2 were
-fixed by the codec engineer (16:40) and are regression tests now; see NOTES for 3. Each bug is
-described, with its proposed fix, in spec/NOTES-FOR-LEAD.md under "BUG:" (security engineer).
+1. A deeply nested QUANT_POLICY made json.loads raise RecursionError instead of an AvpError.
+2. ``avp.Decoder`` kept every byte before the HEADER (for the HMAC) without a bound.
+3. Re-encoding a decoded newer-minor authenticated message reused a tag over changed bytes.
+All three are fixed; while a bug is open its test carries ``xfail(strict=True)``, so the suite
+stays green and turns red (XPASS) the moment a fix lands.
 """
 
 from __future__ import annotations

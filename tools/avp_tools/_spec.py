@@ -13,7 +13,7 @@ import avp_codec as avp
 
 # avp_codec keeps the per-entry facts of its registries (roles' layouts, keys' types, kinds'
 # keys) in a private module; the walker reads them from there so there is one copy of every
-# registry in the project.  spec/NOTES-FOR-LEAD.md asks for them to become public.
+# registry in the project.  spec/DECISIONS.md asks for them to become public.
 from avp_codec import _registry as R
 
 MAGIC = R.MAGIC
