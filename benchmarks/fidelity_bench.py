@@ -11,6 +11,12 @@ measured side by side in one run on the same machine.
 
     python benchmarks/fidelity_bench.py               # full run, writes benchmarks/results/
     python benchmarks/fidelity_bench.py --quick       # 2 prompts, 16 tokens: a smoke run
+    python benchmarks/fidelity_bench.py --prompts results/fidelity_heldout_prompts.json \
+        --codecs int8,int4,int4_fine,adaptive --tag heldout   # a subset on other prompts
+
+--codecs takes the short names of SHORT_NAMES (codec names contain commas); the bf16
+reference logits are always computed. --tag writes fidelity_<tag>.{json,md} (no plot), so a
+side run never overwrites the default run's files.
 
 Targets (issue 6): lossless >= 1.4x; int8 >= 99.5% agreement; a 4-bit setting >= 97% at >= 3.5x;
 adaptive >= 95% at >= 5x. Misses are reported, never hidden.
@@ -114,6 +120,12 @@ CODECS: dict[str, Callable[[avp.Message], avp.Message]] = {
     "int2 (g64, zp)": _quantized(QuantPolicy(_kivi(D.UINT2, 64))),
 }
 ADAPTIVE = f"adaptive (budget {ADAPTIVE_BUDGET:g}x)"
+# Command-line names of the rows (for --codecs), in table order.
+SHORT_NAMES = dict(zip(
+    ["bf16", "zstd", "byteplane_zstd", "int8", "fp8_e4m3fn", "fp8_e5m2", "int4", "int4_fine",
+     "k4v2", "int2", "int2_g64", "adaptive"],
+    [*CODECS, ADAPTIVE], strict=True))
+DEFAULT_PROMPTS = RESULTS / "fidelity_prompts.json"
 
 
 # -- model plumbing -----------------------------------------------------------------------------
@@ -247,20 +259,24 @@ def _sensitivity(model: Any, tok: Any, calib: dict[str, str], n_tokens: int,
     return quant.measure_sensitivity(base, ADAPTIVE_CANDIDATES, evaluate)
 
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, prompts_file: Path = DEFAULT_PROMPTS,
+        names: list[str] | None = None) -> dict[str, Any]:
+    """`names`: the rows to measure (full names, table order); None = all of them."""
     from avp_runtime.models import load_default
 
     torch.manual_seed(0)
-    prompts = json.loads((RESULTS / "fidelity_prompts.json").read_text())
+    names = [*CODECS, ADAPTIVE] if names is None else names
+    prompts = json.loads(prompts_file.read_text())
     items = prompts["prompts"][:2] if quick else prompts["prompts"][:PROMPTS]
     n_tokens = 16 if quick else 64
     lm = load_default()
     model, tok = lm.model, lm.tokenizer
     t0 = time.perf_counter()
+    # Sensitivity is only needed by the adaptive row (and is the slowest step).
     sens = _sensitivity(model, tok, prompts["calibration"], CALIBRATION_TOKENS,
-                        CALIBRATION_CONTEXT)
+                        CALIBRATION_CONTEXT) if ADAPTIVE in names else []
     print(f"sensitivity measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    rows = {name: Row(name) for name in [*CODECS, ADAPTIVE]}
+    rows = {name: Row(name) for name in names}
     policies = []
     for p in items:
         ids = _chat_ids(tok, p)
@@ -270,10 +286,12 @@ def run(quick: bool) -> dict[str, Any]:
         gen = _greedy(model, base, ids[-1], n_tokens)
         inputs = [ids[-1]] + gen[:-1]
         ref = _logits(model, base, inputs)
-        adaptive = quant.choose_policy(base, ADAPTIVE_CANDIDATES, sens,
-                                       ADAPTIVE_BUDGET * WIRE_MARGIN)
-        policies.append(json.loads(adaptive.to_json()))
-        makers = {**CODECS, ADAPTIVE: _quantized(adaptive)}
+        makers = {n: CODECS[n] for n in names if n in CODECS}
+        if ADAPTIVE in names:
+            adaptive = quant.choose_policy(base, ADAPTIVE_CANDIDATES, sens,
+                                           ADAPTIVE_BUDGET * WIRE_MARGIN)
+            policies.append(json.loads(adaptive.to_json()))
+            makers[ADAPTIVE] = _quantized(adaptive)
         for name, make in makers.items():
             msg, size, enc, dec = _round_trip(make, base)
             agree, kl = _score(ref, _logits(model, msg, inputs))
@@ -291,7 +309,7 @@ def run(quick: bool) -> dict[str, Any]:
                                  "agree": agree, "tokens": len(inputs)})
             print(f"{p['id']:15s} {name:30s} {bf16_bytes / size:5.2f}x "
                   f"{100 * agree / len(inputs):6.2f}% kl {kl / len(inputs):.4f}", file=sys.stderr)
-    return {
+    report: dict[str, Any] = {
         "model": lm.name,
         "prompts": [p["id"] for p in items],
         "generated_tokens_per_prompt": n_tokens,
@@ -301,39 +319,51 @@ def run(quick: bool) -> dict[str, Any]:
             "budget_ratio": ADAPTIVE_BUDGET,
             "calibration_prompt": prompts["calibration"]["id"],
             "sensitivity_kl_per_token": [[float(f"{x:.4g}") for x in row] for row in sens],
-            "policy_first_prompt": policies[0],
+            "policy_first_prompt": policies[0] if policies else None,
         },
         "results": [r.result() for r in rows.values()],
     }
+    if prompts_file.resolve() != DEFAULT_PROMPTS:  # the default report keeps its old keys
+        report["prompts_file"] = prompts_file.name
+    return report
 
 
 # -- reporting ----------------------------------------------------------------------------------
 def targets(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Each issue-6 target with the best row that addresses it and whether it is met."""
+    """Each issue-6 target with the best row that addresses it and whether it is met; a target
+    none of whose rows was run (--codecs) is left out."""
     by = {r["codec"]: r for r in results}
 
-    def best(names: list[str], key: Callable[[dict[str, Any]], float]) -> dict[str, Any]:
-        return max((by[n] for n in names), key=key)
+    def best(names: list[str], key: Callable[[dict[str, Any]], Any]) -> dict[str, Any] | None:
+        return max((by[n] for n in names if n in by), key=key, default=None)
 
     lossless = best(["zstd", "byteplane_zstd"], lambda r: r["size_ratio_vs_bf16"])
-    int8 = by["int8 (K/ch, V/tok, g64, zp)"]
-    four = [n for n in by if n.startswith("int4")]
-    four_best = best(four, lambda r: (r["size_ratio_vs_bf16"] >= 3.5,
-                                      r["top1_agreement_pct"]))  # type: ignore[arg-type,return-value]
-    adaptive = by[ADAPTIVE]
-    return [
-        {"target": "lossless >= 1.4x", "codec": lossless["codec"],
-         "measured": f"{lossless['size_ratio_vs_bf16']}x",
-         "met": lossless["size_ratio_vs_bf16"] >= 1.4},
-        {"target": "int8 >= 99.5% top-1", "codec": int8["codec"],
-         "measured": f"{int8['top1_agreement_pct']}%", "met": int8["top1_agreement_pct"] >= 99.5},
-        {"target": "a 4-bit setting >= 97% at >= 3.5x", "codec": four_best["codec"],
-         "measured": f"{four_best['top1_agreement_pct']}% at {four_best['size_ratio_vs_bf16']}x",
-         "met": four_best["top1_agreement_pct"] >= 97 and four_best["size_ratio_vs_bf16"] >= 3.5},
-        {"target": "adaptive >= 95% at >= 5x", "codec": adaptive["codec"],
-         "measured": f"{adaptive['top1_agreement_pct']}% at {adaptive['size_ratio_vs_bf16']}x",
-         "met": adaptive["top1_agreement_pct"] >= 95 and adaptive["size_ratio_vs_bf16"] >= 5},
-    ]
+    int8 = by.get("int8 (K/ch, V/tok, g64, zp)")
+    four_best = best([n for n in by if n.startswith("int4")],
+                     lambda r: (r["size_ratio_vs_bf16"] >= 3.5, r["top1_agreement_pct"]))
+    adaptive = by.get(ADAPTIVE)
+    out = []
+    if lossless is not None:
+        out.append({"target": "lossless >= 1.4x", "codec": lossless["codec"],
+                    "measured": f"{lossless['size_ratio_vs_bf16']}x",
+                    "met": lossless["size_ratio_vs_bf16"] >= 1.4})
+    if int8 is not None:
+        out.append({"target": "int8 >= 99.5% top-1", "codec": int8["codec"],
+                    "measured": f"{int8['top1_agreement_pct']}%",
+                    "met": int8["top1_agreement_pct"] >= 99.5})
+    if four_best is not None:
+        out.append({"target": "a 4-bit setting >= 97% at >= 3.5x", "codec": four_best["codec"],
+                    "measured": f"{four_best['top1_agreement_pct']}% at "
+                                f"{four_best['size_ratio_vs_bf16']}x",
+                    "met": four_best["top1_agreement_pct"] >= 97
+                    and four_best["size_ratio_vs_bf16"] >= 3.5})
+    if adaptive is not None:
+        out.append({"target": "adaptive >= 95% at >= 5x", "codec": adaptive["codec"],
+                    "measured": f"{adaptive['top1_agreement_pct']}% at "
+                                f"{adaptive['size_ratio_vs_bf16']}x",
+                    "met": adaptive["top1_agreement_pct"] >= 95
+                    and adaptive["size_ratio_vs_bf16"] >= 5})
+    return out
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -341,7 +371,7 @@ def markdown(report: dict[str, Any]) -> str:
         "# KV codec fidelity on the default model",
         "",
         f"Model {report['model']}; prompts {', '.join(report['prompts'])} (frozen in "
-        "fidelity_prompts.json); teacher-forced over "
+        f"{report.get('prompts_file', 'fidelity_prompts.json')}); teacher-forced over "
         f"{report['generated_tokens_per_prompt']} greedy tokens per prompt from the bf16 cache. "
         f"Machine: {report['machine']}. Generated by benchmarks/fidelity_bench.py.",
         "",
@@ -390,15 +420,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 is fastest on a busy 2-core machine: spinning "
                          "OpenMP workers starve each other)")
+    ap.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS,
+                    help="prompts JSON (same structure as fidelity_prompts.json)")
+    ap.add_argument("--codecs", help="comma-separated rows to run, of: " + ",".join(SHORT_NAMES))
+    ap.add_argument("--tag", help="write fidelity_<tag>.{json,md} instead of the default files")
     args = ap.parse_args(argv)
+    names = None
+    if args.codecs:
+        wanted = [n.strip() for n in args.codecs.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in SHORT_NAMES]
+        if unknown or not wanted:
+            ap.error(f"unknown --codecs {unknown}; choose from {','.join(SHORT_NAMES)}")
+        names = [full for short, full in SHORT_NAMES.items() if short in wanted]
     torch.set_num_threads(args.threads)
-    report = run(args.quick)
+    report = run(args.quick, args.prompts, names)
     report["targets"] = targets(report["results"])
-    stem = "fidelity_quick" if args.quick else "fidelity"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}_results.json").write_text(json.dumps(report, indent=1) + "\n")
-    (args.out / f"{stem}_results.md").write_text(markdown(report))
-    plot(report, args.out / f"{stem}_size_vs_agreement.png")
+    if args.tag:
+        stem = f"fidelity_{args.tag}"
+        (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+        (args.out / f"{stem}.md").write_text(markdown(report))
+    else:
+        stem = "fidelity_quick" if args.quick else "fidelity"
+        (args.out / f"{stem}_results.json").write_text(json.dumps(report, indent=1) + "\n")
+        (args.out / f"{stem}_results.md").write_text(markdown(report))
+        plot(report, args.out / f"{stem}_size_vs_agreement.png")
     print(markdown(report))
     return 0
 
