@@ -4,8 +4,8 @@ The model identity hashes the architecture object and every parameter's bytes, s
 that load the same checkpoint in the same dtype agree, and two fine-tunes of one architecture do
 not. Nothing that varies between machines (paths, library versions, devices) enters it.
 
-Where the spec text leaves a choice open the decision is documented here and in
-spec/DECISIONS.md (runtime-A notes):
+Spec section 13 now states each of these choices normatively; they are summarised here and their
+history is in spec/DECISIONS.md:
 
 * Architecture values come from the decoder's text config. Transformers 5 folds `rope_theta` and
   `rope_scaling` into `rope_parameters`; `rope_theta` is read from there (from the full-attention

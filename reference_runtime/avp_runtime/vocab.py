@@ -6,7 +6,7 @@ SentencePiece (Gemma, Llama 2) writes a space as ``▁`` and byte-fallback token
 Compared in their stored form the two vocabularies share almost nothing that starts with a space,
 so we compare the *decoded* byte strings. The scheme of a vocabulary is recognised from the list
 itself (the peer's VOCABULARY is all we get), so both sides of a handshake reach the same number.
-The rule is written up in spec/DECISIONS.md (runtime-B, note 3).
+The rule is normative in spec 13.3 and 14.3 (its history: spec/DECISIONS.md, D3).
 """
 
 from __future__ import annotations
