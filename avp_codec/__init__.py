@@ -23,7 +23,9 @@ from ._handshake import (
     check_capabilities,
     check_model_id,
     check_payload,
+    decoded_token,
     decoded_token_strings,
+    is_byte_level,
     resolve_mode,
     tokenizers_compatible,
     verify_peer,
@@ -65,5 +67,6 @@ __all__ = [
     "Decoder", "HeaderEvent", "TensorEvent", "EndEvent", "NEED_DATA",
     "to_canonical_json", "dumps_canonical_json", "from_canonical_json",
     "check_model_id", "resolve_mode", "verify_peer", "check_accept", "check_payload",
-    "check_capabilities", "tokenizers_compatible", "decoded_token_strings",
+    "check_capabilities", "tokenizers_compatible", "decoded_token_strings", "decoded_token",
+    "is_byte_level",
 ]

@@ -7,6 +7,7 @@ back. ``verify_peer`` runs the per-message checks in the order 14.3 lists them.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 from ._registry import Codec, Dtype, ErrorCode, Kind, MetaKey, Mode
 from ._values import parse_vocabulary
@@ -51,26 +52,44 @@ def _byte_unicode() -> dict[str, int]:
 _BYTE_OF = _byte_unicode()
 
 
-def decoded_token_strings(vocabulary: list[bytes]) -> set[bytes]:
-    """The set of decoded token strings of a vocabulary (spec 14.5)."""
-    texts: list[str | None] = []
+def _text(token: bytes) -> str | None:
+    """A record's text, or None for an empty record or one that is not UTF-8 (14.5 step 4)."""
+    try:
+        return token.decode("utf-8") if token else None
+    except UnicodeDecodeError:
+        return None
+
+
+def is_byte_level(vocabulary: Sequence[bytes]) -> bool:
+    """Spec 14.5 step 1: every record with a text is spelled only with GPT-2's 256 stand-ins."""
     for tok in vocabulary:
-        try:
-            texts.append(tok.decode("utf-8") if tok else None)
-        except UnicodeDecodeError:
-            texts.append(None)
-    byte_level = all(t is None or all(c in _BYTE_OF for c in t) for t in texts)
+        t = _text(tok)
+        if t is not None and any(c not in _BYTE_OF for c in t):
+            return False
+    return True
+
+
+def decoded_token(token: bytes, byte_level: bool) -> bytes | None:
+    """The bytes one token stands for (spec 14.5 steps 2-4), or None when it has none."""
+    t = _text(token)
+    if t is None:
+        return None
+    if byte_level:
+        return bytes(_BYTE_OF[c] for c in t)
+    if len(t) == 6 and t.startswith("<0x") and t.endswith(">") and all(
+            c in "0123456789abcdefABCDEF" for c in t[3:5]):
+        return bytes([int(t[3:5], 16)])
+    return t.replace("\u2581", " ").encode("utf-8")
+
+
+def decoded_token_strings(vocabulary: Sequence[bytes]) -> set[bytes]:
+    """The set of decoded token strings of a vocabulary (spec 14.5)."""
+    byte_level = is_byte_level(vocabulary)
     out: set[bytes] = set()
-    for t in texts:
-        if t is None:
-            continue
-        if byte_level:
-            out.add(bytes(_BYTE_OF[c] for c in t))
-        elif len(t) == 6 and t.startswith("<0x") and t.endswith(">") and all(
-                c in "0123456789abcdefABCDEF" for c in t[3:5]):
-            out.add(bytes([int(t[3:5], 16)]))
-        else:
-            out.add(t.replace("\u2581", " ").encode("utf-8"))
+    for tok in vocabulary:
+        d = decoded_token(tok, byte_level)
+        if d is not None:
+            out.add(d)
     return out
 
 

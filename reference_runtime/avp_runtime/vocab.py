@@ -11,7 +11,6 @@ The rule is normative in spec 13.3 and 14.3 (its history: spec/DECISIONS.md, D3)
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,25 +19,10 @@ import avp_codec as avp
 
 from ._errors import fail
 
-_SP_SPACE = "\u2581"  # SentencePiece's visible space
-_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
-
-
-def _byte_to_unicode() -> dict[int, str]:
-    # GPT-2's table: printable Latin-1 bytes stand for themselves; the other 68 bytes are moved
-    # to U+0100.. in byte order, so every byte has a visible, non-space character.
-    keep = [*range(ord("!"), ord("~") + 1), *range(0xA1, 0xAD), *range(0xAE, 0x100)]
-    table = {b: chr(b) for b in keep}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
-_B2U = _byte_to_unicode()
-_U2B = {ch: b for b, ch in _B2U.items()}
+# The decoding rule of spec 14.5 has one implementation, the codec's: both sides of a handshake
+# must reach the same shared-vocabulary size, so the runtime never spells the rule again.
+is_byte_level = avp.is_byte_level
+decoded_bytes = avp.decoded_token
 
 
 def encode_vocabulary(tokens: Sequence[bytes]) -> bytes:
@@ -65,34 +49,6 @@ def parse_vocabulary(blob: bytes | memoryview, *, max_tokens: int = 1 << 22) -> 
         out.append(bytes(view[pos + 4 : pos + 4 + n]))
         pos += 4 + n
     return out
-
-
-def is_byte_level(tokens: Sequence[bytes]) -> bool:
-    """True when every token is spelled only with GPT-2's 256 byte stand-in characters."""
-    for tok in tokens:
-        try:
-            text = tok.decode("utf-8")
-        except UnicodeDecodeError:
-            return False
-        if any(ch not in _U2B for ch in text):
-            return False
-    return True
-
-
-def decoded_bytes(token: bytes, byte_level: bool) -> bytes | None:
-    """The bytes a token stands for, or None for an empty/undecodable entry."""
-    if not token:
-        return None
-    try:
-        text = token.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if byte_level:
-        return bytes(_U2B[ch] for ch in text)
-    m = _BYTE_TOKEN.fullmatch(text)
-    if m:
-        return bytes([int(m.group(1), 16)])
-    return text.replace(_SP_SPACE, " ").encode("utf-8")
 
 
 @dataclass(frozen=True)

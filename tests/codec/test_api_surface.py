@@ -138,6 +138,17 @@ def test_shared_vocabulary_uses_decoded_strings() -> None:
     assert avp.tokenizers_compatible(a, b)  # 3 of 4 shared
 
 
+def test_records_without_text_do_not_decide_the_byte_level_test() -> None:
+    # Spec 14.5 step 4: empty and non-UTF-8 records have no decoded string, so they neither make
+    # a vocabulary byte-level nor stop it from being one.
+    bpe = ["Ġthe".encode(), b"", b"\xff\xfe", b"a"]
+    assert avp.is_byte_level(bpe)
+    assert avp.decoded_token(b"\xff\xfe", True) is None and avp.decoded_token(b"", False) is None
+    assert avp.decoded_token_strings(bpe) == {b" the", b"a"}
+    assert not avp.is_byte_level(["\u4e2d".encode()])
+    assert avp.decoded_token(b"<0x0A>", False) == b"\n"
+
+
 def test_session_payload_rules() -> None:
     offered = avp.hello_message("me", dtypes=[Dtype.FLOAT16], max_message_bytes=10_000)
     k = np.zeros((1, 1, 2, 2), np.float16)

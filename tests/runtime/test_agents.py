@@ -17,7 +17,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import torch
 from avp_runtime.agent import MAX_MESSAGE, Agent
 from avp_runtime.connector import Connector
 from avp_runtime.transport import FramedSocket
@@ -27,14 +26,6 @@ import avp_codec as avp
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # Two busy processes on 2 cores: with several torch threads each, spinning workers starve
-    # one another (measured 4-5x slower); one thread each is fastest. Restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 TIMEOUT = 180.0
 QUESTION = "What is 2 + 3? Answer with a number."
 

@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 from avp_runtime import handshake as hs
 from avp_runtime import identity
 from avp_runtime import projection as proj
@@ -17,16 +14,6 @@ from avp_runtime.vocab import VocabIndex, compatible, shared_size
 import avp_codec as avp
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread() -> Iterator[None]:
-    # Two busy processes on 2 cores: with several torch threads each, spinning workers starve
-    # one another (measured 4-5x slower); one thread each is fastest. Restored afterwards.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_real_vocabularies_are_compatible_only_after_normalisation(smol: Connector,
