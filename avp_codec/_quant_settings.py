@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from . import _json as strict_json
 from ._registry import Dtype, ErrorCode, QuantScheme
 from .errors import AvpError
 
@@ -154,7 +155,7 @@ class QuantPolicy:
     @classmethod
     def from_json(cls, text: str) -> QuantPolicy:
         try:
-            obj = json.loads(text)
+            obj = strict_json.loads(text)
             if obj.get("avp_quant_policy") != POLICY_VERSION:
                 raise ValueError("unknown policy version")
             layers = {int(e["layer"]): LayerSetting.from_json(e) for e in obj["layers"]}
@@ -165,7 +166,7 @@ class QuantPolicy:
                 str(obj.get("method", "uniform")),
                 None if ratio is None else float(ratio),
             )
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+        except (AvpError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise _bad(f"QUANT_POLICY is not a policy object: {e}") from None
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 
+from ._json import check_json_text
 from ._registry import (
     KEY_INFO,
     ErrorCode,
@@ -136,9 +136,9 @@ def _constraint(key: MetaKey, v: Value) -> str | None:
         return "not a list of u32-length-prefixed tokens"
     if key == MetaKey.QUANT_POLICY and isinstance(v, str):
         try:
-            json.loads(v)
-        except (ValueError, RecursionError):  # deep nesting must not crash the decoder
-            return "not JSON text (or nested too deeply)"
+            check_json_text(v)
+        except AvpError as e:
+            return e.detail
     return None
 
 

@@ -1,0 +1,160 @@
+"""Strict JSON (RFC 8259) with explicit limits: the one parser for every JSON the format carries
+(QUANT_POLICY) and every JSON the toolkit accepts (canonical message JSON, testee requests).
+
+Why not plain ``json.loads``: it accepts ``NaN``/``Infinity`` (not JSON), keeps the last of two
+duplicate member names silently, converts a 5000-digit integer into an exception instead of a
+value, recurses once per nesting level, and builds every value before any limit can be applied (a
+16 MiB text of ``[],`` costs 400+ MB). Here the limits are checked first, on the text, in linear
+time and constant extra memory per byte (C-level regular expressions; no Python loop per byte), and
+only then does the C parser run, with hooks that reject what RFC 8259 does not allow.
+
+The profile (spec 6.4 and 10.1, "JSON text"): UTF-8 text of one RFC 8259 value (any type) with
+optional whitespace around it; no byte order mark; member names unique within an object; at most
+``max_depth`` nested arrays/objects; at most ``max_values`` values (every object, array, string,
+number, ``true``, ``false`` and ``null`` counts one, the top-level value included; member names do
+not count). Numbers of any length are valid JSON; callers that need them as Python numbers get
+integers of up to ``MAX_INT_DIGITS`` digits and binary64 floats.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ._registry import ErrorCode
+from .errors import AvpError
+
+# Limits of the profile for JSON inside messages (spec 10.1). Other callers may pass their own.
+MAX_DEPTH = 64
+MAX_VALUES = 65536
+# Integers longer than this are valid JSON but no field of AVP can hold them (u64 has 20 digits);
+# converting them is refused instead of spending quadratic time on int().
+MAX_INT_DIGITS = 64
+
+# A JSON string, escapes included; what it contains is checked later by the C parser.
+_STRING = re.compile(r'"[^"\\]*+(?:\\.[^"\\]*+)*+"', re.DOTALL)
+# After strings are replaced by `s` and whitespace dropped, the scalar tokens that are values.
+_SCALAR = re.compile(r"s(?!:)|-?[0-9][0-9.eE+-]*|true|false|null")
+_WS = re.compile(r"[ \t\n\r]+")
+_BRACKETS = re.compile(r"[^\[\]{}]+")
+
+
+def _bad(why: str, path: str) -> AvpError:
+    return AvpError(ErrorCode.INVALID_VALUE, f"not strict JSON: {why}", path=path)
+
+
+def _skeleton(text: str) -> str:
+    """The text with every string replaced by `s` and whitespace removed (linear, C-level)."""
+    return _WS.sub("", _STRING.sub("s", text))
+
+
+def _count_values(skel: str) -> int:
+    """Values in a skeleton: `[`, `{`, and every scalar that is not a member name."""
+    opened = skel.count("[") + skel.count("{")
+    return opened + _SCALAR.subn("", skel)[1]
+
+
+def _depth(skel: str, limit: int) -> int:
+    depth = deepest = 0
+    for ch in _BRACKETS.sub("", skel):
+        if ch in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise ValueError(f"duplicate member name {dup!r}")
+    return obj
+
+
+def _int(s: str) -> int:
+    if len(s.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(s)} characters is out of range for AVP")
+    return int(s)
+
+
+def _float(s: str) -> float:
+    f = float(s)
+    if f in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {s[:40]} is out of range for binary64")
+    return f
+
+
+def _check_limits(text: str, max_depth: int, max_values: int, path: str) -> None:
+    if text.startswith("\ufeff"):
+        raise _bad("a byte order mark is not allowed", path)
+    skel = _skeleton(text)
+    values = _count_values(skel)
+    if values > max_values:
+        raise _bad(f"more than {max_values} values", path)
+    if _depth(skel, max_depth) > max_depth:
+        raise _bad(f"nested deeper than {max_depth}", path)
+
+
+def check_json_text(
+    text: str, *, max_depth: int = MAX_DEPTH, max_values: int = MAX_VALUES, path: str = ""
+) -> None:
+    """Raise INVALID_VALUE unless `text` is strict JSON within the limits (nothing is kept).
+
+    Numbers are checked for their grammar only, so an integer of any length passes.
+    """
+    _check_limits(text, max_depth, max_values, path)
+    try:
+        json.loads(
+            text,
+            parse_constant=_no_constant,
+            object_pairs_hook=_unique,
+            parse_int=lambda s: 0,
+            parse_float=lambda s: 0.0,
+        )
+    except (ValueError, RecursionError) as e:
+        raise _bad(str(e), path) from None
+
+
+def loads(
+    data: str | bytes,
+    *,
+    max_depth: int = MAX_DEPTH,
+    max_values: int = MAX_VALUES,
+    path: str = "",
+) -> Any:
+    """Parse strict JSON within the limits; INVALID_VALUE for anything else.
+
+    Integers come back as `int` (at most MAX_INT_DIGITS digits, else INVALID_VALUE), other
+    numbers as `float` (binary64), objects as `dict` with unique keys.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        try:
+            text = bytes(data).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _bad(f"not UTF-8 ({e.reason} at byte {e.start})", path) from None
+    elif isinstance(data, str):
+        text = data
+    else:
+        raise TypeError(f"JSON text must be str or bytes, not {type(data).__name__}")
+    _check_limits(text, max_depth, max_values, path)
+    try:
+        return json.loads(
+            text,
+            parse_constant=_no_constant,
+            object_pairs_hook=_unique,
+            parse_int=_int,
+            parse_float=_float,
+        )
+    except (ValueError, RecursionError) as e:
+        raise _bad(str(e), path) from None
