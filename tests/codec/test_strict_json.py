@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 
@@ -71,9 +72,7 @@ def test_loads_gives_exact_types_and_refuses_numbers_no_field_can_hold() -> None
 def test_hostile_texts_cost_linear_time_and_no_memory_beyond_a_copy(make: object) -> None:
     text = make()  # type: ignore[operator]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    try:
+    with contextlib.suppress(avp.AvpError):
         sj.check_json_text(text)
-    except avp.AvpError:
-        pass
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 2 * len(text) / 2**20 + 16  # at most a skeleton copy of the text
