@@ -40,9 +40,11 @@ fuzz: install
 	  -rss_limit_mb=3072 -max_len=140000 -print_final_stats=1 \
 	  -artifact_prefix=.fuzz-artifacts/$$t/ .fuzz-corpus/$$t || exit 1; done
 
-# Regenerate the locks after changing a dependency in pyproject.toml or lock/*.in (needs `uv`,
-# the registry, and this machine's local torch wheel in /opt/wheels).
-UV_COMPILE := uv pip compile --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes
+# Regenerate the locks after changing a dependency in pyproject.toml or lock/*.in (needs the
+# registry and this machine's local torch wheel in /opt/wheels). uv is itself locked (dev extra);
+# a machine without the venv yet bootstraps with any `uv` on PATH.
+UV ?= $(if $(wildcard $(VENV)/bin/uv),$(VENV)/bin/uv,uv)
+UV_COMPILE := $(UV) pip compile --python-version 3.11 --python-platform x86_64-unknown-linux-gnu --generate-hashes
 lock:
 	$(UV_COMPILE) --find-links /opt/wheels --no-emit-package avp-codec lock/project.in -o lock/project.txt
 	$(UV_COMPILE) --no-deps lock/models.in -o lock/models.txt
