@@ -21,6 +21,8 @@ import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 
+from ._quant_dequant import Codes, dequantize_into
+
 F32 = np.float32
 
 # Stored-element properties of the integer dtypes: (bits, signed).
@@ -63,7 +65,8 @@ def param_shape(shape: tuple[int, ...], axis: int, group_size: int) -> tuple[int
 
 
 def _effective_group(dim: int, group_size: int) -> int:
-    return dim if group_size == 0 else group_size
+    # A group longer than the axis is the whole axis (one group): never pad to group_size.
+    return dim if group_size == 0 or group_size > dim else group_size
 
 
 def expand(params: npt.NDArray[np.float32], axis: int, group_size: int, dim: int) -> np.ndarray:
@@ -257,18 +260,24 @@ def dequantize(
     axis: int,
     group_size: int,
     out_dtype: str,
+    *,
+    packed: tuple[bytes | memoryview, str] | None = None,
+    threads: int | None = None,
 ) -> np.ndarray:
     """Normative dequantization: AFFINE when `codes` are integers, SCALED_FLOAT for fp8 codes.
 
     `codes` are unpacked (one array element per tensor element); `scale` and `zero_point` have
     the parameter shape. Every value is widened to binary32 exactly, then combined with one IEEE
-    binary32 operation at a time.
+    binary32 operation at a time. With `packed` = (bytes, "int4" | "uint4" | "uint2"), `codes`
+    only gives the shape (any array of it, e.g. a broadcast zero) and the codes are widened
+    straight from the packed bytes. Cost and memory are linear in the element count, whatever
+    the group size (see _quant_dequant).
     """
-    dim = codes.shape[axis]
-    qf = codes.astype(F32)
-    sf = expand(scale.astype(F32), axis, group_size, dim)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if zero_point is not None:
-            qf = np.subtract(qf, expand(zero_point.astype(F32), axis, group_size, dim), dtype=F32)
-        r = np.multiply(qf, sf, dtype=F32)
-        return _finish(r, out_dtype)
+    out = np.empty(codes.shape, dtype=FLOAT_DTYPES[out_dtype])
+    if packed is not None:
+        src = Codes(packed=packed[0], packed_dtype=packed[1])
+    else:
+        src = Codes(values=np.ascontiguousarray(codes))
+    return dequantize_into(out, src, np.asarray(scale).astype(F32),
+                           None if zero_point is None else np.asarray(zero_point).astype(F32),
+                           axis, group_size, lambda r: _finish(r, out_dtype), threads)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from . import _quant_core as core
+from ._dtypes import PACKED
 from ._quant_settings import QuantPolicy, QuantSetting
 from ._registry import (
     FLOAT_PARAM_DTYPES,
@@ -199,7 +200,7 @@ def _param_array(msg: Message, ref: int | None, role: Role, want: tuple[int, ...
     return values
 
 
-def dequantize_tensor(msg: Message, index: int) -> np.ndarray:
+def dequantize_tensor(msg: Message, index: int, *, threads: int | None = None) -> np.ndarray:
     """The dequantized values of tensor `index` of `msg`, bit-exact per spec 12.2, as an array of
     its dequant_dtype (a non-quantized tensor comes back as its own array)."""
     t = msg.tensors[index]
@@ -217,8 +218,13 @@ def dequantize_tensor(msg: Message, index: int) -> np.ndarray:
                       path + ".zero_point_tensor")
     if q.scheme == QuantScheme.SCALED_FLOAT and zp is not None:
         raise AvpError(ErrorCode.QUANT_PARAMS, "SCALED_FLOAT has no zero point", path=path)
-    codes = t.values()
-    return core.dequantize(codes, scale, zp, q.axis, q.group_size, _name(q.dequant_dtype))
+    if t.dtype in PACKED:  # widened straight from the packed bytes, segment by segment
+        shape_only = np.broadcast_to(np.zeros((), np.uint8), t.shape)
+        return core.dequantize(shape_only, scale, zp, q.axis, q.group_size,
+                               _name(q.dequant_dtype), packed=(t.raw_bytes(), _name(t.dtype)),
+                               threads=threads)
+    return core.dequantize(t.values(), scale, zp, q.axis, q.group_size, _name(q.dequant_dtype),
+                           threads=threads)
 
 
 def _merge_tiles(tensors: list[Tensor]) -> list[Tensor]:
