@@ -22,6 +22,7 @@ be compressed on several threads at once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import zstandard
@@ -38,7 +39,7 @@ FORMATS: dict[Dtype, tuple[int, int, int]] = {
 BLOCK = 1 << 16  # elements per block (a multiple of 8: sign bytes never straddle blocks)
 SAMPLE = 8  # the reference encoder picks anchors from every 8th position
 MIN_SEQ = 64  # shorter sequences share one channel: an anchor per channel would not pay
-_UINT = {16: np.dtype("<u2"), 32: np.dtype("<u4")}
+_UINT: dict[int, np.dtype[Any]] = {16: np.dtype("<u2"), 32: np.dtype("<u4")}
 
 
 def geometry(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -124,7 +125,7 @@ def compress(raw: bytes | memoryview, dtype: Dtype, shape: tuple[int, ...],
         pieces = [zf[i0:i1], np.packbits(sf[i0:i1], bitorder="little"), *(p[i0:i1] for p in mant)]
         for piece in pieces:  # one zstd block per stream: its Huffman table fits that stream
             out.append(cobj.flush(flush))
-            out.append(cobj.compress(piece))
+            out.append(cobj.compress(piece.data))
     out.append(cobj.flush())
     return b"".join(out)
 

@@ -14,6 +14,7 @@ from typing import Any
 import crc32c
 
 from . import _decode as D
+from . import _parallel
 from ._decode import Core
 from ._dtypes import PACKED
 from ._events import EndEvent, HeaderEvent, TensorEvent
@@ -45,8 +46,13 @@ class _Whole:
 
 def decode(buf: bytes | bytearray | memoryview | mmap.mmap, *, verify: bool = True,
            limits: Limits | None = None, keys: Mapping[bytes, bytes] | None = None,
-           require_auth: bool = False) -> Message:
-    """Decode one complete message. ``keys`` maps AUTH_KEY_ID values to HMAC keys."""
+           require_auth: bool = False, threads: int | None = None) -> Message:
+    """Decode one complete message. ``keys`` maps AUTH_KEY_ID values to HMAC keys.
+
+    ``threads`` (default: the CPUs this process may use) spreads the tensors' data CRC32Cs over
+    threads; the result, and the error raised for an invalid message, are the same for any
+    value."""
+    n_threads = _parallel.resolve(threads)
     mv = memoryview(buf)
     if mv.ndim != 1 or mv.itemsize != 1:
         mv = mv.cast("B")
@@ -60,20 +66,45 @@ def decode(buf: bytes | bytearray | memoryview | mmap.mmap, *, verify: bool = Tr
     if not isinstance(header, HeaderEvent):
         raise AssertionError(f"{header!r} before the HEADER")
     tensors: list[Tensor] = []
-    while True:
-        _plain_tensors(core, mv, src, tensors)
-        ev = core.step(src)
-        if isinstance(ev, TensorEvent):
-            tensors.append(ev.tensor)
-        elif isinstance(ev, EndEvent):
-            return Message(header.kind, header.entries, header.layers, tensors,
-                           authenticated=ev.authenticated, auth_tag=ev.auth_tag,
-                           minor=header.minor, skipped_sections=ev.skipped_sections)
-        else:  # a complete source never asks for more data, and has one HEADER
-            raise AssertionError(f"{ev!r} after the HEADER")
+    # Data CRCs the fast path deferred, to check on threads: (tensor index, data_at, stop, crc).
+    deferred: list[tuple[int, int, int, int]] | None = (
+        [] if verify and n_threads > 1 and len(mv) >= _parallel.MIN_PARALLEL_BYTES else None)
+    try:
+        while True:
+            _plain_tensors(core, mv, src, tensors, deferred)
+            ev = core.step(src)
+            if isinstance(ev, TensorEvent):
+                tensors.append(ev.tensor)
+            elif isinstance(ev, EndEvent):
+                break
+            else:  # a complete source never asks for more data, and has one HEADER
+                raise AssertionError(f"{ev!r} after the HEADER")
+    except AvpError:
+        # A data CRC failure comes before anything found later in the message (spec 9.2).
+        _check_deferred(mv, deferred, n_threads)
+        raise
+    _check_deferred(mv, deferred, n_threads)
+    return Message(header.kind, header.entries, header.layers, tensors,
+                   authenticated=ev.authenticated, auth_tag=ev.auth_tag,
+                   minor=header.minor, skipped_sections=ev.skipped_sections)
 
 
-def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor]) -> None:
+def _check_deferred(mv: memoryview, deferred: list[tuple[int, int, int, int]] | None,
+                    threads: int) -> None:
+    """Check deferred data CRCs on ``threads`` threads; raise the first mismatch in order."""
+    if not deferred:
+        return
+    crc = crc32c.crc32c
+    ok = _parallel.map_ordered(lambda j: crc(mv[deferred[j][1]:deferred[j][2]]) == deferred[j][3],
+                               [stop - at for _, at, stop, _ in deferred], threads)
+    for (i, data_at, _, _), good in zip(deferred, ok, strict=True):
+        if not good:
+            raise AvpError(ErrorCode.DATA_CHECKSUM, "tensor data CRC32C mismatch",
+                           offset=data_at, path=f"tensor[{i}].data")
+
+
+def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor],
+                   deferred: list[tuple[int, int, int, int]] | None = None) -> None:
     """Accept the run of well-formed TENSOR sections at ``core.pos``, appending to ``out``.
 
     The fast path of ``decode`` (issue 2: unverified decode < 1 ms): with every byte present
@@ -83,12 +114,15 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor]) -
     checks that section in the spec 9.2 order and raises the precise error. The tensor rules
     (``checker.check``) and quantization fields run the core's own code, and a tensor whose data
     is not plain zero-copy RAW bytes with zero padding (or fails its CRC) goes through the
-    core's data stage, so each check has exactly one implementation with its error.
+    core's data stage, so each check has exactly one implementation with its error. With
+    ``deferred``, a RAW tensor's data CRC is not computed here but listed there, for ``decode``
+    to check on threads (a failure then raises the same error as the core would).
     """
     checker = core.checker
     if core.state != "sections" or checker is None:
         return
-    check, index, verify, mac, lim = checker.check, core.index, core.verify, core.mac, core.lim
+    check, index, mac, lim = checker.check, core.index, core.mac, core.lim
+    verify = core.verify and deferred is None  # inline CRCs, or none here (deferred)
     size, count, pos = len(mv), core.tensor_count, core.pos
     max_rank, max_bytes, max_desc = lim.max_rank, lim.max_tensor_bytes, D._MAX_DESC
     # Module attributes bound to locals: this loop runs once per tensor.
@@ -141,6 +175,8 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor]) -
             out.append(ev.tensor)
             pos, i = core.pos, i + 1
             continue
+        if deferred is not None:
+            deferred.append((i, data_at, stop, data_crc))
         t._attach(mv[data_at:stop], src)
         index.append((at, data_at, stored_length))
         if mac is not None:
@@ -156,12 +192,13 @@ _RAW = Codec.RAW
 
 def decode_file(path: str | os.PathLike[str], *, verify: bool = True,
                 limits: Limits | None = None, keys: Mapping[bytes, bytes] | None = None,
-                require_auth: bool = False) -> Message:
+                require_auth: bool = False, threads: int | None = None) -> Message:
     """Decode a file through a read-only mmap; tensor arrays are views of the mapping."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             return decode(b"", verify=verify, limits=limits, keys=keys,
-                          require_auth=require_auth)
+                          require_auth=require_auth, threads=threads)
         m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    return decode(m, verify=verify, limits=limits, keys=keys, require_auth=require_auth)
+    return decode(m, verify=verify, limits=limits, keys=keys, require_auth=require_auth,
+                  threads=threads)
