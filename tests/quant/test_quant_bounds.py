@@ -126,3 +126,27 @@ def test_packed_codes_widen_exactly(dtype: avp.Dtype, count: int) -> None:
     got = _quant_core.dequantize(np.broadcast_to(np.int8(0), codes.shape), scale, None, 1, 5,
                                  "float32", packed=(packed, name))
     assert np.array_equal(got, _plain(codes, scale, None, 1, 5, "float32"))
+
+
+@pytest.mark.parametrize(("shape", "axis", "group"), [c for c in CASES if 0 not in c[0]])
+@pytest.mark.parametrize(("dtype", "zero_point"), [("uint4", True), ("int8", False),
+                                                   ("uint8", True), ("int4", False)])
+def test_segmented_producer_matches_the_whole_array_producer(
+        shape: tuple[int, ...], axis: int, group: int, dtype: str, zero_point: bool) -> None:
+    from avp_codec import _quant_core
+    rng = np.random.default_rng(sum(shape) + axis)
+    x = (rng.standard_normal(shape) * rng.uniform(0.01, 30, shape)).astype(ml_dtypes.bfloat16)
+    # Two equal clip ratios take the whole-array path; one ratio takes the segmented one.
+    kw = dict(zero_point=zero_point, param_dtype="float16")
+    fast = _quant_core.quantize_affine(x, dtype, axis, group, threads=3, **kw)  # type: ignore[arg-type]
+    whole = _quant_core.quantize_affine(x, dtype, axis, group, clip_ratios=(1.0, 1.0), **kw)  # type: ignore[arg-type]
+    assert np.array_equal(fast.codes, whole.codes)
+    assert fast.codes.dtype == whole.codes.dtype
+    assert np.array_equal(fast.scale.view(np.uint8), whole.scale.view(np.uint8))
+    if zero_point:
+        assert fast.zero_point is not None and whole.zero_point is not None
+        assert np.array_equal(fast.zero_point.view(np.uint8), whole.zero_point.view(np.uint8))
+    bad = x.copy()
+    bad.reshape(-1)[-1] = np.nan
+    with pytest.raises(ValueError):
+        _quant_core.quantize_affine(bad, dtype, axis, group, **kw)  # type: ignore[arg-type]
