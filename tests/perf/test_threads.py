@@ -119,3 +119,40 @@ def test_threads_must_be_positive() -> None:
 def test_default_is_the_affinity_mask() -> None:
     import os
     assert _parallel.default_threads() == len(os.sched_getaffinity(0))
+
+
+def _compressed() -> avp.Message:
+    msg = _message()
+    codecs = [avp.Codec.ZSTD, avp.Codec.BYTEPLANE_ZSTD, avp.Codec.FLOATPLANE_ZSTD, avp.Codec.RAW]
+    tensors = [avp.Tensor.from_array(t.array(), t.role, layer=t.layer, layout=t.layout,
+                                     codec=codecs[i % 4]) for i, t in enumerate(msg.tensors)]
+    return avp.Message(msg.kind, msg.entries, msg.layers, tensors)
+
+
+def test_compressed_tensors_decode_the_same_for_any_thread_count() -> None:
+    wire = avp.encode(_compressed(), threads=1)
+    want = [t.array().tobytes() for t in avp.decode(wire, threads=1).tensors]
+    for n in THREADS:
+        for verify in (True, False):
+            got = avp.decode(wire, threads=n, verify=verify)
+            assert [t.array().tobytes() for t in got.tensors] == want
+            assert avp.encode(got, threads=n) == wire
+
+
+def test_first_decompression_failure_wins_for_any_thread_count() -> None:
+    wire = bytearray(avp.encode(_compressed(), threads=1))
+    msg = avp.decode(bytes(wire))
+    at = [bytes(wire).find(t.stored.tobytes()) for t in msg.tensors]
+    # Tensor 1 (byteplane) loses its frame magic, tensor 6 (floatplane) a data byte, and the
+    # trailer is broken: for every thread count the decoder reports tensor 1 first.
+    wire[at[1]] ^= 0xFF
+    wire[at[6] + 10] ^= 0x10
+    wire[-1] ^= 0xFF
+    for verify in (True, False):
+        seen = set()
+        for n in THREADS:
+            with pytest.raises(avp.AvpError) as e:
+                avp.decode(bytes(wire), threads=n, verify=verify)
+            seen.add((e.value.code, e.value.offset, e.value.path))
+        code = avp.ErrorCode.DATA_CHECKSUM if verify else avp.ErrorCode.DECOMPRESSION_FAILED
+        assert seen == {(code, at[1], "tensor[1].data")}
