@@ -15,13 +15,14 @@ from typing import Any, Protocol
 import crc32c
 import numpy as np
 
-from . import _parallel
+from . import _codecs, _parallel
 from . import _structs as S
 from ._auth import new_mac
 from ._registry import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
     NO_REF,
+    Codec,
     ErrorCode,
     Kind,
     MetaKey,
@@ -362,3 +363,33 @@ def encode(msg: Message, *, auth_key: tuple[bytes, bytes] | None = None,
     encode_to(msg, sink, auth_key=auth_key, threads=threads)
     return b"".join(sink.parts)
 
+
+
+def compress_message(msg: Message, codec: Codec | int, *, level: int | None = None,
+                     threads: int | None = None) -> Message:
+    """A copy of ``msg`` whose RAW tensors are stored with ``codec`` (lossless), where the codec
+    accepts their dtype and makes them smaller; the other tensors are kept as they are.
+
+    Tensors are compressed on ``threads`` threads (default: the CPUs this process may use), each
+    by one zstd context; ``level`` is zstd's level (default: the codec's, see _codecs). The
+    stored bytes are the same for any ``threads``."""
+    c = Codec(codec)
+    n = _parallel.resolve(threads)
+    todo = [i for i, t in enumerate(msg.tensors)
+            if t.codec == Codec.RAW and c != Codec.RAW and _codecs.dtype_error(c, t.dtype) is None]
+
+    def run(j: int) -> Tensor:
+        t = msg.tensors[todo[j]]
+        stored = _codecs.compress(t.stored, c, t.dtype, t.shape, level=level)
+        if len(stored) >= t.stored_length:
+            return t
+        out = Tensor(t.role, t.dtype, t.shape, stored, layer=t.layer, codec=c, layout=t.layout,
+                     token_offset=t.token_offset, quant=t.quant, raw_length=t.raw_length)
+        out._raw, out._owner = t._raw, t._owner
+        return out
+
+    done = _parallel.map_ordered(run, [msg.tensors[i].stored_length for i in todo], n)
+    tensors = list(msg.tensors)
+    for i, t in zip(todo, done, strict=True):
+        tensors[i] = t
+    return Message(msg.kind, list(msg.entries), list(msg.layers), tensors)

@@ -156,3 +156,17 @@ def test_first_decompression_failure_wins_for_any_thread_count() -> None:
             seen.add((e.value.code, e.value.offset, e.value.path))
         code = avp.ErrorCode.DATA_CHECKSUM if verify else avp.ErrorCode.DECOMPRESSION_FAILED
         assert seen == {(code, at[1], "tensor[1].data")}
+
+
+@pytest.mark.parametrize("codec", [avp.Codec.ZSTD, avp.Codec.BYTEPLANE_ZSTD,
+                                   avp.Codec.FLOATPLANE_ZSTD])
+def test_compress_message_is_the_same_for_any_thread_count(codec: avp.Codec) -> None:
+    base = _message()
+    want = avp.encode(avp.compress_message(base, codec, threads=1), threads=1)
+    back = avp.decode(want)
+    assert all(t.codec == codec for t in back.tensors if t.role in (avp.Role.KEY,
+                                                                     avp.Role.VALUE))
+    assert [t.array().tobytes() for t in back.tensors] == [
+        t.array().tobytes() for t in base.tensors]
+    for n in THREADS:
+        assert avp.encode(avp.compress_message(_message(), codec, threads=n)) == want
