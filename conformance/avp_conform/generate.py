@@ -22,6 +22,7 @@ import avp_codec as avp
 
 from . import (
     gen_extra,
+    gen_floatplane,
     gen_invalid_content,
     gen_invalid_framing,
     gen_invalid_quant,
@@ -65,7 +66,8 @@ LEVELS_FOR_FEATURE = {"unverified": "optional", "handshake": "required"}
 
 def all_cases() -> list[CaseDef]:
     return (gen_valid.cases() + gen_invalid_framing.cases() + gen_invalid_content.cases()
-            + gen_invalid_quant.cases() + gen_extra.cases() + gen_model.cases())
+            + gen_invalid_quant.cases() + gen_extra.cases() + gen_model.cases()
+            + gen_floatplane.cases())
 
 
 def _resolve(fault: str | None, built: Built) -> int | None:
