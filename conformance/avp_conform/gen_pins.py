@@ -19,6 +19,8 @@ from .gen_common import (
     RECEIVER_NONCE,
     RECURRENT,
     ROLES,
+    TEST_KEY,
+    TEST_KEY_ID,
     TOKENIZER_ID,
     CaseDef,
     WEntry,
@@ -93,11 +95,51 @@ def header_cases() -> list[CaseDef]:
                      "an unregistered non-critical f64 entry holding -0.0: canonical JSON "
                      "writes -0.0, and re-encoding keeps the sign bit (review item 17)",
                      text_message(extra=[WEntry(0x7002, 3, struct.pack("<d", -0.0))])))
+    out += every_allowed_key_cases()
     # Item 36: the allowed-keys lists are closed; ACCEPT does not allow MODEL_NAME.
     out.append(invalid("10/entry-not-allowed-model-name-in-accept", "10", ["R-6.6"],
                        "ACCEPT carrying MODEL_NAME, which HELLO allows and ACCEPT does not "
                        "(review item 36)", "ENTRY_NOT_ALLOWED",
                        msg=accept_message(MODEL_NAME="b")))
+    return out
+
+
+def every_allowed_key_cases() -> list[CaseDef]:
+    """Item 36: each kind with every key its row of the kinds table allows, AUTH_KEY_ID (D8)
+    included: the table is read as required plus "other allowed keys", nothing else."""
+    vocab = vocabulary([b"a", b"b"])
+    digest = hashlib.sha256(vocab).digest()
+    auth = {"AUTH_KEY_ID": TEST_KEY_ID}
+    hidden = hidden_message()
+    hidden.entries = sorted([ent("MODEL_ID", MODEL_ID), ent("TOKENIZER_ID", TOKENIZER_ID),
+                             ent("MODEL_NAME", "m"), ent("PRODUCER", "p"),
+                             ent("CONTEXT_LENGTH", 9), ent("CREATED_BY_STEPS", 3),
+                             ent("HIDDEN_SOURCE", 2), ent("PROJ_METHOD", 1),
+                             ent("PROJ_SOURCE_MODEL_ID", OTHER_MODEL_ID),
+                             ent("PROJ_SOURCE_TOKENIZER_ID", PEER_TOKENIZER),
+                             ent("PROJ_TARGET_TOKENIZER_ID", TOKENIZER_ID),
+                             ent("PROJ_SHARED_VOCAB", 100), ent("PROJ_TEMPERATURE", 0.5),
+                             ent("AUTH_KEY_ID", TEST_KEY_ID)], key=lambda e: e.key)
+    messages = {
+        "hidden-state": hidden,
+        "text": text_message(extra=[ent("TEXT_ROLE", "tool"), ent("MODEL_NAME", "m"),
+                                    ent("PRODUCER", "p"), ent("AUTH_KEY_ID", TEST_KEY_ID)]),
+        "hello": hello_message(MODEL_NAME="m", VOCABULARY=vocab, VOCAB_DIGEST=digest, **auth),
+        "accept": accept_message(mode=1, CAP_DTYPES=[1, 2], CAP_CODECS=[0], CAP_MODES=[1, 3],
+                                 MAX_MESSAGE_BYTES=1 << 20, SHARED_VOCAB_SIZE=2,
+                                 VOCABULARY=vocab, VOCAB_DIGEST=digest, **auth),
+        "error": WMessage(KINDS["ERROR"], [ent("AGENT_NAME", "b"), ent("ERROR_CODE", 36),
+                                           ent("ERROR_TEXT", "no"),
+                                           ent("AUTH_KEY_ID", TEST_KEY_ID)]),
+    }
+    out = []
+    for name, msg in messages.items():
+        msg.auth_key = TEST_KEY
+        out.append(valid(f"10/{name}-every-allowed-key", "10", ["R-6.6"],
+                         f"{name.upper().replace('-', '_')} with every key its row of the kinds "
+                         "table allows, authenticated (review item 36)", msg,
+                         context={"keys": {TEST_KEY_ID.hex(): TEST_KEY.hex()}},
+                         features=["auth"]))
     return out
 
 
