@@ -357,34 +357,34 @@ def handshake_cases() -> list[CaseDef]:
                 "UNSUPPORTED_CAPABILITY", msg=accept_message(mode=1, CAP_MODES=[1, 2]),
                 context={"local": INITIATOR}, features=HS),
         # Item 5: an ERROR ends a handshake only for the initiator.
-        invalid("14.2/error-to-responder", "14.2", ["R-14.6"],
+        invalid("14.2/error-to-responder", "14.2", ["R-14.11"],
                 "an ERROR reaching a responder in WAIT_HELLO: any other kind, KIND_CONSTRAINT "
                 "(review item 5)", "KIND_CONSTRAINT", msg=error_message(73),
                 context={"local": LOCAL}, features=HS),
-        valid("14.2/error-to-initiator", "14.2", ["R-14.6"],
+        valid("14.2/error-to-initiator", "14.2", ["R-14.11"],
               "an ERROR reaching an initiator in WAIT_ACCEPT ends the handshake with the "
               "peer's code: decoded, not a receiver error (review item 5)", error_message(71),
               context={"local": INITIATOR}, features=HS),
         # Item 23: the state for a message that is not the expected handshake kind.
-        invalid("14.2/kv-cache-while-waiting-for-hello", "14.2", ["R-14.6"],
+        invalid("14.2/kv-cache-while-waiting-for-hello", "14.2", ["R-14.11"],
                 "a KV_CACHE at a responder with no session yet (WAIT_HELLO): KIND_CONSTRAINT "
                 "(review item 23)", "KIND_CONSTRAINT", msg=kv_message(),
                 context={"local": LOCAL}, features=HS),
-        invalid("14.2/text-while-waiting-for-accept", "14.2", ["R-14.6"],
+        invalid("14.2/text-while-waiting-for-accept", "14.2", ["R-14.11"],
                 "a TEXT at an initiator in WAIT_ACCEPT: KIND_CONSTRAINT", "KIND_CONSTRAINT",
                 msg=text_message(), context={"local": INITIATOR}, features=HS),
         valid("14.2/kv-cache-in-session", "14.2", ["R-14.6", "R-14.7", "R-14.8"],
               "a KV_CACHE of the receiver's own model in a KV_CACHE session", kv_message(),
               context={"local": dict(LOCAL, session_mode=1)}, features=HS),
-        valid("14.2/latent-state-in-kv-session", "14.2", ["R-14.6"],
+        valid("14.2/latent-state-in-kv-session", "14.2", ["R-14.11", "R-14.6"],
               "a HIDDEN_STATE with HIDDEN_SOURCE 1 in a KV_CACHE session (spec 14.1)",
               hidden_message(), context={"local": dict(LOCAL, session_mode=1)}, features=HS),
-        invalid("14.2/latent-state-in-projection-session", "14.2", ["R-14.6"],
+        invalid("14.2/latent-state-in-projection-session", "14.2", ["R-14.11", "R-14.6"],
                 "a HIDDEN_STATE with HIDDEN_SOURCE 1 in a PROJECTION session: not a payload"
                 " of the mode", "UNSUPPORTED_CAPABILITY", msg=hidden_message(),
                 context={"local": dict(LOCAL, session_mode=2)}, features=HS),
         # Item 24: renegotiation.
-        valid("14.2/hello-in-session", "14.2", ["R-14.1"],
+        valid("14.2/hello-in-session", "14.2", ["R-14.11", "R-14.1"],
               "a HELLO in an established session, at the first handshake's initiator: a "
               "renegotiation, checked as a responder (review item 24)", hello_message(),
               context={"local": dict(INITIATOR, session_mode=1)}, features=HS),
@@ -392,7 +392,7 @@ def handshake_cases() -> list[CaseDef]:
                 "a renegotiating HELLO carrying the receiver's NONCE: the responder's checks "
                 "apply", "NEGOTIATION_MISMATCH", msg=hello_message(NONCE=RECEIVER_NONCE),
                 context={"local": dict(INITIATOR, session_mode=1)}, features=HS),
-        invalid("14.2/accept-in-session", "14.2", ["R-14.6"],
+        invalid("14.2/accept-in-session", "14.2", ["R-14.11", "R-14.6"],
                 "an ACCEPT in an established session: not a payload, UNSUPPORTED_CAPABILITY "
                 "(review item 24)", "UNSUPPORTED_CAPABILITY", msg=accept_message(mode=1),
                 context={"local": dict(INITIATOR, session_mode=1)}, features=HS),
