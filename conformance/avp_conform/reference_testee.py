@@ -22,7 +22,6 @@ import time
 from typing import IO, Any
 
 import avp_codec as avp
-from avp_codec import quant
 
 from .testee import PROTOCOL_MINOR, read_frame, write_frame
 
@@ -173,6 +172,8 @@ def _error(exc: avp.AvpError) -> dict[str, Any]:
 def dequantize(data: bytes, index: int, context: dict[str, Any], breaks: tuple[str, ...]
                ) -> tuple[dict[str, Any], bytes]:
     """Protocol 1.1: decode as for a decode request, then spec 12.2 on tensor ``index``."""
+    from avp_codec import quant  # numpy and ml_dtypes: only a dequantize request pays for them
+
     msg = decode_with_context(data, context, breaks)
     if not 0 <= index < len(msg.tensors):
         raise _fail(avp.ErrorCode.BAD_REFERENCE, f"no tensor {index}")
