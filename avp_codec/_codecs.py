@@ -39,7 +39,7 @@ _local = threading.local()
 
 
 def dtype_error(codec: Codec, dtype: Dtype) -> str | None:
-    """Why ``codec`` cannot store ``dtype`` (CODEC_DTYPE, R-7.9 / R-7.14), or None."""
+    """Why ``codec`` cannot store ``dtype`` (CODEC_DTYPE, R-7.9 / R-7.16), or None."""
     if codec == Codec.BYTEPLANE_ZSTD and DTYPE_BITS[dtype] not in (16, 32, 64):
         return "byteplane_zstd needs a 16, 32 or 64-bit dtype"
     if codec == Codec.FLOATPLANE_ZSTD and dtype not in _floatplane.FORMATS:

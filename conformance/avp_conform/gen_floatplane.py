@@ -1,4 +1,4 @@
-"""Vectors for floatplane_zstd (spec 7.3.1, R-7.15, R-7.16).
+"""Vectors for floatplane_zstd (spec 7.3.1, R-7.16, R-7.17).
 
 The pre-compression buffer P is built here from the spec text, element by element in plain
 Python, independently of avp_codec's vectorised codec: geometry, anchors, flips, the per-block
@@ -124,27 +124,27 @@ def _ok(dtype: str, shape: tuple[int, ...], seed: int, period: int = 0,
 def cases() -> list[CaseDef]:
     out: list[CaseDef] = []
     for i, dtype in enumerate(FORMATS):
-        out.append(valid(f"7.3.1/floatplane-{dtype}-channels", "7.3.1", ["R-7.16"],
+        out.append(valid(f"7.3.1/floatplane-{dtype}-channels", "7.3.1", ["R-7.17"],
                          f"[2, 70, 3] {dtype}: 6 channels of 70 positions, special values",
                          _ok(dtype, (2, 70, 3), 11 + i), level="required"))
-        out.append(valid(f"7.3.1/floatplane-{dtype}-one-channel", "7.3.1", ["R-7.16"],
+        out.append(valid(f"7.3.1/floatplane-{dtype}-one-channel", "7.3.1", ["R-7.17"],
                          f"[5, 9] {dtype}: a sequence under 64, one channel",
                          _ok(dtype, (5, 9), 21 + i)))
-    out.append(valid("7.3.1/floatplane-odd-anchors-and-flips", "7.3.1", ["R-7.16"],
+    out.append(valid("7.3.1/floatplane-odd-anchors-and-flips", "7.3.1", ["R-7.17"],
                      "anchors and flips chosen far from the data: still the same raw bytes",
                      _ok("bfloat16", (1, 64, 2), 5, anchors=[0, 255], flips=[1, 0])))
-    out.append(valid("7.3.1/floatplane-empty", "7.3.1", ["R-7.16"], "[0, 4]: P is empty",
+    out.append(valid("7.3.1/floatplane-empty", "7.3.1", ["R-7.17"], "[0, 4]: P is empty",
                      _ok("float16", (0, 4), 1)))
-    out.append(valid("7.3.1/floatplane-zero-channels", "7.3.1", ["R-7.16"],
+    out.append(valid("7.3.1/floatplane-zero-channels", "7.3.1", ["R-7.17"],
                      "[2, 80, 0]: no channel, P is empty", _ok("float32", (2, 80, 0), 1)))
-    out.append(valid("7.3.1/floatplane-two-blocks", "7.3.1", ["R-7.16"],
+    out.append(valid("7.3.1/floatplane-two-blocks", "7.3.1", ["R-7.17"],
                      "[65600, 1] bfloat16: one channel across two blocks",
                      _ok("bfloat16", (65600, 1), 3, period=50)))
     kv = kv_message(dtype="bfloat16", tokens=64, seed="fp-kv")
     for t in kv.tensors:
         p = build_p(t.data, "bfloat16", t.shape)
         t.data, t.codec, t.raw_len = ZSTD.compress(p), CODEC, len(t.data)
-    out.append(valid("7.3.1/floatplane-kv-cache", "7.3.1", ["R-7.16"],
+    out.append(valid("7.3.1/floatplane-kv-cache", "7.3.1", ["R-7.17"],
                      "K/V [1, 2, 64, 8] bfloat16 stored with floatplane_zstd", kv,
                      level="required"))
     out += _invalid_cases()
@@ -166,42 +166,42 @@ def _invalid_cases() -> list[CaseDef]:
     bad = bytearray(p)
     bad[0] = 32  # anchor of channel 0: float16 exponents are 5 bits
     out.append(_bad("anchor-out-of-range", "float16 anchor 32", "DECOMPRESSION_FAILED",
-                    "float16", shape, bytes(bad), len(raw16), ["R-7.16"]))
+                    "float16", shape, bytes(bad), len(raw16), ["R-7.17"]))
     side = 2 + 1
     bad = bytearray(p)
     bad[side + 5] = 40  # an exponent-stream byte of 40 for a 5-bit exponent
     out.append(_bad("exponent-out-of-range", "float16 exponent byte 40", "DECOMPRESSION_FAILED",
-                    "float16", shape, bytes(bad), len(raw16), ["R-7.16"]))
+                    "float16", shape, bytes(bad), len(raw16), ["R-7.17"]))
     bad = bytearray(p)
     bad[2] |= 0x80  # flip bit 7 of a 2-channel tensor: padding
     out.append(_bad("flip-padding", "a set padding bit after the flip bits",
-                    "DECOMPRESSION_FAILED", "float16", shape, bytes(bad), len(raw16), ["R-7.16"]))
+                    "DECOMPRESSION_FAILED", "float16", shape, bytes(bad), len(raw16), ["R-7.17"]))
     shape_odd = (1, 65, 1)  # 65 signs: the 9th sign byte has 7 padding bits
     raw_odd = values("bfloat16", shape_odd, 9)
     bad = bytearray(build_p(raw_odd, "bfloat16", shape_odd))
     bad[1 + 1 + 65 + 8] |= 0x40
     out.append(_bad("sign-padding", "a set padding bit after the sign bits",
                     "DECOMPRESSION_FAILED", "bfloat16", shape_odd, bytes(bad), len(raw_odd),
-                    ["R-7.16"]))
+                    ["R-7.17"]))
     bad = bytearray(build_p(raw_odd, "bfloat16", shape_odd))
     bad[1 + 1 + 65 + 9 + 3] |= 0x80  # bfloat16 mantissas have 7 bits
     out.append(_bad("mantissa-high-bit", "bit 7 of a bfloat16 mantissa byte",
                     "DECOMPRESSION_FAILED", "bfloat16", shape_odd, bytes(bad), len(raw_odd),
-                    ["R-7.16"]))
+                    ["R-7.17"]))
     pb = build_p(raw_odd, "bfloat16", shape_odd)
     out.append(_bad("content-size-is-raw-length", "Frame_Content_Size = raw_length, not P's",
                     "DECOMPRESSED_SIZE", "bfloat16", shape_odd, pb[:len(raw_odd)], len(raw_odd),
-                    ["R-7.13", "R-7.16"]))
+                    ["R-7.13", "R-7.17"]))
     out.append(_bad("short-content", "a frame without content size, one byte short of P",
                     "DECOMPRESSED_SIZE", "bfloat16", shape_odd, pb[:-1], len(raw_odd),
-                    ["R-7.13", "R-7.16"], content_size=False))
+                    ["R-7.13", "R-7.17"], content_size=False))
     out.append(_bad("long-content", "a frame without content size, one byte past P",
                     "DECOMPRESSED_SIZE", "bfloat16", shape_odd, pb + b"\0", len(raw_odd),
-                    ["R-7.13", "R-7.16"], content_size=False))
+                    ["R-7.13", "R-7.17"], content_size=False))
     for dtype, shape_d, nbytes in (("int8", (16,), 16), ("int64", (4,), 32),
                                    ("float8_e4m3fn", (16,), 16)):
         frame = ZSTD.compress(bytes(nbytes + 1 + 2))
-        out.append(invalid(f"7.3.1/floatplane-on-{dtype}", "7.3.1", ["R-7.15"],
+        out.append(invalid(f"7.3.1/floatplane-on-{dtype}", "7.3.1", ["R-7.16"],
                            f"floatplane_zstd on {dtype}", "CODEC_DTYPE",
                            msg=fp_state(dtype, shape_d, frame, nbytes)))
     return out
