@@ -170,3 +170,20 @@ def test_compress_message_is_the_same_for_any_thread_count(codec: avp.Codec) -> 
         t.array().tobytes() for t in base.tensors]
     for n in THREADS:
         assert avp.encode(avp.compress_message(_message(), codec, threads=n)) == want
+
+
+def test_threads_work_in_a_forked_child() -> None:
+    import os
+
+    avp.encode(_message(), threads=2)  # the parent's pool exists now
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            ok = avp.encode(_message(), threads=2) == avp.encode(_message(), threads=1)
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    os.waitpid(pid, 0)
+    assert os.read(r, 1) == b"1"
