@@ -156,7 +156,7 @@ def parse_range(value: str, length: int) -> tuple[int, int] | None | str:
         last = int(last_s) if last_s else length - 1
     except ValueError:
         return None
-    if first < 0 or last < first:
+    if first < 0 or (last_s and last < first):
         return None
     if first >= length:
         return "unsatisfiable"

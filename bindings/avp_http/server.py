@@ -373,7 +373,11 @@ class AvpApp:
             await out.whole(204, b"", [])
             return 204, [], b""
         if isinstance(answer.body, avp.Message):
-            avp.check_payload(answer.body, session.mode, session.hello)  # R-H2.9
+            try:  # R-H2.9: the receiver's own answer must follow the session's mode too
+                avp.check_payload(answer.body, session.mode, session.hello)
+            except avp.AvpError as e:
+                raise HttpProblem("internal", f"the receiver's answer breaks the session: "
+                                  f"{e.code.name}") from None
             if not keyed:
                 await out.message(answer.body, [])
                 return 200, [], None
