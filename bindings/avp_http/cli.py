@@ -60,6 +60,20 @@ def _keys(specs: list[str]) -> dict[bytes, bytes]:
     return keys
 
 
+def _limits(args: argparse.Namespace) -> avp.Limits:
+    values = {"max_message_bytes": args.max_message_bytes,
+              "max_tensor_bytes": args.max_tensor_bytes,
+              # The incremental decoder holds one tensor's stored bytes at a time.
+              "max_buffer_bytes": max(args.max_tensor_bytes, SERVER_LIMITS.max_buffer_bytes)}
+    for spec in args.limit:
+        name, sep, value = spec.partition("=")
+        if not sep or name not in avp.Limits.__dataclass_fields__ or not value.isdigit():
+            raise SystemExit(f"avp-serve: --limit wants NAME=INTEGER with a limit of spec 16, "
+                             f"got {spec!r}")
+        values[name] = int(value)
+    return avp.Limits(**values)
+
+
 def _tokens(path: str | None) -> list[str]:
     tokens = []
     if path:
@@ -89,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store-max-bytes", type=int, default=8 << 30)
     ap.add_argument("--max-message-bytes", type=int, default=SERVER_LIMITS.max_message_bytes)
     ap.add_argument("--max-tensor-bytes", type=int, default=SERVER_LIMITS.max_tensor_bytes)
+    ap.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
+                    help="any limit of spec 16 (max_header_bytes=65536, ...); repeatable")
     ap.add_argument("--max-concurrent", type=int, default=16)
     ap.add_argument("--chunk-timeout", type=float, default=30.0)
     ap.add_argument("--body-grace", type=float, default=30.0)
@@ -101,10 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("avp-serve: --certfile and --keyfile go together")
         if args.require_auth and not args.hmac_key:
             raise SystemExit("avp-serve: --require-auth needs at least one --hmac-key")
-        limits = avp.Limits(max_message_bytes=args.max_message_bytes,
-                            max_tensor_bytes=args.max_tensor_bytes,
-                            max_buffer_bytes=max(args.max_tensor_bytes,
-                                                 SERVER_LIMITS.max_buffer_bytes))
+        limits = _limits(args)
         cfg = ServerConfig(
             limits=limits, tokens=_tokens(args.token_file), keys=_keys(args.hmac_key),
             require_auth=args.require_auth, max_concurrent=args.max_concurrent,
