@@ -100,6 +100,9 @@ class Intake:
     writer: StoreWriter | None = None
     on_header: HeaderCheck | None = None
     on_tensor: TensorCheck | None = None
+    # Bound on the decoded bytes of the tensors kept (R-H5.7): compressed tensors inflate up
+    # to max_tensor_bytes each, so the wire size alone does not bound what keeping them costs.
+    max_decoded_bytes: int = 1 << 32
 
     def __post_init__(self) -> None:
         self._dec = avp.Decoder(self.limits, verify=True, keys=self.keys,
@@ -109,6 +112,7 @@ class Intake:
         self._token_ids: avp.Tensor | None = None
         self._end: avp.EndEvent | None = None
         self.length = 0
+        self.decoded = 0
 
     def feed(self, chunks: list[bytes]) -> None:
         """Decode what ``chunks`` completes; raises AvpError at the first failed check."""
@@ -143,6 +147,12 @@ class Intake:
                 if ev.tensor.role == avp.Role.TOKEN_IDS:
                     self._token_ids = ev.tensor
                 if self.keep_tensors:
+                    self.decoded += ev.tensor.raw_length
+                    if self.decoded > self.max_decoded_bytes:
+                        raise HttpProblem("decoded-too-large",
+                                          f"the tensors decode to more than "
+                                          f"{self.max_decoded_bytes} bytes",
+                                          extra={"maximum": self.max_decoded_bytes})
                     self._tensors.append(ev.tensor)
             elif isinstance(ev, avp.EndEvent):
                 self._end = ev

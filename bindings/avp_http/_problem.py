@@ -32,7 +32,7 @@ HTTP_PROBLEMS = {
     "bad-request": 400, "unauthorized": 401, "not-found": 404, "method-not-allowed": 405,
     "not-acceptable": 406, "request-timeout": 408, "session-unknown": 409,
     "idempotency-conflict": 409, "digest-mismatch": 400, "unsupported-media-type": 415,
-    "range-not-satisfiable": 416, "busy": 503, "internal": 500,
+    "range-not-satisfiable": 416, "decoded-too-large": 413, "busy": 503, "internal": 500,
 }
 
 _LIMIT_OF = {code: name for name, code in LIMIT_ERRORS.items()}

@@ -105,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-tensor-bytes", type=int, default=SERVER_LIMITS.max_tensor_bytes)
     ap.add_argument("--limit", action="append", default=[], metavar="NAME=VALUE",
                     help="any limit of spec 16 (max_header_bytes=65536, ...); repeatable")
+    ap.add_argument("--max-decoded-bytes", type=int, default=1 << 32,
+                    help="decoded tensor bytes one delivery may keep")
     ap.add_argument("--max-concurrent", type=int, default=16)
     ap.add_argument("--chunk-timeout", type=float, default=30.0)
     ap.add_argument("--body-grace", type=float, default=30.0)
@@ -121,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = ServerConfig(
             limits=limits, tokens=_tokens(args.token_file), keys=_keys(args.hmac_key),
             require_auth=args.require_auth, max_concurrent=args.max_concurrent,
+            max_decoded_bytes=args.max_decoded_bytes,
             timing=Timing(args.chunk_timeout, args.body_grace, args.min_rate),
             store=MessageStore(args.store, max_bytes=args.store_max_bytes))
         app = AvpApp(_receiver(args), cfg)

@@ -58,7 +58,7 @@ class AvpClient:
                  verify: ssl.SSLContext | str | bool = True, timeout: float = 120.0,
                  limits: avp.Limits | None = None, keys: dict[bytes, bytes] | None = None,
                  require_auth: bool = False, auth_key: tuple[bytes, bytes] | None = None,
-                 session: str | None = None) -> None:
+                 session: str | None = None, max_decoded_bytes: int = 1 << 32) -> None:
         self.base = base_url.rstrip("/")
         parts = urlsplit(self.base)
         if token is not None and parts.scheme != "https" and not media.is_loopback(parts.hostname):
@@ -79,6 +79,7 @@ class AvpClient:
         self.require_auth = require_auth
         self.auth_key = auth_key
         self.session = session
+        self.max_decoded_bytes = max_decoded_bytes  # R-H5.7 applies to what we receive too
 
     def close(self) -> None:
         self._http.close()
@@ -238,7 +239,7 @@ class AvpClient:
         dec = avp.Decoder(self.limits, keys=self.keys, require_auth=self.require_auth)
         header: avp.HeaderEvent | None = None
         tensors: list[avp.Tensor] = []
-        n = 0
+        n = decoded = 0
 
         def drain() -> avp.EndEvent | None:
             nonlocal header
@@ -249,6 +250,11 @@ class AvpClient:
                 if isinstance(ev, avp.HeaderEvent):
                     header = ev
                 elif isinstance(ev, avp.TensorEvent):
+                    nonlocal decoded
+                    decoded += ev.tensor.raw_length
+                    if decoded > self.max_decoded_bytes:
+                        raise HttpProblem("decoded-too-large", "the answer's tensors decode to "
+                                          f"more than {self.max_decoded_bytes} bytes")
                     tensors.append(ev.tensor)
                 elif isinstance(ev, avp.EndEvent):
                     return ev

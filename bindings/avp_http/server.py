@@ -48,6 +48,7 @@ class ServerConfig:
     keys: dict[bytes, bytes] = field(default_factory=dict)  # HMAC key id -> key (spec 15)
     require_auth: bool = False  # refuse messages without a verified tag (R-H6.2)
     timing: Timing = field(default_factory=Timing)
+    max_decoded_bytes: int = 1 << 32  # decoded tensors one delivery may keep (R-H5.7)
     max_concurrent: int = 16  # bodies decoded at once (R-H5.6)
     queue_timeout: float = 10.0  # wait for a slot before 503
     answer_timeout: float = 300.0  # longest a receiver's deliver() may take
@@ -190,6 +191,7 @@ class AvpApp:
         return json.dumps({
             "versions": media.VERSIONS, "media_type": media.MEDIA_TYPE,
             "limits": {k: getattr(lim, k) for k in lim.__dataclass_fields__},
+            "max_decoded_bytes": self.config.max_decoded_bytes,
             "auth": {"bearer": bool(self._tokens), "hmac_required": self.config.require_auth},
             "receiver": self.receiver.name,
         }, separators=(",", ":")).encode()
@@ -240,7 +242,8 @@ class AvpApp:
 
     def _intake(self, **kw: Any) -> Intake:
         c = self.config
-        return Intake(c.limits, keys=c.keys, require_auth=c.require_auth, **kw)
+        return Intake(c.limits, keys=c.keys, require_auth=c.require_auth,
+                      max_decoded_bytes=c.max_decoded_bytes, **kw)
 
     # -- handshake (2.1) ----------------------------------------------------------------
     async def _handshake(self, req: Request, receive: Receive, out: Responder,
