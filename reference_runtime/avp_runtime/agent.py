@@ -248,13 +248,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="send: a local copy of a peer model to project onto (repeatable)")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--instruction", default=Agent.instruction,
+                    help="serve: what the agent asks its model after an imported KV-cache")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 keeps two agents on a 2-core machine from thrashing)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     agent = Agent(load_connector(args.model), args.name or f"{args.command}:{args.model}",
                   modes=_modes(args.modes), max_new_tokens=args.max_new_tokens,
-                  steps=args.steps, targets=[load_connector(t) for t in args.target])
+                  steps=args.steps, targets=[load_connector(t) for t in args.target],
+                  instruction=args.instruction)
     if args.command == "serve":
         cfg = avp_http.ServerConfig(
             limits=avp.Limits(max_message_bytes=MAX_MESSAGE, max_tensor_bytes=1 << 30,
