@@ -226,3 +226,31 @@ def _forged() -> bytes:
                                                 layout=avp.Layout.BHTD), *back.tensors[1:]],
                          auth_tag=back.auth_tag)
     return avp.encode(forged)  # re-encoded with the old tag: CRCs right, tag wrong
+
+
+def test_readme_curl_lines(serve: object, tmp_path: Path) -> None:
+    """The curl block of README.md, run as written against a real server (its port swapped
+    in): the store, the handshake, a delivery in the session and a refusal all behave as the
+    README says."""
+    import os
+    import re
+    import sys
+
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## AVP over HTTP", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    lines = [ln for ln in block.replace("\\\n", " ").splitlines()
+             if ln.strip() and not ln.startswith("#") and not ln.startswith("avp-serve")]
+    s = serve()  # type: ignore[operator]
+    script = "\n".join(lines).replace("8080", str(s.port))
+    script = re.sub(r"^python ", f"{sys.executable} ", script, flags=re.M)
+    script = re.sub(r"^avp-dump ", f"{sys.executable} -m avp_tools.dump_cli ", script,
+                    flags=re.M)
+    r = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120, check=False,
+                       env=os.environ | {"PATH": f"{Path(CURL or 'curl').parent}:/usr/bin:/bin"})
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    out = r.stdout
+    assert "HTTP/1.1 201" in out and "location: /avp/v1/messages/" in out.lower()
+    assert "kind ACCEPT" in out
+    assert '"kind":"TEXT"' in out  # the Mailbox's answer to the delivery
+    assert '"code_name":"TRUNCATED"' in out and '"status":400' in out
