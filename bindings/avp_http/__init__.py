@@ -11,8 +11,9 @@ Public API (everything in underscore modules is private):
   ``Mailbox`` is the model-less one. ``MessageStore`` holds messages by digest (2.3), which is
   how a sender hosts a large payload for a peer to fetch by reference.
 - ``AvpClient`` speaks the binding with httpx over HTTP/2 or HTTP/1.1.
-- ``post_body`` posts raw bytes to a running server and returns (status, problem or None): the
-  entry point hostile-input runners use.
+- ``post_body`` posts raw bytes to a running server and returns (status, problem or None);
+  ``check_body`` does the same with a hostile-corpus entry point's contract (a summary, or the
+  server's AvpError); ``open_session`` makes a handshake for the ``deliver`` resource.
 - ``status_of(code)`` is the R-H5.2 table; ``prefix_digest(ids)`` the 2.4 digest.
 
 The codec (``avp_codec``) never imports this package.
@@ -25,7 +26,7 @@ from ._problem import HttpProblem, RemoteAvpError, status_of
 from ._run import BackgroundServer, serve
 from ._session import Negotiated, Session
 from .client import AvpClient, Reply
-from .probe import post_body
+from .probe import check_body, open_session, post_body
 from .receiver import Answer, Delivery, Mailbox, Receiver
 from .server import SERVER_LIMITS, AvpApp, ServerConfig
 from .store import MessageStore, Stored
@@ -34,6 +35,6 @@ __all__ = [
     "AvpApp", "ServerConfig", "SERVER_LIMITS", "serve", "BackgroundServer",
     "Receiver", "Mailbox", "Answer", "Delivery", "Negotiated", "Session",
     "AvpClient", "Reply", "MessageStore", "Stored",
-    "HttpProblem", "RemoteAvpError", "status_of", "post_body",
+    "HttpProblem", "RemoteAvpError", "status_of", "post_body", "check_body", "open_session",
     "MEDIA_TYPE", "CONTENT_TYPE", "VERSIONS", "message_digest", "prefix_digest",
 ]

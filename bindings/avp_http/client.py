@@ -5,6 +5,7 @@
         answer = c.deliver(kv_message)                         # streamed, tensor by tensor
         digest = c.store(kv_message)                           # by-digest resource (2.3)
         msg = c.fetch(digest)                                  # streamed into the Decoder
+        msg = c.fetch_url(url)                                 # a by-reference payload
         t = c.fetch_tensor(digest, 5)                          # 4 range requests (2.3)
         held = c.lookup(model_id, token_ids)                   # lookup before transfer (2.4)
 
@@ -18,6 +19,7 @@ HTTP/1.1. A bearer ``token`` is refused over cleartext to a non-loopback host (R
 
 from __future__ import annotations
 
+import hashlib
 import json
 import mmap
 import socket
@@ -147,12 +149,29 @@ class AvpClient:
 
     def fetch(self, digest: str) -> avp.Message:
         """A stored message, decoded as it streams in (verified, the client's limits/keys)."""
-        with self._http.stream("GET", f"{self.base}/messages/{digest}",
-                               headers={"accept": media.MEDIA_TYPE}) as r:
+        return self.fetch_url(f"{self.base}/messages/{digest}", digest=digest)
+
+    def fetch_url(self, url: str, *, digest: str | None = None) -> avp.Message:
+        """A message by its absolute URL (a by-reference payload another protocol carried, e.g.
+        an A2A or MCP message naming ``.../messages/{digest}``). With ``digest`` (or when the
+        URL ends in one) the bytes received must hash to it (2.3), else ``digest-mismatch``."""
+        tail = url.rstrip("/").rsplit("/", 1)[-1]
+        want = digest or (tail if media.is_hex64(tail) else None)
+        h = hashlib.sha256()
+        with self._http.stream("GET", url, headers={"accept": media.MEDIA_TYPE}) as r:
             if r.status_code != 200:
                 r.read()
                 _raise_for_problem(r.status_code, r.headers, r.content)
-            msg, _ = self._decode_stream(r.iter_raw(), r.headers)
+
+            def hashed(chunks: Iterator[bytes]) -> Iterator[bytes]:
+                for c in chunks:
+                    h.update(c)
+                    yield c
+
+            msg, _ = self._decode_stream(hashed(r.iter_raw()), r.headers)
+        if want is not None and h.hexdigest() != want:
+            raise HttpProblem("digest-mismatch", "the message does not hash to its digest",
+                              status=502)
         return msg
 
     def fetch_tensor(self, digest: str, i: int) -> avp.Tensor:

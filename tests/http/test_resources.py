@@ -335,7 +335,11 @@ def test_one_tensor_through_the_index(mailbox: Served, http2: bool) -> None:
         with pytest.raises(IndexError):
             c.fetch_tensor(digest, len(msg.tensors))
         assert c.fetch(digest) == msg
+        assert c.fetch_url(f"{mailbox.url}/messages/{digest}") == msg
         assert c.has(digest) and not c.has("e" * 64)
+        with pytest.raises(avp_http.HttpProblem) as e:  # the bytes must hash to the digest
+            c.fetch_url(f"{mailbox.url}/messages/{digest}", digest="0" * 64)
+        assert e.value.slug == "digest-mismatch"
 
 
 def test_lookup_before_transfer(mailbox: Served, http: httpx.Client) -> None:

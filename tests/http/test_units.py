@@ -146,3 +146,25 @@ def test_store_evicts_least_recently_used_and_indexes_prefixes(tmp_path: object)
     reopened = avp_http.MessageStore(tmp_path)  # type: ignore[arg-type]
     assert a in reopened and reopened.lookup(MODEL_ID.hex(),
                                              avp_http.prefix_digest(range(8)) or "")
+
+
+def test_probe_entry_points(mailbox: object) -> None:
+    """post_body / check_body / open_session: what a hostile-corpus runner registers."""
+    from httpkit import hello, kv
+
+    url = mailbox.url  # type: ignore[attr-defined]
+    good = avp.encode(kv(seed=77))
+    assert avp_http.post_body(url + "/messages", good)[0] in (200, 201)
+    status, prob = avp_http.post_body(url + "/messages", good[:-1])
+    assert status == 400 and prob is not None and prob["code_name"] == "TRUNCATED"
+    assert avp_http.check_body(url + "/messages", good).startswith(("200", "201"))
+    with pytest.raises(avp.AvpError) as e:
+        avp_http.check_body(url + "/messages", b"\x00" * 40)
+    assert e.value.code == avp.ErrorCode.BAD_MAGIC
+    token = avp_http.open_session(url, hello())
+    assert avp_http.check_body(url + "/deliver", good, session=token).startswith("200")
+    with pytest.raises(avp.AvpError) as e:
+        avp_http.check_body(url + "/deliver", avp.encode(avp.text_message("x")), session=token)
+    assert e.value.code == avp.ErrorCode.UNSUPPORTED_CAPABILITY
+    with pytest.raises(avp_http.HttpProblem):
+        avp_http.check_body(url + "/deliver", good)  # no session: 409, not an AVP code
