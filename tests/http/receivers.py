@@ -32,12 +32,16 @@ def narrow() -> avp_http.Receiver:
 
 
 class _Slow(avp_http.Mailbox):
-    """Takes a while to answer (idempotency in progress, answer timeouts)."""
+    """Takes a while to answer (idempotency in progress) and numbers its answers, so a replay
+    is told from a second run by its body."""
+
+    calls = 0
 
     def deliver(self, session: avp_http.Session, msg: avp.Message,
                 info: avp_http.Delivery) -> avp_http.Answer | None:
         time.sleep(2.0)
-        return super().deliver(session, msg, info)
+        _Slow.calls += 1
+        return avp_http.Answer.json({"call": _Slow.calls, "digest": info.digest})
 
 
 def slow() -> avp_http.Receiver:
