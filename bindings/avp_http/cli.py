@@ -107,7 +107,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="any limit of spec 16 (max_header_bytes=65536, ...); repeatable")
     ap.add_argument("--max-decoded-bytes", type=int, default=1 << 32,
                     help="decoded tensor bytes one delivery may keep")
-    ap.add_argument("--max-concurrent", type=int, default=16)
+    ap.add_argument("--max-concurrent", type=int, default=16,
+                    help="bodies decoded at once; more wait --queue-timeout, then 503")
+    ap.add_argument("--queue-timeout", type=float, default=10.0)
+    ap.add_argument("--answer-timeout", type=float, default=300.0,
+                    help="longest a delivery's answer may take (then 503)")
     ap.add_argument("--chunk-timeout", type=float, default=30.0)
     ap.add_argument("--body-grace", type=float, default=30.0)
     ap.add_argument("--min-rate", type=float, default=32 * 1024)
@@ -123,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = ServerConfig(
             limits=limits, tokens=_tokens(args.token_file), keys=_keys(args.hmac_key),
             require_auth=args.require_auth, max_concurrent=args.max_concurrent,
-            max_decoded_bytes=args.max_decoded_bytes,
+            max_decoded_bytes=args.max_decoded_bytes, queue_timeout=args.queue_timeout,
+            answer_timeout=args.answer_timeout,
             timing=Timing(args.chunk_timeout, args.body_grace, args.min_rate),
             store=MessageStore(args.store, max_bytes=args.store_max_bytes))
         app = AvpApp(_receiver(args), cfg)

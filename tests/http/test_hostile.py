@@ -346,3 +346,27 @@ def test_message_authentication(serve: object, tmp_path: object) -> None:
         r = store(forged)
         assert (r.status_code, problem(r)["code"]) == (403, E.AUTH_FAILED)
     assert s.alive()
+
+
+def test_concurrency_bound_and_answer_bound(serve: object) -> None:
+    """R-H5.6: with one decoding slot held by a stalled body, the next body waits the queue
+    bound and gets 503 + Retry-After, and is served once the slot frees; R-H5.5: an answer
+    slower than its bound is 503 + Retry-After too."""
+    s = serve("--app", "receivers:slow", "--max-concurrent", "1", "--queue-timeout", "1",  # type: ignore[operator]
+              "--answer-timeout", "1", "--body-grace", "4", "--min-rate", "4096")
+    data = avp.encode(kv())
+    with socket.create_connection(("127.0.0.1", s.port), timeout=15) as hog:
+        hog.sendall(_head("messages", len(data)) + data[:32])  # holds the slot, stalls
+        time.sleep(0.5)
+        with httpx.Client(timeout=20, trust_env=False) as http:
+            r = http.post(s.url + "/messages", content=data, headers={"content-type": AVP})
+            assert problem(r)["title"] == "busy" and r.headers["retry-after"] == "1"
+            hog.settimeout(15)
+            assert hog.recv(100).startswith(b"HTTP/1.1 408")  # the hog's own bound
+            r = http.post(s.url + "/messages", content=data, headers={"content-type": AVP})
+            assert r.status_code == 201
+            token = handshake(s.url, http)
+            r = http.post(s.url + "/deliver", content=data,
+                          headers={"content-type": AVP, "avp-session": token})
+            assert problem(r)["title"] == "busy" and "retry-after" in r.headers
+    assert s.alive()

@@ -422,3 +422,17 @@ def test_problem_details_do_not_echo_the_message(mailbox: Served, http: httpx.Cl
               **{"avp-session": token})
     assert r.status_code == 422 and secret not in r.text
     assert json.loads(r.content)["code_name"] == "UNSUPPORTED_CAPABILITY"
+
+
+def test_early_refusal_over_http2_keeps_the_connection(mailbox: Served) -> None:
+    """R-H4.2 over HTTP/2: a 4 MB KV_CACHE in a TEXT session is refused at its HEADER; the
+    client reads the answer although its upload was cut short, and the same connection then
+    serves the next request (the rest of the refused stream is discarded, not fatal)."""
+    big = avp.encode(kv(tokens=32768, layers=2, seed=51))
+    with avp_http.AvpClient(mailbox.url, http2=True) as c:
+        c.handshake(hello(model_id=None))
+        with pytest.raises(avp.AvpError) as e:
+            c.deliver(big)
+        assert e.value.code == E.UNSUPPORTED_CAPABILITY
+        assert c.deliver(avp.text_message("still here")).status == 200
+        assert c.describe()["media_type"] == AVP
