@@ -25,7 +25,13 @@ FILE_CHUNK = 1 << 20
 class Request:
     def __init__(self, scope: Scope) -> None:
         self.method: str = scope["method"]
-        self.path: str = scope["path"]
+        # Mounted inside another ASGI app (Starlette's Mount, say), the path is relative to
+        # root_path; served directly, root_path is empty.
+        self.root_path: str = scope.get("root_path", "") or ""
+        path: str = scope["path"]
+        if self.root_path and path.startswith(self.root_path):
+            path = path[len(self.root_path):]
+        self.path = path
         self.http_version: str = scope.get("http_version", "1.1")
         h: dict[str, str] = {}
         for k, v in scope.get("headers", []):

@@ -158,7 +158,7 @@ class AvpApp:
             if entry is None or entry.prefix is None:
                 raise HttpProblem("not-found", "no stored KV_CACHE for this model and prefix")
             await self._send_stored(req, out, entry.digest, [
-                ("content-location", f"{root}/messages/{entry.digest}"),
+                ("content-location", f"{req.root_path}{root}/messages/{entry.digest}"),
                 ("avp-context-length", str(entry.prefix[2]))])
         else:
             raise HttpProblem("not-found", "no such resource")
@@ -431,7 +431,7 @@ class AvpApp:
             raise
         entry, new = await self._run(writer.commit, got.prefix())
         self.stats["stored"] += 1
-        loc = f"{self.config.root.rstrip('/')}/messages/{entry.digest}"
+        loc = f"{req.root_path}{self.config.root.rstrip('/')}/messages/{entry.digest}"
         await out.whole(201 if new else 200, b"", [
             ("location", loc), ("etag", f'"{entry.digest}"'),
             ("repr-digest", media.repr_digest(entry.digest))])

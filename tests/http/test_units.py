@@ -168,3 +168,37 @@ def test_probe_entry_points(mailbox: object) -> None:
     assert e.value.code == avp.ErrorCode.UNSUPPORTED_CAPABILITY
     with pytest.raises(avp_http.HttpProblem):
         avp_http.check_body(url + "/deliver", good)  # no session: 409, not an AVP code
+
+
+def test_mounted_in_a_starlette_app() -> None:
+    """AvpApp is a plain ASGI app: mounted under another application's path (as an A2A or MCP
+    server would host it), it routes relative to the mount and its Locations include it."""
+    import asyncio
+
+    import httpx
+    from httpkit import hello, kv
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    avp_app = avp_http.AvpApp(avp_http.Mailbox(), avp_http.ServerConfig(root=""))
+    outer = Starlette(routes=[Route("/", lambda r: PlainTextResponse("outer")),
+                              Mount("/agents/avp", app=avp_app)])
+
+    async def go() -> None:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=outer),
+                                     base_url="http://test") as c:
+            assert (await c.get("/")).text == "outer"
+            r = await c.post("/agents/avp/handshake", content=avp.encode(hello(model_id=None)),
+                             headers={"content-type": "application/avp"})
+            assert r.status_code == 200 and avp.decode(r.content).kind == avp.Kind.ACCEPT
+            r = await c.post("/agents/avp/messages", content=avp.encode(kv()),
+                             headers={"content-type": "application/avp"})
+            assert r.status_code == 201
+            assert r.headers["location"].startswith("/agents/avp/messages/")
+            assert (await c.get(r.headers["location"])).content == avp.encode(kv())
+
+    try:
+        asyncio.run(go())
+    finally:
+        avp_app.close()
