@@ -150,4 +150,5 @@ def numpy_dtype(t: GgmlType) -> np.dtype:
         return np.dtype("<f4")
     if t.avp == Dtype.FLOAT16:
         return np.dtype("<f2")
-    return np.dtype(ml_dtypes.bfloat16)
+    bf16: np.dtype = np.dtype(ml_dtypes.bfloat16)
+    return bf16

@@ -22,6 +22,7 @@ rounding (what llama.cpp does to keys and values it stores).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 import avp_codec as avp
@@ -198,8 +199,8 @@ def message_to_state(source: avp.Message | bytes | bytearray | memoryview,
             el = vt.block_bytes
             v_rows = np.ascontiguousarray(
                 v_rows.reshape(n, vrow // el, el).transpose(1, 0, 2)).reshape(-1)
-        layers.append(LayerData(kt, krow, memoryview(k_rows.reshape(-1)), vt, vrow,
-                                memoryview(v_rows.reshape(-1))))
+        layers.append(LayerData(kt, krow, k_rows.reshape(-1).data, vt, vrow,
+                                v_rows.reshape(-1).data))
     tokens = None
     if target.form == "file":
         if kv.token_ids is None or bool((kv.token_ids < 0).any()):

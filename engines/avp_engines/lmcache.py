@@ -192,7 +192,7 @@ def parse_retrieve(body: bytes | bytearray | memoryview, *,
 def _whole(kv: LMCacheKV) -> int:
     if kv.chunk_size <= 0:
         raise AvpError(ErrorCode.INVALID_VALUE, f"chunk_size {kv.chunk_size}")
-    n = kv.kv.shape[2] // kv.chunk_size
+    n = int(kv.kv.shape[2]) // kv.chunk_size
     if n == 0:
         raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{kv.kv.shape[2]} tokens make no whole chunk "
                        f"of {kv.chunk_size}")

@@ -105,15 +105,20 @@ class FileSource:
             return None
 
     def lookup(self, token_ids: Sequence[int]) -> Candidate | None:
+        """The message sharing the most leading tokens with `token_ids` (possibly none: a
+        candidate with `matched` 0 still comes back, so a caller can say why it was refused)."""
         best: Candidate | None = None
         for p in self._files():
             e = self._entry(p)
-            if e is None or e.token_ids is None:
+            if e is None:
+                continue
+            if e.token_ids is None:
+                self.errors.append(f"{p.name}: no TOKEN_IDS, the prefix cannot be checked")
                 continue
             if self.model_id is not None and e.model_id != self.model_id:
                 continue
             m = common_prefix(e.token_ids, token_ids)
-            if m and (best is None or m > best.matched):
+            if best is None or m > best.matched:
                 best = Candidate(str(p), e.model_id, e.context_length, m, e.n_layers)
         return best
 

@@ -4,7 +4,6 @@ hostile mutations; the real-engine fixtures under fixtures/ check the format its
 from __future__ import annotations
 
 import numpy as np
-
 from avp_engines import _ggml as G
 from avp_engines import _llama_blob as B
 

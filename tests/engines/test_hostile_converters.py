@@ -9,13 +9,13 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from avp_engines import _ggml as G
+from avp_engines import _llama_blob as B
+from avp_engines import llama, lmcache
+from avp_engines._lmcache_wire import encode_frame
 
 import avp_codec as avp
 from avp_codec import AvpError, ErrorCode
-from avp_engines import _ggml as G
-from avp_engines import _llama_blob as B
-from avp_engines import lmcache, llama
-from avp_engines._lmcache_wire import encode_frame
 
 from ._synth import blob, state
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-import avp_codec as avp
 from avp_engines import _ggml as G
 from avp_engines import _llama_blob as B
 from avp_engines import _rotary, llama
+
+import avp_codec as avp
 
 from ._synth import state
 
