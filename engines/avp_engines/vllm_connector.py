@@ -148,6 +148,7 @@ class AvpConnector(KVConnectorBase_V1):
         self._layout: _paged.PagedLayout | None = None
         self._writers: dict[str, _Writer] = {}
         self._failed_blocks: set[int] = set()
+        self._failed_reqs: set[str] = set()  # load failed this step: their KV is not valid
         logger.info("AVP connector (%s): model %s..., %d layers x %d heads x %d, save_dir=%s, "
                     "source=%s", role.name, self._model_id.hex()[:16], self._n_layers,
                     self._heads, self._head_dim, self._save_dir, extra.get("source"))
@@ -219,9 +220,9 @@ class AvpConnector(KVConnectorBase_V1):
                 meta.loads.append(LoadSpec(new.req_id, cand.key, blocks, start, stop))
             if self._save_dir and new.prompt_token_ids:
                 t = _Tracked(list(new.prompt_token_ids), blocks)
-                done = new.num_computed_tokens + scheduler_output.num_scheduled_tokens.get(
-                    new.req_id, 0)
-                self._track(meta, new.req_id, t, done)
+                self._tracked[new.req_id] = t
+                self._maybe_save(meta, new.req_id, t, new.num_computed_tokens,
+                                 scheduler_output.num_scheduled_tokens.get(new.req_id, 0))
         cached = scheduler_output.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
             tracked = self._tracked.get(req_id)
@@ -234,21 +235,21 @@ class AvpConnector(KVConnectorBase_V1):
                     t.block_ids = list(new_ids[0])
                 else:
                     t.block_ids.extend(new_ids[0])
-            done = cached.num_computed_tokens[i] + scheduler_output.num_scheduled_tokens.get(
-                req_id, 0)
-            self._track(meta, req_id, t, done)
+            self._maybe_save(meta, req_id, t, cached.num_computed_tokens[i],
+                             scheduler_output.num_scheduled_tokens.get(req_id, 0))
         for req_id in scheduler_output.finished_req_ids:
             self._tracked.pop(req_id, None)
         return meta
 
-    def _track(self, meta: AvpConnectorMetadata, req_id: str, t: _Tracked, done: int) -> None:
-        if done >= len(t.prompt):
+    def _maybe_save(self, meta: AvpConnectorMetadata, req_id: str, t: _Tracked, computed: int,
+                    scheduled: int) -> None:
+        """Save in the step that computes the prompt's last token. A request whose load failed
+        and is recomputed (kv_load_failure_policy "recompute") passes here again, so it is
+        tracked until it finishes, not until its first save."""
+        if computed < len(t.prompt) <= computed + scheduled:
             assert self._save_dir is not None
             path = message_path(self._save_dir, t.prompt)
             meta.saves.append(SaveSpec(req_id, path, t.prompt, list(t.block_ids)))
-            self._tracked.pop(req_id, None)
-        else:
-            self._tracked[req_id] = t
 
     def request_finished(self, request: Request, block_ids: list[int]
                          ) -> tuple[bool, dict[str, Any] | None]:
@@ -305,6 +306,7 @@ class AvpConnector(KVConnectorBase_V1):
                 bs = self._block_size
                 bad = spec.block_ids[spec.start // bs:(spec.stop + bs - 1) // bs]
                 self._failed_blocks.update(bad)
+                self._failed_reqs.add(spec.req_id)
                 code = e.code.name if isinstance(e, AvpError) else type(e).__name__
                 self._note("load_error", spec.req_id, key=spec.key, code=code, reason=str(e),
                            blocks=len(bad))
@@ -354,6 +356,8 @@ class AvpConnector(KVConnectorBase_V1):
         if li is None:
             return
         for spec in meta.saves:
+            if spec.req_id in self._failed_reqs:
+                continue  # recomputed (and saved) in a later step, or failed
             w = self._writers.get(spec.req_id)
             if w is None:
                 w = self._open(spec)
@@ -394,6 +398,7 @@ class AvpConnector(KVConnectorBase_V1):
         return _Writer(spec, tmp, f, enc)
 
     def wait_for_save(self) -> None:
+        self._failed_reqs.clear()
         for req_id, w in list(self._writers.items()):
             # Called once per step after every forward of the step: a writer still short of
             # layers will not get them (its save spec was this step's only one).

@@ -118,3 +118,21 @@ def kv_max_diff(a: avp.Message, b: avp.Message) -> dict[str, float]:
         key = "K" if t.role == avp.Role.KEY else "V"
         out[key] = max(out[key], float(d.max()))
     return out
+
+
+def prefix(msg: avp.Message, n: int, codec: avp.Codec = avp.Codec.BYTEPLANE_ZSTD) -> avp.Message:
+    """The KV_CACHE of the first `n` tokens (exact: causal attention makes a prefix's K/V
+    independent of what follows), stored with a lossless codec; for CI fixtures."""
+    tensors = []
+    for t in msg.tensors:
+        a = t.array()
+        if t.role in (avp.Role.KEY, avp.Role.VALUE):
+            tensors.append(avp.Tensor.from_array(np.ascontiguousarray(a[:, :, :n]), t.role,
+                                                 layer=t.layer, layout=t.layout, codec=codec))
+        elif t.role in (avp.Role.TOKEN_IDS, avp.Role.POSITIONS):
+            tensors.append(avp.Tensor.from_array(np.ascontiguousarray(a[:, :n]), t.role,
+                                                 layout=t.layout))
+    entries = [avp.Entry.of(avp.MetaKey.CONTEXT_LENGTH, n) if e.key == avp.MetaKey.CONTEXT_LENGTH
+               else e for e in msg.entries]
+    layers = [avp.Layer(ly.index, ly.kind, 0, n) for ly in msg.layers]
+    return avp.Message(msg.kind, entries, layers, tensors)

@@ -21,6 +21,7 @@ import avp_codec as avp  # noqa: E402
 
 KV_HEADS = 3
 ARCH = "llama"
+FIXTURE_TOKENS = 16
 
 
 def open_llama(**kw: Any) -> Any:
@@ -147,7 +148,7 @@ def fixtures(work: Path, dest: Path) -> None:
     attention), for the short fixture prompt prepared by hf_side."""
     import llama_cpp
 
-    ids = C.load_json(work / "hf_prepare.json")["prompt_ids"]
+    ids = C.load_json(work / "hf_prepare.json")["prompt_ids"][:FIXTURE_TOKENS]
     for name, kw in (("f16", {}),
                      ("q8_0", {"type_k": llama_cpp.GGML_TYPE_Q8_0,
                                "type_v": llama_cpp.GGML_TYPE_Q8_0, "flash_attn": True}),

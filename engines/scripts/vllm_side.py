@@ -70,6 +70,13 @@ def run(work: Path, only: list[str] | None) -> None:
         res = llm.generate([{"prompt_token_ids": ids}], sp, use_tqdm=False)[0]
         step = {"tokens": list(res.outputs[0].token_ids), "seconds": t(),
                 "events": journal(work, n0), "params": res.kv_transfer_params}
+        saved = (res.kv_transfer_params or {}).get("avp_message")
+        if tag != "baseline" and saved and (work / "vllm.avp").exists():
+            import avp_codec as avp
+
+            # what the producer wrote for this request, against the baseline's own message
+            step["saved_vs_baseline"] = C.kv_max_diff(avp.decode_file(saved),
+                                                      avp.decode_file(work / "vllm.avp"))
         out[tag] = step
         if tag == "baseline" and res.kv_transfer_params:
             shutil.copy(res.kv_transfer_params["avp_message"], work / "vllm.avp")
