@@ -27,14 +27,18 @@ import numpy as np
 import avp_codec as avp
 from avp_codec import AvpError, ErrorCode
 
-from . import _kv
+from . import _kv, _lmcache_bytes
 from ._lmcache_wire import STREAM_MEDIA_TYPE, encode_frame, get_int, get_ints, get_str, iter_frames
 
-__all__ = ["STREAM_MEDIA_TYPE", "LMCacheKV", "parse_store", "parse_retrieve", "encode_store",
-           "encode_retrieve", "to_message", "from_message", "store_body_to_message",
-           "retrieve_body_to_message", "message_to_store_body", "message_to_retrieve_body"]
+__all__ = [
+    "STREAM_MEDIA_TYPE", "BYTES_MEDIA_TYPE", "LMCacheKV", "parse_store", "parse_retrieve",
+    "encode_store", "encode_retrieve", "parse_bytes_payload", "encode_bytes_payload",
+    "to_message", "from_message", "store_body_to_message", "retrieve_body_to_message",
+    "message_to_store_body", "message_to_retrieve_body",
+]
 
 PRODUCER = "avp-engines/0.1.0 (lmcache v1)"
+BYTES_MEDIA_TYPE = _lmcache_bytes.MEDIA_TYPE
 DTYPES: dict[str, np.dtype] = {
     "torch.float32": np.dtype("<f4"),
     "torch.float16": np.dtype("<f2"),
@@ -235,6 +239,51 @@ def encode_retrieve(kv: LMCacheKV, *, world_size: int = 1, total_tokens: int | N
             out.append(encode_frame("retrieve_shard", part.view(np.uint8).reshape(-1).data,
                                     {"chunk_index": c, "worker_id": w}))
     return b"".join(out)
+
+
+def parse_bytes_payload(body: bytes | bytearray | memoryview, *, model_name: str,
+                        tokens: list[int], num_layers: int, hidden: int, dtype: str,
+                        chunk_size: int, world_size: int = 1,
+                        max_bytes: int = DEFAULT_MAX_BYTES) -> LMCacheKV:
+    """The safetensors payload of ``application/x-lmcache-kv; v=1`` (_lmcache_bytes); the
+    layout (layers, hidden, dtype, chunk size, world size) is the server's registered one and
+    `tokens` the X-LMCache-Tokens header, so the caller supplies them."""
+    dt = _dtype(dtype, 0)
+    if min(num_layers, hidden, chunk_size, world_size) <= 0 or hidden % world_size:
+        raise AvpError(ErrorCode.INVALID_VALUE, "layers, hidden, chunk_size and world_size must "
+                       "be positive, hidden a multiple of world_size")
+    raw = _lmcache_bytes.parse(body)
+    if len(raw) > max_bytes:
+        raise AvpError(ErrorCode.LIMIT_TENSOR, f"payload of {len(raw)} bytes")
+    ds = hidden // world_size
+    shard = 2 * num_layers * chunk_size * ds * dt.itemsize
+    if len(raw) == 0 or len(raw) % (shard * world_size):
+        raise AvpError(ErrorCode.SIZE_MISMATCH, f"{len(raw)} bytes are not whole chunks of "
+                       f"{world_size} shards of {shard} bytes")
+    n = len(raw) // (shard * world_size)
+    t = n * chunk_size
+    if len(tokens) < t:
+        raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{len(tokens)} tokens for {t} KV positions")
+    kv = np.empty((2, num_layers, t, hidden), dt)
+    for c in range(n):
+        for w in range(world_size):
+            off = (c * world_size + w) * shard
+            part = np.frombuffer(raw[off:off + shard], dt).reshape(2, num_layers, chunk_size, ds)
+            kv[:, :, c * chunk_size:(c + 1) * chunk_size, w * ds:(w + 1) * ds] = part
+    return LMCacheKV(model_name, list(tokens), kv, chunk_size)
+
+
+def encode_bytes_payload(kv: LMCacheKV, *, world_size: int = 1) -> bytes:
+    """The safetensors payload for the whole chunks of `kv` (tokens and model name go in the
+    X-LMCache-Tokens / X-LMCache-Model-Name headers, the layout in the server's status)."""
+    n = _whole(kv)
+    cs, d = kv.chunk_size, kv.kv.shape[3]
+    if world_size < 1 or d % world_size:
+        raise AvpError(ErrorCode.INVALID_VALUE, f"hidden {d} does not split over {world_size}")
+    ds = d // world_size
+    parts = [np.ascontiguousarray(kv.kv[:, :, c * cs:(c + 1) * cs, w * ds:(w + 1) * ds])
+             .tobytes() for c in range(n) for w in range(world_size)]
+    return _lmcache_bytes.build(b"".join(parts))
 
 
 # ---------------------------------------------------------------- AVP

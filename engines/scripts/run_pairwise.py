@@ -35,7 +35,8 @@ LOGS = ROOT / ".engine-logs"
 
 def step(venv: str, script: str, *args: str, timeout: int = 1800) -> float:
     LOGS.mkdir(exist_ok=True)
-    log = LOGS / f"pairwise-{script.removesuffix('.py')}-{args[0] if args else ''}.log"
+    tag = "-".join(Path(x).name for x in args if not x.startswith("/"))
+    log = LOGS / f"pairwise-{script.removesuffix('.py')}-{tag}.log"
     t = time.perf_counter()
     print(f"[engines] {venv}: {script} {' '.join(args)}", flush=True)
     with open(log, "a") as f:

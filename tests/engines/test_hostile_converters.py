@@ -4,6 +4,7 @@ pay for)."""
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import tracemalloc
 
@@ -250,3 +251,22 @@ def test_lmcache_retrieve_refusals() -> None:
     with pytest.raises(AvpError) as e:
         lmcache.parse_retrieve(STORE)
     assert e.value.code == E.SECTION_ORDER
+
+
+def test_lmcache_bytes_payload_mutations_never_crash() -> None:
+    src = lmcache.LMCacheKV("m", list(range(8)), _kv(), 4)
+    body = lmcache.encode_bytes_payload(src, world_size=2)
+    rng = np.random.default_rng(11)
+    buf = np.frombuffer(body, np.uint8)
+    for cut in range(0, len(body), 7):
+        with pytest.raises(AvpError):
+            lmcache.parse_bytes_payload(body[:cut], model_name="m", tokens=list(range(8)),
+                                        num_layers=2, hidden=6, dtype="torch.float16",
+                                        chunk_size=4, world_size=2)
+    for _ in range(400):
+        m = buf.copy()
+        m[int(rng.integers(0, len(m)))] = rng.integers(0, 256)
+        with contextlib.suppress(AvpError):
+            lmcache.parse_bytes_payload(m.tobytes(), model_name="m", tokens=list(range(8)),
+                                        num_layers=2, hidden=6, dtype="torch.float16",
+                                        chunk_size=4, world_size=2)

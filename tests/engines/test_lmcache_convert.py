@@ -111,3 +111,47 @@ def test_refusals() -> None:
     with pytest.raises(avp.AvpError) as e:
         lmcache.to_message(parsed, MID, 3)  # 8 columns do not split into 3 heads
     assert e.value.code == avp.ErrorCode.SIZE_MISMATCH
+
+
+def test_safetensors_bytes_payload() -> None:
+    """``application/x-lmcache-kv; v=1``: one U8 tensor "kv", chunk-major worker shards. The
+    payload is checked against the safetensors library's own reading of it."""
+    from safetensors.numpy import load
+
+    kv = kv2ltd(t=8)
+    src = lmcache.LMCacheKV("m", list(range(9)), kv, 4)
+    body = lmcache.encode_bytes_payload(src, world_size=2)
+    flat = load(body)["kv"]
+    assert flat.dtype == np.uint8 and flat.size == kv.nbytes
+    first = flat[: kv.nbytes // 4].view(np.float16).reshape(2, 3, 4, 4)  # chunk 0, worker 0
+    assert np.array_equal(first, kv[:, :, :4, :4])
+    got = lmcache.parse_bytes_payload(body, model_name="m", tokens=list(range(9)), num_layers=3,
+                                      hidden=8, dtype="torch.float16", chunk_size=4,
+                                      world_size=2)
+    assert np.array_equal(got.kv, kv)
+    msg = lmcache.to_message(got, MID, 2)
+    assert msg.get(avp.MetaKey.CONTEXT_LENGTH) == 8
+
+
+@pytest.mark.parametrize("mutate,code", [
+    (lambda b: b[:5], avp.ErrorCode.TRUNCATED),
+    (lambda b: struct.pack("<Q", 2**40) + b[8:], avp.ErrorCode.LIMIT_HEADER),
+    (lambda b: struct.pack("<Q", 10**6) + b[8:], avp.ErrorCode.TRUNCATED),
+    (lambda b: b[:-2], avp.ErrorCode.SIZE_MISMATCH),
+    (lambda b: b + b"\0" * 4, avp.ErrorCode.SIZE_MISMATCH),
+    (lambda b: b.replace(b'"U8"', b'"F1"'), avp.ErrorCode.INVALID_VALUE),
+    (lambda b: b.replace(b'"kv"', b'"kw"'), avp.ErrorCode.KIND_CONSTRAINT),
+    (lambda b: b.replace(b'"1"', b'"2"'), avp.ErrorCode.UNSUPPORTED_VERSION),
+    (lambda b: b.replace(b"{", b"[", 1), avp.ErrorCode.INVALID_VALUE),
+])
+def test_safetensors_payload_refusals(mutate: object, code: avp.ErrorCode) -> None:
+    body = lmcache.encode_bytes_payload(lmcache.LMCacheKV("m", list(range(8)), kv2ltd(), 4))
+    with pytest.raises(avp.AvpError) as e:
+        lmcache.parse_bytes_payload(mutate(body), model_name="m",  # type: ignore[operator]
+                                    tokens=list(range(8)), num_layers=3, hidden=8,
+                                    dtype="torch.float16", chunk_size=4)
+    assert e.value.code == code
+    with pytest.raises(avp.AvpError) as e:  # a layout the bytes do not fit
+        lmcache.parse_bytes_payload(body, model_name="m", tokens=list(range(8)), num_layers=5,
+                                    hidden=8, dtype="torch.float16", chunk_size=4)
+    assert e.value.code == avp.ErrorCode.SIZE_MISMATCH
