@@ -254,7 +254,7 @@ def test_lmcache_retrieve_refusals() -> None:
 
 
 def test_lmcache_bytes_payload_mutations_never_crash() -> None:
-    src = lmcache.LMCacheKV("m", list(range(8)), _kv(), 4)
+    src = _kv()
     body = lmcache.encode_bytes_payload(src, world_size=2)
     rng = np.random.default_rng(11)
     buf = np.frombuffer(body, np.uint8)
