@@ -10,13 +10,16 @@ bare cache state; see _llama_blob). The state names no model, so the caller stat
 MODEL_ID (the identity of the checkpoint the GGUF was converted from, as Transformers loads it)
 and its KV head count and GGUF architecture (which fixes the key permutation, _rotary).
 
-Cache types: f32, f16 and bf16 are carried as AVP float tensors. q8_0 and q4_0 are carried as AVP
-quantized tensors that dequantize bit-exactly to what llama.cpp computes (AFFINE int8, or uint4
-with zero point 8, float16 scales per 32 elements; groups of 16 with each scale written twice when
-keys are permuted, because one 32-element block then covers two 16-element runs of Transformers'
-order). Back to llama.cpp, a message in exactly that form gives the original blocks again; any
-other message is dequantized and, for a quantized target cache, quantized with ggml's reference
-rounding (what llama.cpp does to keys and values it stores).
+Cache types: f32, f16 and bf16 are carried as AVP float tensors. q8_0 and q4_0 caches are
+stored by llama.cpp rotated by a Walsh-Hadamard matrix when the head size is a multiple of 64
+(_hadamard): such a cache is dequantized, un-rotated and carried as float32 (the rotation mixes
+the elements of a block, so no AVP quantized tensor expresses it), and a quantized target is
+rotated and quantized with ggml's reference rounding. Without the rotation (head sizes that are
+not multiples of 64, or LLAMA_ATTN_ROT_DISABLE=1 and hadamard=False here) q8_0 and q4_0 travel as
+AVP quantized tensors that dequantize bit-exactly to llama.cpp's values (AFFINE int8, or uint4
+with zero point 8, float16 scales per 32 elements; groups of 16 with each scale written twice
+when keys are permuted, because one 32-element block then covers two 16-element runs of
+Transformers' order), and a message in exactly that form gives the original blocks back.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 import avp_codec as avp
 from avp_codec import AvpError, ErrorCode
 
-from . import _ggml, _kv, _llama_blob, _rotary
+from . import _ggml, _hadamard, _kv, _llama_blob, _rotary
 from ._llama_blob import CacheState, Form, LayerData
 
 PRODUCER = "avp-engines/0.1.0 (llama.cpp state)"
@@ -41,6 +44,7 @@ class LlamaModel:
     n_kv_heads: int
     arch: str | None = None  # GGUF general.architecture, e.g. "llama"
     key_order: _rotary.KeyOrder | None = None  # overrides the arch table
+    hadamard: bool | None = None  # None: llama.cpp's rule (quantized, head size % 64 == 0)
 
     def order(self) -> _rotary.KeyOrder:
         return _rotary.key_order(self.arch, self.key_order)
@@ -58,6 +62,7 @@ class LlamaTarget:
     form: Form = "blob"
     seq_id: int = 0
     n_stream: int = 1
+    hadamard: bool | None = None  # None: llama.cpp's rule (quantized, head size % 64 == 0)
 
     def order(self) -> _rotary.KeyOrder:
         return _rotary.key_order(self.arch, self.key_order)
@@ -91,10 +96,11 @@ def state_to_message(data: bytes | bytearray | memoryview, model_id: bytes, mode
     for li, ly in enumerate(st.layers):
         k_rows = _cell_rows(ly.k, n, ly.k_row_bytes)[order]
         tensors += _side(k_rows, ly.k_type, model.n_kv_heads, avp.Role.KEY, li,
-                         korder == "interleaved", head + len(tensors), f"k[{li}]")
+                         korder == "interleaved", head + len(tensors), f"k[{li}]",
+                         model.hadamard)
         v_rows = _v_rows(ly, st, n)[order]
         tensors += _side(v_rows, ly.v_type, model.n_kv_heads, avp.Role.VALUE, li, False,
-                         head + len(tensors), f"v[{li}]")
+                         head + len(tensors), f"v[{li}]", model.hadamard)
     return _kv.message_from_layers(model_id, n, tensors, len(st.layers), token_ids=toks,
                                    positions=pos.astype(np.int64), model_name=model_name,
                                    tokenizer_id=tokenizer_id, producer=PRODUCER)
@@ -132,13 +138,22 @@ def _heads(n_embd: int, n_heads: int, where: str) -> int:
 
 
 def _side(rows: np.ndarray, t: _ggml.GgmlType, n_heads: int, role: avp.Role, layer: int,
-          permute: bool, first: int, where: str) -> list[avp.Tensor]:
+          permute: bool, first: int, where: str, hadamard: bool | None) -> list[avp.Tensor]:
     """The AVP tensors of one layer's K or V from cell-major rows [n, row_bytes]."""
     n, row = rows.shape
     n_embd = row // t.block_bytes * t.block_elems
     hd = _heads(n_embd, n_heads, where)
-    if t.avp is not None:
-        x = _ggml.to_avp_float(np.ascontiguousarray(rows), t).reshape(n, n_heads, hd)
+    rotated = _hadamard.applies(t, hd, hadamard)
+    if rotated and hd % 64:
+        raise AvpError(ErrorCode.UNSUPPORTED_CAPABILITY, f"a rotated cache needs head_dim % 64 "
+                       f"== 0, not {hd}", path=where)
+    if t.avp is not None or rotated:
+        if t.avp is not None:
+            x = _ggml.to_avp_float(np.ascontiguousarray(rows), t).reshape(n, n_heads, hd)
+        else:
+            x = _dequantize_rows(rows, t).reshape(n, n_heads, hd)
+        if rotated:
+            x = _hadamard.rotate(x, role == avp.Role.KEY)
         if permute:
             x = _rotary.gguf_to_hf(x)
         return [avp.Tensor.from_array(np.ascontiguousarray(x.transpose(1, 0, 2))[None], role,
@@ -174,6 +189,17 @@ def _side(rows: np.ndarray, t: _ggml.GgmlType, n_heads: int, role: avp.Role, lay
     return out
 
 
+def _dequantize_rows(rows: np.ndarray, t: _ggml.GgmlType) -> np.ndarray:
+    """float32 [n, n_embd] of Q8_0 / Q4_0 rows, exactly as ggml dequantizes them."""
+    n = rows.shape[0]
+    if t.block_elems == 1 or (rows.shape[1] % t.block_bytes):
+        raise AvpError(ErrorCode.SIZE_MISMATCH, f"rows are not whole {t.name} blocks")
+    blocks = rows.reshape(n, -1, t.block_bytes)
+    split = _ggml.q8_0_split if t is _ggml.Q8_0 else _ggml.q4_0_split
+    d, codes = split(blocks)
+    return _ggml.dequantize(d, codes, 0 if t is _ggml.Q8_0 else 8).reshape(n, -1)
+
+
 # ---------------------------------------------------------------- AVP -> llama.cpp
 
 
@@ -193,8 +219,8 @@ def message_to_state(source: avp.Message | bytes | bytearray | memoryview,
     n = kv.context_length
     layers = []
     for li in range(kv.n_layers):
-        k_rows, krow = _target_rows(kv, li, avp.Role.KEY, kt, permute)
-        v_rows, vrow = _target_rows(kv, li, avp.Role.VALUE, vt, False)
+        k_rows, krow = _target_rows(kv, li, avp.Role.KEY, kt, permute, target.hadamard)
+        v_rows, vrow = _target_rows(kv, li, avp.Role.VALUE, vt, False, target.hadamard)
         if target.v_trans:
             el = vt.block_bytes
             v_rows = np.ascontiguousarray(
@@ -220,16 +246,26 @@ def _target_type(name: str, what: str) -> _ggml.GgmlType:
     return t
 
 
-def _target_rows(kv: _kv.KvView, li: int, role: avp.Role, t: _ggml.GgmlType, permute: bool
-                 ) -> tuple[np.ndarray, int]:
+def _target_rows(kv: _kv.KvView, li: int, role: avp.Role, t: _ggml.GgmlType, permute: bool,
+                 hadamard: bool | None) -> tuple[np.ndarray, int]:
     """Cell-major rows [n, row_bytes] of one layer side in ggml type `t`."""
-    exact = _exact_blocks(kv, li, role, t, permute) if t.block_elems > 1 else None
+    first = kv.single(li, role)
+    head_dim = first.shape[3] if first is not None and len(first.shape) == 4 else 0
+    rotated = bool(head_dim) and _hadamard.applies(t, head_dim, hadamard)
+    exact = (_exact_blocks(kv, li, role, t, permute)
+             if t.block_elems > 1 and not rotated else None)
     if exact is not None:
         return exact, exact.shape[1]
     x = kv.array(li, role)  # [H, T, D] float
     h, n, hd = x.shape
+    rotated = _hadamard.applies(t, hd, hadamard)
+    if rotated and hd % 64:
+        raise AvpError(ErrorCode.UNSUPPORTED_CAPABILITY, f"a rotated cache needs head_dim % 64 "
+                       f"== 0, not {hd}", path=f"layers[{li}]")
     if permute:
         x = _rotary.hf_to_gguf(x)
+    if rotated:
+        x = _hadamard.rotate(x, role == avp.Role.KEY)
     cells = np.ascontiguousarray(x.transpose(1, 0, 2)).reshape(n, h * hd)
     if t.avp is not None:
         raw = np.ascontiguousarray(cells.astype(_ggml.numpy_dtype(t))).view(np.uint8)

@@ -157,11 +157,23 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _continue(work: Path, hp: dict[str, Any], vl: dict[str, Any], lm: dict[str, Any]) -> None:
+    """The Transformers receiver, one process per message (a fresh model each time)."""
+    v0, l0 = str(vl["baseline"]["tokens"][0]), str(lm["baseline"][0])
+    (work / "vllm_zero.avp").write_bytes(avp.encode(C.zeroed(avp.decode_file(work / "vllm.avp"))))
+    (work / "llama_zero.avp").write_bytes(avp.encode(C.zeroed(avp.decode_file(work / "llama.avp"))))
+    for name, first, tag in (("vllm.avp", v0, "vllm"), ("vllm_zero.avp", v0, "vllm_zero"),
+                             ("llama.avp", l0, "llama"), ("llama_zero.avp", l0, "llama_zero"),
+                             ("hf_othermodel.avp", str(hp["baseline"][0]), "othermodel")):
+        step("hf", "hf_side.py", "continue", str(work), name, first, tag)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--work", type=Path, default=ROOT / ".engine-work" / "pairwise")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
-    ap.add_argument("--skip", nargs="*", default=[], help="steps already done: hf vllm llama")
+    ap.add_argument("--skip", nargs="*", default=[],
+                    help="steps already done: hf vllm llama continue")
     a = ap.parse_args()
     work = a.work
     work.mkdir(parents=True, exist_ok=True)
@@ -176,16 +188,8 @@ def main() -> None:
     hp = C.load_json(work / "hf_prepare.json")
     vl = C.load_json(work / "vllm.json")
     lm = C.load_json(work / "llama.json")
-    step("hf", "hf_side.py", "continue", str(work), "vllm.avp",
-         str(vl["baseline"]["tokens"][0]), "vllm")
-    step("hf", "hf_side.py", "continue", str(work), "vllm_zero.avp",
-         str(vl["baseline"]["tokens"][0]), "vllm_zero")
-    (work / "llama_zero.avp").write_bytes(avp.encode(C.zeroed(avp.decode_file(work / "llama.avp"))))
-    step("hf", "hf_side.py", "continue", str(work), "llama.avp", str(lm["baseline"][0]), "llama")
-    step("hf", "hf_side.py", "continue", str(work), "llama_zero.avp", str(lm["baseline"][0]),
-         "llama_zero")
-    step("hf", "hf_side.py", "continue", str(work), "hf_othermodel.avp", str(hp["baseline"][0]),
-         "othermodel")
+    if "continue" not in a.skip:
+        _continue(work, hp, vl, lm)
     res = table(work)
     res["date"] = time.strftime("%Y-%m-%d")
     res["machine"] = f"{platform.machine()} Linux, Python {platform.python_version()}"

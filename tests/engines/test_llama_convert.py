@@ -11,6 +11,7 @@ from avp_engines import _llama_blob as B
 from avp_engines import _rotary, llama
 
 import avp_codec as avp
+from avp_codec import quant
 
 from ._synth import state
 
@@ -37,11 +38,18 @@ def _sorted_rows(st: B.CacheState) -> list[tuple[np.ndarray, np.ndarray]]:
 
 @pytest.mark.parametrize("kt,vt,vtrans", TYPES, ids=lambda x: getattr(x, "name", str(x)))
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_round_trip_is_exact(kt: G.GgmlType, vt: G.GgmlType, vtrans: bool, arch: str) -> None:
+@pytest.mark.parametrize("hadamard", [None, False], ids=["rotated", "plain"])
+def test_round_trip_is_exact(kt: G.GgmlType, vt: G.GgmlType, vtrans: bool, arch: str,
+                             hadamard: bool | None) -> None:
+    """Plain quantized caches travel as AVP quantized tensors and come back as the same blocks;
+    rotated ones (llama.cpp's default for head_dim 64) travel as float32 H.dequant(x) and
+    requantize to the same blocks (H is its own inverse; the codes are recovered by rounding)."""
     st = state(kt, vt, v_trans=vtrans)
-    msg = llama.state_to_message(B.build(st), MID, llama.LlamaModel(3, arch))
+    msg = llama.state_to_message(B.build(st), MID, llama.LlamaModel(3, arch, hadamard=hadamard))
+    quantized = any(t.quant is not None for t in msg.tensors)
+    assert quantized == (hadamard is False and (kt.block_elems > 1 or vt.block_elems > 1))
     wire = avp.encode(msg)
-    target = llama.LlamaTarget(kt.name, vt.name, vtrans, arch)
+    target = llama.LlamaTarget(kt.name, vt.name, vtrans, arch, hadamard=hadamard)
     back = B.parse(llama.message_to_state(avp.decode(wire), target, model_id=MID))
     assert back.positions.tolist() == list(range(st.cell_count))
     for (ka, va), (kb, vb) in zip(_sorted_rows(st), _sorted_rows(back), strict=True):
@@ -50,19 +58,27 @@ def test_round_trip_is_exact(kt: G.GgmlType, vt: G.GgmlType, vtrans: bool, arch:
 
 @pytest.mark.parametrize("kt", [G.Q8_0, G.Q4_0])
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
-def test_quantized_dequantize_to_ggml_values(kt: G.GgmlType, arch: str) -> None:
+@pytest.mark.parametrize("hadamard", [False, None], ids=["plain", "rotated"])
+def test_quantized_dequantize_to_ggml_values(kt: G.GgmlType, arch: str,
+                                             hadamard: bool | None) -> None:
     """AVP's bit-exact AFFINE dequantization (spec 12.2) of the converted keys equals ggml's own
-    dequantization of the blocks, permuted to Transformers' order for LLAMA-style models."""
+    dequantization of the blocks (un-rotated by llama.cpp's Hadamard matrix when the cache is
+    rotated), permuted to Transformers' order for LLAMA-style models."""
     st = state(kt, kt, n=4)
-    msg = avp.decode(avp.encode(llama.state_to_message(B.build(st), MID,
-                                                       llama.LlamaModel(3, arch))))
-    deq = avp.quant.dequantize_message(msg)
+    msg = avp.decode(avp.encode(llama.state_to_message(
+        B.build(st), MID, llama.LlamaModel(3, arch, hadamard=hadamard))))
+    deq = quant.dequantize_message(msg)
     order = np.argsort(st.positions)
     k_avp = next(t for t in deq.tensors if t.role == avp.Role.KEY and t.layer == 0).array()[0]
     blocks = np.frombuffer(st.layers[0].k, np.uint8).reshape(4, -1, kt.block_bytes)[order]
     split = G.q8_0_split if kt is G.Q8_0 else G.q4_0_split
     d, codes = split(blocks)
     ref = G.dequantize(d, codes, 0 if kt is G.Q8_0 else 8).reshape(4, 3, 64)
+    if hadamard is None:
+        h = np.ones((1, 1))
+        while h.shape[0] < 64:  # Sylvester's construction, as llama-kv-cache.cpp builds it
+            h = np.block([[h, h], [h, -h]])
+        ref = (ref.astype(np.float64) @ (h / 8.0)).astype(np.float32)
     if arch == "llama":
         ref = _rotary.gguf_to_hf(ref)
     assert np.array_equal(k_avp, ref.transpose(1, 0, 2))
@@ -73,7 +89,8 @@ def test_float_message_to_quantized_cache_uses_ggml_rounding() -> None:
     k = [rng.standard_normal((1, 2, 4, 64)).astype(np.float32)]
     v = [rng.standard_normal((1, 2, 4, 64)).astype(np.float32)]
     msg = avp.kv_cache_from_arrays(MID, k, v)
-    st = B.parse(llama.message_to_state(msg, llama.LlamaTarget("q8_0", "q4_0", arch="qwen2")))
+    st = B.parse(llama.message_to_state(msg, llama.LlamaTarget("q8_0", "q4_0", arch="qwen2",
+                                                               hadamard=False)))
     d, q = G.q8_0_split(np.frombuffer(st.layers[0].k, np.uint8).reshape(4, -1, 34))
     got = G.dequantize(d, q, 0).reshape(4, 2, 64).transpose(1, 0, 2)
     assert np.abs(got - k[0][0]).max() <= np.abs(k[0]).max() / 127  # within one step
