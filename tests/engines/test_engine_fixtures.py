@@ -59,16 +59,24 @@ def test_llama_state_to_avp_matches_transformers(cache: str) -> None:
     assert st.form == "blob" and st.cell_count == 16 and len(st.layers) == 30
     assert st.v_trans == (cache == "f16")  # flash attention off: V transposed
     msg = llama.state_to_message(blob, _mid(), MODEL, token_ids=_ids())
-    assert any(t.quant is not None for t in msg.tensors) == (cache != "f16")
+    # llama.cpp rotates quantized caches of head size 64 (Walsh-Hadamard): they come out as
+    # float32, un-rotated
+    assert not any(t.quant is not None for t in msg.tensors)
     k, v = _max_diff(msg, _hf())
-    # llama.cpp runs the Q4_1 GGUF with quantized activations; Transformers the float32
-    # conversion of the same weights: close, not equal (the bounds hold the measured values).
-    bound = {"f16": 0.35, "q8_0": 0.5, "q4_0": 2.5}[cache]
+    # llama.cpp runs the Q4_1 GGUF with quantized activations, Transformers the float32
+    # conversion of the same weights: close, not equal. Measured at recording: f16 0.52 / 0.47,
+    # q8_0 0.41 / 0.60, q4_0 2.96 / 2.99 (K / V); the bounds leave some room.
+    bound = {"f16": 0.8, "q8_0": 1.0, "q4_0": 4.0}[cache]
     assert k < bound and v < bound, (k, v)
-    # the permutation matters: read in the wrong key order, the keys are far off
+    # the permutation matters: read in the wrong key order, the keys are far off (~24)
     wrong = llama.state_to_message(blob, _mid(), llama.LlamaModel(3, key_order="halves"))
     kw, _ = _max_diff(wrong, _hf())
     assert kw > 4 * k, (kw, k)
+    if cache != "f16":  # and so does the rotation
+        plain = llama.state_to_message(blob, _mid(), llama.LlamaModel(3, "llama",
+                                                                      hadamard=False))
+        kp, vp = _max_diff(plain, _hf())
+        assert kp > 4 * k and vp > 2 * v, (kp, vp, k, v)
 
 
 @pytest.mark.parametrize("cache", ["f16", "q8_0", "q4_0"])
