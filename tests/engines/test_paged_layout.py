@@ -11,28 +11,30 @@ from avp_engines import _paged
 from avp_codec import AvpError
 
 
+def _write(k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
+           slots: torch.Tensor, k_pos: torch.Tensor) -> None:
+    """Scatter k[i, h, d] to the key region of slot i at k_pos[slot % bs, d]; values plain."""
+    nb, h, bs, d = kc.shape
+    flat = kc.reshape(nb, h, bs * d)  # a view: the key half of each region is contiguous
+    b, s = slots // bs, slots % bs
+    heads = torch.arange(h)
+    flat[b[:, None, None], heads[None, :, None], k_pos[s][:, None, :]] = k
+    vc[b[:, None], heads[None, :], s[:, None]] = v
+
+
 def vec_write(k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
               slots: torch.Tensor) -> None:
     """What csrc/cpu's vec kernel does: key [D][bs] (transposed), value [bs][D], per head."""
-    bs = kc.shape[2]
-    for i, slot in enumerate(slots.tolist()):
-        b, s = divmod(slot, bs)
-        for h in range(k.shape[1]):
-            kc[b, h].reshape(-1)[torch.arange(k.shape[2]) * bs + s] = k[i, h]
-            vc[b, h, s] = v[i, h]
+    bs, d = kc.shape[2], kc.shape[3]
+    _write(k, v, kc, vc, slots, torch.arange(d)[None, :] * bs + torch.arange(bs)[:, None])
 
 
 def amx_like_write(k: torch.Tensor, v: torch.Tensor, kc: torch.Tensor, vc: torch.Tensor,
                    slots: torch.Tensor) -> None:
     """Another interior: pairs of key dims packed per slot (VNNI-like), values plain."""
     bs, d = kc.shape[2], kc.shape[3]
-    for i, slot in enumerate(slots.tolist()):
-        b, s = divmod(slot, bs)
-        for h in range(k.shape[1]):
-            flat = kc[b, h].reshape(-1)
-            for j in range(d):
-                flat[(j // 2) * bs * 2 + s * 2 + j % 2] = k[i, h, j]
-            vc[b, h, s] = v[i, h]
+    j = torch.arange(d)[None, :]
+    _write(k, v, kc, vc, slots, (j // 2) * bs * 2 + torch.arange(bs)[:, None] * 2 + j % 2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
