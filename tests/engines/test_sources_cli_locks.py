@@ -72,6 +72,17 @@ def test_cli_llama_round_trip_and_refusals(tmp_path: Path) -> None:
                                   "llama", "--model-id-like", str(out)])
     assert r.exit_code == 0, r.output
     assert B.parse(back.read_bytes()).cell_count == 5
+    q8 = tmp_path / "q8.bin"
+    q8.write_bytes(blob(G.Q8_0, G.Q8_0))
+    for extra in ([], ["--no-rotation"]):
+        r = CliRunner().invoke(main, ["llama-state", str(q8), str(out), "--model-id", MID.hex(),
+                                      "--kv-heads", "3", "--arch", "llama", *extra])
+        assert r.exit_code == 0, r.output
+        quantized = any(t.quant is not None for t in avp.decode_file(out).tensors)
+        assert quantized == bool(extra)
+        r = CliRunner().invoke(main, ["to-llama-state", str(out), str(back), "--arch", "llama",
+                                      "--k-type", "q8_0", "--v-type", "q8_0", *extra])
+        assert r.exit_code == 0 and back.read_bytes() == q8.read_bytes(), r.output
     r = CliRunner().invoke(main, ["to-llama-state", str(out), str(back), "--arch", "llama",
                                   "--model-id", "00" * 32])
     assert r.exit_code == 1 and "MODEL_MISMATCH" in r.output

@@ -126,16 +126,19 @@ def main() -> None:
               help="Framing of STATE (default: detected from its first word).")
 @click.option("--cell-ext", is_flag=True, help="Cells carry M-RoPE/PLE extensions.")
 @click.option("--model-name", help="MODEL_NAME entry (informational).")
+@click.option("--no-rotation", is_flag=True, help="llama.cpp ran with LLAMA_ATTN_ROT_DISABLE=1: "
+              "its quantized cache is not Hadamard-rotated.")
 def llama_state(state: str, out: str, model_id: str | None, model_id_like: str | None,
                 kv_heads: int, arch: str | None, key_order: str | None, form: str | None,
-                cell_ext: bool, model_name: str | None) -> None:
+                cell_ext: bool, model_name: str | None, no_rotation: bool) -> None:
     """A llama.cpp sequence state (llama_state_seq_get_data bytes or a state file) -> AVP."""
     from avp_engines import llama
 
     mid = _model_id(model_id, model_id_like, True)
     assert mid is not None
     data = _read(state)
-    model = llama.LlamaModel(kv_heads, arch, key_order)  # type: ignore[arg-type]
+    model = llama.LlamaModel(kv_heads, arch, key_order,  # type: ignore[arg-type]
+                             False if no_rotation else None)
     _run(lambda: avp.encode(llama.state_to_message(
         data, mid, model, form=form, cell_ext=cell_ext, model_name=model_name)),  # type: ignore[arg-type]
         out, "KV_CACHE")
@@ -155,16 +158,19 @@ def llama_state(state: str, out: str, model_id: str | None, model_id_like: str |
 @click.option("--form", default="blob", show_default=True,
               type=click.Choice(["blob", "file", "raw"]))
 @click.option("--seq-id", default=0, show_default=True, type=click.IntRange(0, 2**31 - 1))
+@click.option("--no-rotation", is_flag=True, help="The receiver runs with "
+              "LLAMA_ATTN_ROT_DISABLE=1 (quantized caches not Hadamard-rotated).")
 def to_llama_state(message: str, out: str, model_id: str | None, model_id_like: str | None,
                    k_type: str, v_type: str, v_trans: bool, arch: str | None,
-                   key_order: str | None, form: str, seq_id: int) -> None:
+                   key_order: str | None, form: str, seq_id: int, no_rotation: bool) -> None:
     """An AVP KV_CACHE -> llama.cpp sequence state (checked against --model-id when given)."""
     from avp_engines import llama
 
     mid = _model_id(model_id, model_id_like, False)
     data = _read(message)
     target = llama.LlamaTarget(k_type, v_type, v_trans, arch, key_order,  # type: ignore[arg-type]
-                               form, seq_id)  # type: ignore[arg-type]
+                               form, seq_id, 1,  # type: ignore[arg-type]
+                               False if no_rotation else None)
     _run(lambda: llama.message_to_state(avp.decode(data), target, model_id=mid), out,
          f"llama.cpp {form} state")
 
