@@ -73,7 +73,7 @@ def test_cli_llama_round_trip_and_refusals(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert B.parse(back.read_bytes()).cell_count == 5
     q8 = tmp_path / "q8.bin"
-    q8.write_bytes(blob(G.Q8_0, G.Q8_0))
+    q8.write_bytes(blob(G.Q8_0, G.Q8_0, positions=[0, 1, 2, 3, 4]))
     for extra in ([], ["--no-rotation"]):
         r = CliRunner().invoke(main, ["llama-state", str(q8), str(out), "--model-id", MID.hex(),
                                       "--kv-heads", "3", "--arch", "llama", *extra])
