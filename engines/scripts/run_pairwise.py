@@ -12,7 +12,6 @@ same prompt.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 import sys
@@ -103,28 +102,49 @@ def table(work: Path) -> dict[str, Any]:
         "llama.cpp converter, another MODEL_ID": lm["othermodel"].get("refused"),
         "Transformers runtime, another MODEL_ID": hc["othermodel"].get("refused"),
     }
-    extra = {"llama_own_state_round_trip_identical": lm["own_round_trip_identical"]}
+    extra: dict[str, Any] = {"f16": {
+        "own_round_trip_identical": lm["own_round_trip_identical"],
+        "self_continuation_identical": lm["self"]["tokens"] == l_base,
+        "hf_to_llama": _agree(lm["hf"]["tokens"], hf_base),
+        "vllm_to_llama": _agree(lm["vllm"]["tokens"], v_base),
+        "control_changed": lm["hf_zero"]["tokens"] != hf_base,
+        "baseline_vs_hf": _agree(l_base, hf_base), "state_bytes": lm["state_bytes"],
+        "avp_bytes": lm["bytes"]}}
     for q in ("q8_0", "q4_0"):
         p = work / f"llama_{q}.json"
         if p.exists():
             lq = C.load_json(p)
-            extra[f"llama_{q}"] = {
+            extra[q] = {
                 "own_round_trip_identical": lq["own_round_trip_identical"],
                 "self_continuation_identical": lq["self"]["tokens"] == lq["baseline"],
-                "hf_to_llama_identical_to_hf": lq["hf"]["tokens"] == hf_base,
-                "hf_to_llama_identical_to_llama_baseline": lq["hf"]["tokens"] == lq["baseline"],
+                "hf_to_llama": _agree(lq["hf"]["tokens"], hf_base),
+                "vllm_to_llama": _agree(lq["vllm"]["tokens"], v_base),
                 "control_changed": lq["hf_zero"]["tokens"] != hf_base,
-                "state_bytes": lq["state_bytes"], "avp_bytes": lq["bytes"],
-                "baseline": lq["baseline"]}
+                "baseline_vs_hf": _agree(lq["baseline"], hf_base),
+                "state_bytes": lq["state_bytes"], "avp_bytes": lq["bytes"]}
     return {"rows": rows, "refusals": refusals, "extra": extra,
             "prompt_tokens": len(hp["prompt_ids"]), "vllm_load_s": vl["load_s"],
             "llama_load_s": lm["load_s"]}
+
+
+def _agree(got: list[int], want: list[int]) -> int:
+    """How many leading tokens agree."""
+    n = 0
+    for a, b in zip(got, want, strict=False):
+        if a != b:
+            break
+        n += 1
+    return n
 
 
 def _events(stepd: dict[str, Any], base: list[int]) -> str:
     ev = [f"{e['event']}" + (f" {e.get('code')}" if e.get("code") else "")
           for e in stepd["events"] if e["event"] != "saved"]
     same = "output = baseline" if stepd["tokens"] == base else "OUTPUT CHANGED"
+    saved = stepd.get("saved_vs_baseline")
+    if saved is not None:
+        same += ("; the message the producer then saved equals the baseline's"
+                 if saved == {"K": 0.0, "V": 0.0} else f"; SAVED MESSAGE DIFFERS {saved}")
     return f"{', '.join(ev) or 'no event'}; {same}"
 
 
@@ -152,8 +172,20 @@ def markdown(res: dict[str, Any]) -> str:
     out += ["", "Refusals (each must leave the engine serving):", ""]
     for k, v in res["refusals"].items():
         out.append(f"- {k}: {v}")
-    out += ["", "Quantized llama.cpp caches and exact round trips:", "",
-            "```json", json.dumps(res["extra"], indent=1), "```", ""]
+    out += ["", "llama.cpp cache types (f16 without flash attention, V transposed; q8_0 and q4_0 "
+            "with flash attention, stored Hadamard-rotated by llama.cpp). Token columns: leading "
+            "tokens of 16 that agree.", "",
+            "| cache | own state -> AVP -> state byte-identical | own continuation identical | "
+            "Transformers -> llama.cpp | vLLM -> llama.cpp | control changed | llama.cpp "
+            "baseline vs Transformers | state bytes | AVP bytes |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for name, e in res["extra"].items():
+        yn = {True: "yes", False: "NO"}
+        out.append(f"| {name} | {yn[e['own_round_trip_identical']]} | "
+                   f"{yn[e['self_continuation_identical']]} | {e['hf_to_llama']}/16 | "
+                   f"{e['vllm_to_llama']}/16 | {yn[e['control_changed']]} | "
+                   f"{e['baseline_vs_hf']}/16 | {e['state_bytes']:,} | {e['avp_bytes']:,} |")
+    out.append("")
     return "\n".join(out)
 
 
