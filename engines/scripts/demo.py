@@ -4,8 +4,11 @@ Three processes: this one (the project venv) starts a vLLM engine with the AVP c
 producer (.venv-vllm), which prefills the prompt, samples one token and writes the prompt's KV as
 an AVP file; then a llama.cpp process (.venv-llama) converts the message into its own sequence
 state, installs it, and continues greedily from vLLM's token, never computing the prompt
-itself. It prints times and sizes, and checks the continuation against llama.cpp computing the
-prompt itself.
+itself. It prints times and sizes, and how many leading tokens of the continuation agree with
+vLLM's own greedy continuation and with llama.cpp computing the prompt itself. The engines run
+different weights (vLLM the float32 safetensors conversion, llama.cpp the Q4_1 GGUF), so a long
+greedy continuation may part from either after a while; the demo fails only if the first 16
+tokens (what `make engines` checks) disagree with vLLM's.
 """
 
 from __future__ import annotations
@@ -43,9 +46,14 @@ def vllm_prefill(work: Path, prompt: str) -> None:
         ids = ids["input_ids"]
     res = llm.generate([{"prompt_token_ids": list(ids)}],
                        SamplingParams(temperature=0, max_tokens=1), use_tqdm=False)[0]
+    prefill = t()
+    own = llm.generate([{"prompt_token_ids": list(ids)}],
+                       SamplingParams(temperature=0, max_tokens=N, ignore_eos=True),
+                       use_tqdm=False)[0]
     C.save_json(work / "vllm_prefill.json", {
-        "load_s": load, "prefill_s": t(), "prompt_tokens": len(ids),
-        "first": res.outputs[0].token_ids[0], "message": res.kv_transfer_params["avp_message"]})
+        "load_s": load, "prefill_s": prefill, "prompt_tokens": len(ids),
+        "first": res.outputs[0].token_ids[0], "message": res.kv_transfer_params["avp_message"],
+        "own_tokens": list(own.outputs[0].token_ids)})
 
 
 def llama_continue(work: Path) -> None:
@@ -112,15 +120,26 @@ def main() -> None:
     subprocess.run([str(C.ROOT / ".venv-llama/bin/python"), me, "llama", "--work",
                     str(a.work)], check=True, env=env, timeout=900)
     r = C.load_json(a.work / "llama_continue.json")
-    same = r["tokens"] == r["own_tokens"]
+    with_vllm = _agree(r["tokens"], v["own_tokens"])
+    with_llama = _agree(r["tokens"], r["own_tokens"])
     print(f"[demo]   model load {r['load_s']:.1f} s; AVP -> llama.cpp state {r['convert_s']:.3f} "
           f"s ({r['state_bytes']:,} bytes); install {r['install_s']:.3f} s; {N} tokens "
           f"{r['generate_s']:.2f} s (its own prefill would have cost {r['own_prefill_s']:.2f} s)")
     print(f"[demo]   continuation: {json.dumps(r['text'])}")
-    print(f"[demo]   identical to llama.cpp computing the prompt itself: {'yes' if same else 'NO'}"
-          f"; total {time.perf_counter() - t0:.0f} s")
-    if not same:
+    print(f"[demo]   leading tokens that agree: {with_vllm}/{N} with vLLM's own continuation, "
+          f"{with_llama}/{N} with llama.cpp computing the prompt itself (different weights: "
+          f"float32 vs Q4_1); total {time.perf_counter() - t0:.0f} s")
+    if with_vllm < 16:
         raise SystemExit(1)
+
+
+def _agree(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 if __name__ == "__main__":
