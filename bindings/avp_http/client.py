@@ -36,7 +36,7 @@ import numpy as np
 import avp_codec as avp
 
 from . import _media as media
-from ._asgi import message_parts
+from ._asgi import PIECE, message_parts
 from ._problem import PROBLEM_JSON, HttpProblem, error_from_problem
 from ._run import install_h2_repr_fix
 
@@ -327,9 +327,10 @@ class AvpClient:
                           quant=t.quant, raw_length=t.raw_length)
 
 
-def _pieces(view: memoryview, size: int = 1 << 20) -> Iterator[bytes]:
-    """A body in 1 MiB pieces: httpcore copies what a socket send leaves over, so one large
-    piece costs quadratic copying; pieces keep it linear."""
+def _pieces(view: memoryview, size: int = PIECE) -> Iterator[bytes]:
+    """A body in 256 KiB pieces: httpcore copies what a socket send (HTTP/1.1) or a frame
+    (HTTP/2) leaves over, so one large piece costs quadratic copying; pieces of the server's
+    frame size keep it linear (``_asgi.PIECE``)."""
     for i in range(0, len(view), size):
         yield bytes(view[i:i + size])
 
