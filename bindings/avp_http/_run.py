@@ -118,8 +118,27 @@ def _extract_at_most(self: ReceiveBuffer, count: int) -> bytearray | None:
     return out
 
 
-def install_h11_extract_fix() -> None:
-    setattr(ReceiveBuffer, "maybe_extract_at_most", _extract_at_most)  # noqa: B010
+class _Owned(bytearray):
+    """Bytes read from a socket that nobody else holds: ``_read_data`` hands each one to the
+    connection's protocol and forgets it, so h11 may adopt it as its receive buffer instead
+    of copying it (``_receive_into``). Any other bytearray a caller passes is copied, as
+    h11 does."""
+
+
+_h11_iadd = ReceiveBuffer.__iadd__
+
+
+def _receive_into(self: ReceiveBuffer, byteslike: bytes | bytearray) -> ReceiveBuffer:
+    if type(byteslike) is _Owned and not self._data:
+        self._data = byteslike
+        return self
+    return _h11_iadd(self, byteslike)
+
+
+def install_h11_fixes() -> None:
+    if ReceiveBuffer.maybe_extract_at_most is not _extract_at_most:
+        setattr(ReceiveBuffer, "maybe_extract_at_most", _extract_at_most)  # noqa: B010
+        setattr(ReceiveBuffer, "__iadd__", _receive_into)  # noqa: B010
 
 
 async def _read_data(self: hypercorn_tcp.TCPServer) -> None:
@@ -164,7 +183,7 @@ async def _take(reader: asyncio.StreamReader) -> bytes | bytearray:
     if not reader._buffer and not reader.at_eof():  # type: ignore[attr-defined]
         await wait("read")
     buf: bytearray = reader._buffer  # type: ignore[attr-defined]
-    reader._buffer = bytearray()  # type: ignore[attr-defined]
+    reader._buffer = _Owned()  # type: ignore[attr-defined]
     reader._maybe_resume_transport()  # type: ignore[attr-defined]
     return buf
 
@@ -178,7 +197,7 @@ def install_tuning() -> None:
     hypercorn_tcp.MAX_RECV = READ_SIZE
     setattr(hypercorn_tcp.TCPServer, "_read_data", _read_data)  # noqa: B010
     install_h2_repr_fix()
-    install_h11_extract_fix()
+    install_h11_fixes()
 
 
 def hypercorn_config(sock: socket.socket, *, certfile: str | None = None,
