@@ -25,9 +25,9 @@ import mmap
 import socket
 import ssl
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -39,6 +39,8 @@ from . import _media as media
 from ._asgi import PIECE, message_parts
 from ._problem import PROBLEM_JSON, HttpProblem, error_from_problem
 from ._run import install_h2_repr_fix
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -141,7 +143,12 @@ class AvpClient:
         prefix = media.prefix_digest(token_ids)
         if prefix is None:
             return None
-        r = self._http.head(f"{self.base}/prefixes/{bytes(model_id).hex()}/{prefix}")
+        return self.lookup_digest(model_id, prefix)
+
+    def lookup_digest(self, model_id: bytes, prefix_digest: str) -> str | None:
+        """``lookup`` by a prefix digest the caller computed (2.4): a consumer that asks for
+        several prefix lengths of one prompt hashes the ids once for all of them."""
+        r = self._http.head(f"{self.base}/prefixes/{bytes(model_id).hex()}/{prefix_digest}")
         if r.status_code == 404:
             return None
         _raise_for_problem(r.status_code, r.headers, b"")
@@ -178,6 +185,26 @@ class AvpClient:
         """Tensor ``i`` of a stored message, reading only the Trailer, INDEX, HEADER and that
         tensor with byte ranges (2.3); every structure read is checked (R-11.3)."""
         url = f"{self.base}/messages/{digest}"
+        return self._sparse(url, lambda buf, index, at, count, length: self._tensor_from(
+            url, buf, index, at, count, length, i))
+
+    def fetch_header(self, digest: str) -> avp.HeaderEvent:
+        """The HEADER of a stored message (kind, entries, layer table, tensor count), reading
+        only its Trailer, INDEX and HEADER with byte ranges (2.3), each checked (R-11.3): what
+        a consumer needs to decide whether to fetch the whole message."""
+        url = f"{self.base}/messages/{digest}"
+
+        def header(buf: mmap.mmap, index: bytes, index_at: int, count: int,
+                   length: int) -> avp.HeaderEvent:
+            self._head_into(url, buf, index, index_at, count, length)
+            h: avp.HeaderEvent = avp.IndexedReader(buf, limits=self.limits).header
+            return h
+
+        return self._sparse(url, header)
+
+    def _sparse(self, url: str, then: Callable[[mmap.mmap, bytes, int, int, int], _T]) -> _T:
+        """Read the Trailer and INDEX of ``url`` into a sparse copy of the message and run
+        ``then(buf, index, index_at, count, length)`` on it."""
         trailer, length = self._range(url, "-16", None)
         if len(trailer) != 16:
             raise avp.AvpError(avp.ErrorCode.BAD_TRAILER, "no Trailer")
@@ -197,7 +224,7 @@ class AvpClient:
             if 24 + 24 * count > len(index):
                 raise avp.AvpError(avp.ErrorCode.HEADER_LAYOUT, "INDEX shorter than its count",
                                    offset=index_at)
-            return self._tensor_from(url, buf, index, index_at, count, length, i)
+            return then(buf, index, index_at, count, length)
         finally:
             buf.close()
 
@@ -302,16 +329,23 @@ class AvpClient:
             raise HttpProblem("bad-request", "the message changed between ranges", status=502)
         return r.content, total
 
-    def _tensor_from(self, url: str, buf: mmap.mmap, index: bytes, index_at: int, count: int,
-                     length: int, i: int) -> avp.Tensor:
-        if not 0 <= i < count:
-            raise IndexError(i)
-        first_section = (struct.unpack_from("<Q", index, 24)[0] if count else index_at)
+    def _head_into(self, url: str, buf: mmap.mmap, index: bytes, index_at: int, count: int,
+                   length: int) -> int:
+        """Read the bytes before the first tensor section (preamble, HEADER, other sections)
+        into ``buf``; returns where the first tensor section starts."""
+        first_section: int = (struct.unpack_from("<Q", index, 24)[0] if count else index_at)
         if not 16 < first_section <= index_at:
             raise avp.AvpError(avp.ErrorCode.INDEX_MISMATCH, "implausible first section",
                                offset=index_at)
         head, _ = self._range(url, f"0-{first_section - 1}", length)
         buf[:first_section] = head
+        return first_section
+
+    def _tensor_from(self, url: str, buf: mmap.mmap, index: bytes, index_at: int, count: int,
+                     length: int, i: int) -> avp.Tensor:
+        if not 0 <= i < count:
+            raise IndexError(i)
+        first_section = self._head_into(url, buf, index, index_at, count, length)
         sec, data, stored = struct.unpack_from("<QQQ", index, 24 + 24 * i)
         end = data + stored + (-stored % 8)
         if not (first_section <= sec < data <= end <= index_at):
