@@ -21,19 +21,22 @@ from ._registry import ErrorCode
 from .errors import AvpError
 from .limits import DEFAULT_LIMITS, Limits
 
+_SMALL = 1 << 16  # pieces shorter than this are gathered into one bytearray
+
 
 class _Buffered:
     """The bytes fed and not yet consumed, kept as the pieces they came in.
 
     A bytearray that is appended to and consumed from the front reallocates and copies what
     it holds as it grows: a 2 MiB tensor fed in 256 KiB pieces was copied about 4.5 times
-    over before it was complete. Pieces are kept as they are (``bytes`` by reference, other
-    buffers copied once, since the caller may reuse them), and ``get`` joins just the range
-    asked for: one copy of each byte in all.
+    over before it was complete. Large pieces are kept as they are (``bytes`` by reference,
+    other buffers copied once, since the caller may reuse them); small ones are gathered into
+    a bytearray of up to ~128 KiB, so a peer that sends one byte at a time costs no object per
+    byte. ``get`` joins just the range asked for: one copy of each byte in all.
     """
 
     def __init__(self, limits: Limits) -> None:
-        self.parts: deque[bytes] = deque()
+        self.parts: deque[bytes | bytearray] = deque()
         self.head = 0  # bytes of parts[0] already consumed
         self.size = 0  # bytes held, from ``base``
         self.base = 0  # absolute offset of the first byte held
@@ -41,10 +44,17 @@ class _Buffered:
         self.limits = limits
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
-        piece = data if type(data) is bytes else bytes(data)
-        if piece:
-            self.parts.append(piece)
-            self.size += len(piece)
+        n = data.nbytes if isinstance(data, memoryview) else len(data)
+        if not n:
+            return
+        parts = self.parts
+        if n >= _SMALL:
+            parts.append(data if type(data) is bytes else bytes(data))
+        elif parts and type(parts[-1]) is bytearray and len(parts[-1]) < _SMALL:
+            parts[-1] += data if not isinstance(data, memoryview) else data.cast("B")
+        else:
+            parts.append(bytearray(data))
+        self.size += n
 
     def end(self) -> int:
         return self.base + self.size
@@ -54,7 +64,7 @@ class _Buffered:
         parts = self.parts
         first = parts[0] if parts else b""
         if i + n <= len(first):
-            return first[i:i + n]
+            return bytes(memoryview(first)[i:i + n])
         out = []
         for p in parts:
             if i >= len(p):
@@ -66,7 +76,10 @@ class _Buffered:
             i = 0
             if not n:
                 break
-        return b"".join(out)
+        got = b"".join(out)
+        for v in out:  # a gathering bytearray may grow again: hold no export of it
+            v.release()
+        return got
 
     def discard(self, upto: int) -> None:
         k = upto - self.base
