@@ -12,7 +12,7 @@ from avp_tools import _stats
 
 
 def test_counts_and_moments(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_stats, "_CHUNK", 7)
+    monkeypatch.setattr(_stats, "CHUNK", 7)
     rng = np.random.default_rng(3)
     x = rng.standard_normal(1000).astype(np.float32) * 3 + 1
     x[[5, 50, 500]] = np.nan

@@ -19,7 +19,7 @@ class SpanKind(enum.Enum):
     UNPARSED = "unparsed"  # bytes the walker could not attribute (broken input)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Span:
     """One byte range of the message: [start, end)."""
 
@@ -29,12 +29,14 @@ class Span:
     section: str  # "preamble", "header", "tensor[3]", "index", "trailer"
     spec: str  # spec section that defines the bytes, e.g. "7.1"
     kind: SpanKind
-    value: object = None  # decoded value for display (int, str, bytes, ...)
+    value: object = None  # decoded value for display (int, str, bytes, Preview, ...)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Issue:
-    """One departure from the spec.  ``code`` is the error registry code (spec section 17)."""
+    """One departure from the spec.  ``code`` is the error registry code (spec section 17);
+    ``offset`` and ``path`` are those ``avp_codec.decode`` reports for the same fault (the first
+    issue of a walk is exactly the decoder's error; later ones follow the same conventions)."""
 
     code: int
     offset: int | None
@@ -47,7 +49,25 @@ class Issue:
         return error_name(self.code)
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """A metadata value too large to keep decoded: its type, size and a decoded prefix."""
+
+    vtype: int
+    length: int  # bytes of the value
+    count: int  # elements (u32_list), characters (utf8, when well-formed) or bytes
+    head: object  # a decoded prefix: str, tuple of ints or bytes
+
+    def __str__(self) -> str:
+        if isinstance(self.head, tuple):
+            return "[" + ", ".join(map(str, self.head)) + f", ... ({self.count:,} values)]"
+        if isinstance(self.head, str):
+            return repr(self.head)[:-1] + f"...' ({self.count:,} chars)"
+        assert isinstance(self.head, (bytes, bytearray))
+        return f"{bytes(self.head).hex()}... ({self.length:,} bytes)"
+
+
+@dataclass(slots=True)
 class EntryInfo:
     offset: int
     key: int
@@ -55,10 +75,12 @@ class EntryInfo:
     vtype: int
     length: int
     value_offset: int
-    value: object  # decoded value, or raw bytes when it cannot be decoded
+    # the decoded value; raw bytes when it cannot be decoded; a Preview for a value of more
+    # than FULL_VALUE_BYTES (the bytes stay in the input and are read again when needed)
+    value: object
 
 
-@dataclass
+@dataclass(slots=True)
 class LayerInfo:
     offset: int
     layer_index: int
@@ -68,7 +90,7 @@ class LayerInfo:
     token_count: int
 
 
-@dataclass
+@dataclass(slots=True)
 class TensorInfo:
     ordinal: int
     section_offset: int
@@ -93,6 +115,7 @@ class TensorInfo:
     data_offset: int = -1  # -1 until placed
     end_offset: int = -1  # offset of the next section
     crc_status: str = "unchecked"  # "ok", "BAD", "unchecked", "missing"
+    data_ok: bool = False  # data present and, when verified, CRC / frame / padding all good
 
 
 @dataclass
@@ -121,18 +144,23 @@ class Walk:
     index: IndexInfo | None = None
     trailer_offset: int | None = None
     skipped_sections: list[tuple[int, int, int]] = field(default_factory=list)  # off, type, len
+    skipped_count: int = 0  # all of them (the list keeps the first SKIPPED_KEPT)
     spans: list[Span] | None = None
     issues: list[Issue] = field(default_factory=list)
     issues_dropped: int = 0
     data_verified: bool = False
     complete: bool = False  # the walk reached the end of the trailer
+    _by_key: dict[int, EntryInfo] = field(default_factory=dict, repr=False)
 
     @property
     def valid(self) -> bool:
         return self.complete and not self.issues and self.issues_dropped == 0
 
+    @property
+    def first(self) -> Issue | None:
+        """The first issue: the error ``avp_codec.decode`` raises for these bytes."""
+        return self.issues[0] if self.issues else None
+
     def entry(self, key: int) -> EntryInfo | None:
-        for e in self.entries:
-            if e.key == key:
-                return e
-        return None
+        """The first entry with ``key`` (constant time: the walker indexes them once)."""
+        return self._by_key.get(key)

@@ -38,6 +38,23 @@ SECTION_NAMES = {int(c): c.name for c in avp.SectionType}
 
 ERROR_NAMES: dict[int, str] = {int(c): c.name for c in avp.ErrorCode}
 ERR = {name: code for code, name in ERROR_NAMES.items()}
+# The requirement each error code stands for (spec section 17's table, first column), shown
+# next to errors raised by the codec's own checks, which carry no requirement id.
+SPEC_OF = {
+    "BAD_MAGIC": "R-3.1", "UNSUPPORTED_VERSION": "R-3.2", "TRUNCATED": "R-2.1",
+    "TRAILING_BYTES": "R-2.1", "RESERVED_NONZERO": "R-1.2", "NONZERO_PADDING": "R-1.3",
+    "SECTION_ORDER": "R-4.3", "UNKNOWN_CRITICAL": "R-4.3", "LENGTH_OVERFLOW": "R-1.1",
+    "HEADER_LAYOUT": "R-6.1", "BAD_TRAILER": "R-8.2", "INDEX_MISMATCH": "R-8.1",
+    "MISALIGNED": "R-8.1", "SECTION_CHECKSUM": "R-4.1", "DATA_CHECKSUM": "R-7.4",
+    "UNKNOWN_KIND": "R-6.2", "NON_CANONICAL": "R-6.3", "ENTRY_TYPE": "R-6.4",
+    "INVALID_VALUE": "R-6.4", "MISSING_ENTRY": "R-6.6", "ENTRY_NOT_ALLOWED": "R-6.6",
+    "KIND_CONSTRAINT": "10", "UNKNOWN_DTYPE": "R-7.5", "UNKNOWN_CODEC": "R-7.5",
+    "UNKNOWN_ROLE": "R-7.5", "UNKNOWN_LAYOUT": "R-7.5", "SIZE_MISMATCH": "R-7.2",
+    "TENSOR_INDEX": "7.1", "BAD_REFERENCE": "R-7.6", "ROLE_SHAPE": "R-7.5",
+    "TOKEN_RANGE": "R-7.7", "CODEC_DTYPE": "R-7.9", "DECOMPRESSION_FAILED": "R-7.8",
+    "DECOMPRESSED_SIZE": "R-7.8", "QUANT_PARAMS": "R-12.1", "LIMIT_MESSAGE": "R-16.1",
+    "LIMIT_HEADER": "R-16.1", "LIMIT_ENTRIES": "R-16.1", "LIMIT_LAYERS": "R-16.1",
+    "LIMIT_TENSORS": "R-16.1", "LIMIT_RANK": "R-16.1", "LIMIT_TENSOR": "R-16.1"}
 
 KIND_NAMES = {int(c): c.name for c in avp.Kind}
 LAYER_KIND_NAMES = {int(c): c.name for c in avp.LayerKind}
@@ -126,6 +143,12 @@ KIND_HIDDEN_STATE = int(avp.Kind.HIDDEN_STATE)
 
 
 Limits = avp.Limits  # the spec's resource limits (section 16); the walker applies the same
+
+
+# Metadata values up to this size are decoded by the codec's own decode_value / check_entry
+# and kept; a larger value (at most max_header_bytes) is checked in a streaming pass and kept as
+# a Preview, so a 15 MB list never becomes 4 M Python ints.
+FULL_VALUE_BYTES = 1 << 16
 
 
 def pad8(n: int) -> int:
