@@ -126,17 +126,18 @@ def test_explain_names_the_field(files: dict[str, str], samples: dict[str, bytes
 
 def test_issues_exit_status_and_listing(files: dict[str, str], samples: dict[str, bytes],
                                         craft: Any) -> None:
-    ok = run(files["kv_f16"], "--issues")
+    ok = run(files["kv_f16"], "--issues", "--reference")
     assert ok.exit_code == 0 and "result  valid" in ok.output
     assert "reference decoder  accepts" in ok.output
+    assert "reference decoder" not in run(files["kv_f16"], "--issues").output
     bad = craft.patch(samples["kv_f16"], "tensor[1].dtype", 99)
     bad = craft.patch(bad, "tensor[3].data_crc", 1)
-    r = run("-", "--issues", data=bad + b"xx")
+    r = run("-", "--issues", "--reference", data=bad + b"xx")
     assert r.exit_code == 1
     for needle in ("UNKNOWN_DTYPE", "DATA_CHECKSUM", "TRAILING_BYTES", "R-7.5", "R-2.1",
                    "first: 40 UNKNOWN_DTYPE", "reference decoder  rejects: 40 UNKNOWN_DTYPE"):
         assert needle in r.output, needle
-    doc = json.loads(run("-", "--issues", "--json", data=bad).output)
+    doc = json.loads(run("-", "--issues", "--json", "--reference", data=bad).output)
     assert [i["name"] for i in doc["issues"]] == ["UNKNOWN_DTYPE", "DATA_CHECKSUM"]
     assert doc["reference_decoder"]["name"] == "UNKNOWN_DTYPE" and doc["valid"] is False
 
@@ -247,7 +248,7 @@ def test_valid_vectors_json_matches_the_manifest() -> None:
 
 
 def test_stdin_from_a_pipe_and_from_a_redirected_file(files: dict[str, str]) -> None:
-    cmd = [sys.executable, "-m", "avp_tools.dump_cli", "-", "--issues", "--no-reference"]
+    cmd = [sys.executable, "-m", "avp_tools.dump_cli", "-", "--issues"]
     with open(files["kv_int4"], "rb") as fh:  # a regular file on stdin: mapped, not copied
         redirected = subprocess.run(cmd, stdin=fh, capture_output=True, timeout=60, check=False)
     with open(files["kv_int4"], "rb") as fh:

@@ -12,6 +12,8 @@ of stopping.
 
 from __future__ import annotations
 
+import struct
+
 import crc32c
 import zstandard
 
@@ -31,6 +33,16 @@ _CODECS = {int(m): m for m in avp.Codec}
 _ROLES = {int(m): m for m in avp.Role}
 _LAYOUTS = {int(m): m for m in avp.Layout}
 _SCHEMES = {int(m): m for m in avp.QuantScheme}
+# The fixed 64 bytes of a descriptor (spec 7.1) in one unpack, and its fields for the byte map.
+_FIXED = struct.Struct("<IIHBBBBBBIIIB3sQQQI4s")
+_FIELDS = ((0, 4, "tensor_index"), (4, 4, "layer"), (8, 2, "role"), (10, 1, "dtype"),
+           (11, 1, "codec"), (12, 1, "rank"), (13, 1, "layout"), (14, 1, "quant_scheme"),
+           (15, 1, "quant_axis"), (16, 4, "group_size"), (20, 4, "scale_tensor"),
+           (24, 4, "zero_point_tensor"), (28, 1, "dequant_dtype"), (29, 3, "reserved"),
+           (32, 8, "token_offset"), (40, 8, "raw_length"), (48, 8, "stored_length"),
+           (56, 4, "data_crc"), (60, 4, "reserved2"))
+assert _FIXED.size == S.DESCRIPTOR_FIXED
+_SHAPES = [struct.Struct(f"<{r}Q") for r in range(256)]
 
 
 class Checker:
@@ -76,32 +88,26 @@ def tensor_descriptor(ctx: Ctx, checker: Checker, ordinal: int, start: int, b0: 
         ctx.span(b0, length, f"{sec}.descriptor", sec, "7.1", SpanKind.UNPARSED)
         return None
 
-    def f(off: int, size: int, name: str) -> int:
-        return ctx.field(b0 + off, size, f"{sec}.{name}", sec, "7.1")
-
-    tensor_index, layer, role = f(0, 4, "tensor_index"), f(4, 4, "layer"), f(8, 2, "role")
-    dtype, codec, rank = f(10, 1, "dtype"), f(11, 1, "codec"), f(12, 1, "rank")
-    layout, qs, qa = f(13, 1, "layout"), f(14, 1, "quant_scheme"), f(15, 1, "quant_axis")
-    gs, st, zt = f(16, 4, "group_size"), f(20, 4, "scale_tensor"), f(24, 4, "zero_point_tensor")
-    dq = f(28, 1, "dequant_dtype")
-    r1 = bytes(ctx.buf[b0 + 29:b0 + 32])
-    ctx.span(b0 + 29, 3, f"{sec}.reserved", sec, "7.1", SpanKind.FIELD, r1)
-    tok, raw, stored = f(32, 8, "token_offset"), f(40, 8, "raw_length"), f(48, 8,
-                                                                          "stored_length")
-    crc = f(56, 4, "data_crc")
-    r2 = bytes(ctx.buf[b0 + 60:b0 + 64])
-    ctx.span(b0 + 60, 4, f"{sec}.reserved2", sec, "7.1", SpanKind.FIELD, r2)
+    (tensor_index, layer, role, dtype, codec, rank, layout, qs, qa, gs, st, zt, dq, r1, tok, raw,
+     stored, crc, r2) = _FIXED.unpack_from(ctx.buf, b0)
     dims = min(rank, (length - S.DESCRIPTOR_FIXED) // 8)
-    shape = tuple(f(64 + 8 * k, 8, f"shape[{k}]") for k in range(dims))
-    if length > S.DESCRIPTOR_FIXED + 8 * dims:
-        rest = b0 + S.DESCRIPTOR_FIXED + 8 * dims
-        ctx.span(rest, b1 - rest, f"{sec}.excess", sec, "7.1", SpanKind.UNPARSED)
+    shape: tuple[int, ...] = _SHAPES[dims].unpack_from(ctx.buf, b0 + 64)
+    if ctx.sink is not None:  # one span per field, in offset order (--map / --hex / --explain)
+        values = (tensor_index, layer, role, dtype, codec, rank, layout, qs, qa, gs, st, zt, dq,
+                  r1, tok, raw, stored, crc, r2)
+        for (off, size, name), value in zip(_FIELDS, values, strict=True):
+            ctx.span(b0 + off, size, f"{sec}.{name}", sec, "7.1", SpanKind.FIELD, value)
+        for k, d in enumerate(shape):
+            ctx.span(b0 + 64 + 8 * k, 8, f"{sec}.shape[{k}]", sec, "7.1", SpanKind.FIELD, d)
+        if length > S.DESCRIPTOR_FIXED + 8 * dims:
+            rest = b0 + S.DESCRIPTOR_FIXED + 8 * dims
+            ctx.span(rest, b1 - rest, f"{sec}.excess", sec, "7.1", SpanKind.UNPARSED)
     t = TensorInfo(ordinal, start, tensor_index, layer, role, dtype, codec, rank, layout, qs, qa,
                    gs, st, zt, dq, tok, raw, stored, crc, shape)
     ctx.walk.tensors.append(t)
     # Step T of spec 9.2, in the decoder's order: layout of the descriptor itself, registered
     # codes, the quantization fields, then the codec's rules.
-    if any(r1) or any(r2):
+    if r1 != b"\0\0\0" or r2 != b"\0\0\0\0":
         ctx.issue("RESERVED_NONZERO", b0 + 29, sec, "R-1.2",
                   "reserved descriptor bytes are not zero")
     if length != S.DESCRIPTOR_FIXED + 8 * rank:
@@ -161,6 +167,7 @@ def tensor_data(ctx: Ctx, t: TensorInfo, pos: int) -> int | None:
     end = data + t.stored_length
     nxt = end + S.pad8(t.stored_length)
     t.data_offset = data
+    table = ctx.walk.tensors
     if nxt > ctx.n:
         ctx.issue("TRUNCATED", pos, "", "5",
                   f"{sec}: {t.stored_length} data bytes (+ padding) run past the end of the input")
@@ -168,6 +175,7 @@ def tensor_data(ctx: Ctx, t: TensorInfo, pos: int) -> int | None:
         if data < ctx.n:
             ctx.span(data, ctx.n - data, f"{sec}.data", sec, "5", SpanKind.DATA)
         t.crc_status = "missing"
+        table.update(t.ordinal, data_offset=data, crc_status="missing")
         return None
     before = len(ctx.walk.issues) + ctx.walk.issues_dropped
     ctx.padding(pos, data - pos, f"{sec}.pad64", sec, "5", sec)
@@ -179,6 +187,8 @@ def tensor_data(ctx: Ctx, t: TensorInfo, pos: int) -> int | None:
         _check_codec(ctx, t)
     t.end_offset = nxt
     t.data_ok = ctx.verify_data and len(ctx.walk.issues) + ctx.walk.issues_dropped == before
+    table.update(t.ordinal, data_offset=data, end_offset=nxt, crc_status=t.crc_status,
+                 data_ok=t.data_ok)
     return nxt
 
 

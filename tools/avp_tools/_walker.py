@@ -278,25 +278,27 @@ def _index(ctx: Ctx, pos: int, fr: _Frame) -> None:
                   f"index counts {count} tensors, header declares {declared}")
     room = (length - 8 - (S.AUTH_TAG_SIZE if has_auth else 0)) // S.INDEX_ENTRY_SIZE
     listed = max(0, min(count, room))
+    cols = w.tensors
+    sections, datas = cols.column("section_offset"), cols.column("data_offset")
+    storeds = cols.column("stored_length")
     for i in range(listed):
         off = fr.body + 8 + S.INDEX_ENTRY_SIZE * i
         p = f"index[{i}]"
         sec_off = ctx.field(off, 8, f"{p}.section_offset", sec, "8")
         data_off = ctx.field(off + 8, 8, f"{p}.data_offset", sec, "8")
         stored = ctx.field(off + 16, 8, f"{p}.stored_length", sec, "8")
-        info.entries.append((sec_off, data_off, stored))
+        info.flat.extend((sec_off, data_off, stored))
         if data_off % 64:
             ctx.issue("MISALIGNED", off + 8, f"{p}.data_offset", "R-8.1",
                       f"data_offset {data_off} is not a multiple of 64")
             continue
-        actual = w.tensors[i] if i < len(w.tensors) else None
-        if actual is None:
+        if i >= len(w.tensors):
             ctx.issue("INDEX_MISMATCH", off, p, "R-8.1", "index entry for a missing tensor")
-        elif (sec_off, data_off, stored) != (actual.section_offset, actual.data_offset,
-                                             actual.stored_length):
+            continue
+        actual = (sections[i], datas[i], storeds[i])
+        if (sec_off, data_off, stored) != actual:
             ctx.issue("INDEX_MISMATCH", off, p, "R-8.1",
-                      f"index says ({sec_off}, {data_off}, {stored}), tensor is at "
-                      f"({actual.section_offset}, {actual.data_offset}, {actual.stored_length})")
+                      f"index says ({sec_off}, {data_off}, {stored}), tensor is at {actual}")
     used = fr.body + 8 + S.INDEX_ENTRY_SIZE * listed
     tag_off = fr.body_end - S.AUTH_TAG_SIZE
     if has_auth and length >= 8 + S.AUTH_TAG_SIZE and tag_off >= used:
