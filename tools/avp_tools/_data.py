@@ -50,9 +50,9 @@ def elements(t: TensorInfo) -> int:
 
 
 def readable(t: TensorInfo) -> bool:
-    """Whether the walker found the tensor's data intact and its descriptor self-consistent
-    (registered dtype and codec, a full shape, raw_length that of the shape), so its values can
-    be read: the walk must have verified data."""
+    """Whether the walker found the tensor's data readable (present, frame and padding good; a
+    wrong CRC alone does not stop reading) and its descriptor self-consistent (registered dtype
+    and codec, a full shape, raw_length that of the shape): the walk must have verified data."""
     dtype = _DTYPES.get(t.dtype)
     if not t.data_ok or dtype is None or t.codec not in (0, 1, 2) or len(t.shape) != t.rank:
         return False

@@ -32,24 +32,25 @@ def plural(n: int, word: str, many: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else (many or word + 's')}"
 
 
-def verdict(w: Walk, label: str, name: str) -> str:
+def verdict(w: Walk, label: str, name: str) -> list[str]:
     """What decodes in one input: valid, or where a decoder stops and what the walker read."""
-    read = (f"{S.KIND_NAMES.get(w.kind, f'kind {w.kind}') if w.kind is not None else 'no header'}"
-            f", {plural(len(w.entries), 'entry', 'entries')}, {plural(len(w.layers), 'layer')}, "
-            f"{plural(len(w.tensors), 'tensor')}")
+    kind = S.KIND_NAMES.get(w.kind, f"kind {w.kind}") if w.kind is not None else "no header"
+    read = (f"{kind}, {plural(len(w.entries), 'entry', 'entries')}, "
+            f"{plural(len(w.layers), 'layer')}, {plural(len(w.tensors), 'tensor')}")
     if w.valid:
-        return f"{label}  {name}: valid ({read})"
-    first = w.first
+        return [f"{label}  {name}: valid ({read})"]
     n = len(w.issues) + w.issues_dropped
-    damaged = sum(1 for t in w.tensors if not t.data_ok)
-    where = "" if first is None else (
-        f"{first.name} ({first.code}) at offset {first.offset}"
-        f"{', ' + first.path if first.path else ''}: {first.message}")
-    extra = f", {damaged} without intact data" if damaged else ""
+    damaged = sum(1 for t in w.tensors if not t.data_ok or t.crc_status != "ok")
+    out = [f"{label}  {name}: INVALID, {plural(n, 'issue')}; a decoder stops at the first:"]
+    first = w.first
+    if first is not None:
+        where = f" ({first.path})" if first.path else ""
+        out.append(f"     {first.code} {first.name} at offset {first.offset}{where}: "
+                   f"{first.message}")
+    extra = f" ({damaged} with damaged data)" if damaged else ""
     tail = "" if w.complete else "; the input ends before the trailer"
-    return (f"{label}  {name}: INVALID: {where or 'incomplete'}; a decoder stops there. "
-            f"The walker read {read}{extra}{tail} ({plural(n, 'issue')}; "
-            f"'avp-dump --issues' lists them)")
+    out.append(f"   read: {read}{extra}{tail}")
+    return out
 
 
 def diff(a: BufferLike, b: BufferLike, wa: Walk, wb: Walk, names: tuple[str, str] = ("A", "B"),
@@ -61,8 +62,8 @@ def diff(a: BufferLike, b: BufferLike, wa: Walk, wb: Walk, names: tuple[str, str
     if same_bytes and wa.valid:
         return []
     if not (wa.valid and wb.valid):
-        out.append(verdict(wa, "A", names[0]))
-        out.append(verdict(wb, "B", names[1]))
+        out += verdict(wa, "A", names[0])
+        out += verdict(wb, "B", names[1])
     if same_bytes:
         out.append("bytes  identical")
         return out
@@ -240,14 +241,16 @@ def _tensor_diff(a: BufferLike, b: BufferLike, wa: Walk, wb: Walk, i: int, j: in
     if not (ra and rb):
         if not ra or not rb:
             which = " and ".join(s for s, ok in (("A", ra), ("B", rb)) if not ok)
-            out.append(f"{p}.data: not compared ({which}: data not intact)")
+            out.append(f"{p}.data: not compared ({which}: data not readable)")
         return out
+    bad_crc = " and ".join(s for s, t in (("A", ta), ("B", tb)) if t.crc_status != "ok")
+    note = f" ({bad_crc}: data_crc does not match)" if bad_crc else ""
     try:
         da, db = _digest(a, ta), _digest(b, tb)
     except DataError as exc:
         return [*out, f"{p}.data: not compared ({exc})"]
     if da == db:
-        return out
+        return out + ([f"{p}.data: same raw bytes{note}"] if note else [])
     line = f"{p}.data: sha256 {da[:16]} != {db[:16]}"
     if ta.shape == tb.shape:
         both_valid = wa.valid and wb.valid
@@ -256,7 +259,7 @@ def _tensor_diff(a: BufferLike, b: BufferLike, wa: Walk, wb: Walk, i: int, j: in
             line += (f"; {n:,} of {elements(ta):,} {what} differ, max abs diff {worst:.6g}")
         except DataError as exc:
             line += f"; values not compared ({exc})"
-    out.append(line)
+    out.append(line + note)
     return out
 
 

@@ -121,7 +121,8 @@ class TensorInfo:
     data_offset: int = -1  # -1 until placed
     end_offset: int = -1  # offset of the next section
     crc_status: str = "unchecked"  # "ok", "BAD", "unchecked", "missing"
-    data_ok: bool = False  # data present and, when verified, CRC / frame / padding all good
+    # verified data present, its zstd frame and padding good (the CRC is crc_status)
+    data_ok: bool = False
 
 
 _CRC_STATUS = ("unchecked", "ok", "BAD", "missing")

@@ -142,7 +142,7 @@ Comparing two messages:
 """
 
 
-@click.command(cls=_DumpCommand, help=_MAIN_HELP, epilog=_EXIT_HELP,
+@click.command("avp-dump", cls=_DumpCommand, help=_MAIN_HELP, epilog=_EXIT_HELP,
                context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("file", type=str)
 @click.option("--json", "as_json", is_flag=True,
