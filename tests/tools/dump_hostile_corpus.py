@@ -10,8 +10,11 @@ runs of skippable sections, broken files that yield many issues.
     build(name, scale=1)    -> bytes of one case
     python tests/tools/dump_hostile_corpus.py OUTDIR [--scale N]   writes NAME.avp files
 
-``scale`` multiplies the size of the cases whose cost grows with a count (tensors, layers,
-entries, list length, sections), so a test can check that the work grows linearly (1x/4x/16x).
+``scale`` multiplies the size of every case whose cost grows with a count or a size (tensors,
+layers, entries, list length, sections, declared bytes), so a test can check that the work grows
+linearly (1x/4x/16x; fractions are allowed). Scale 16 gives the sizes of issue 14's report
+(a 4.8 MB HIDDEN_STATE of 32000 tensors, 15 MB metadata values, a 2.5 KB uint2 message of 2^28
+elements); scale 1 is what the test suite runs.
 The module uses only numpy, zstandard and the spec-level writer in avp_craft.py (never
 avp_codec), so the runtime's hostile runner can reuse it as is.
 """
@@ -52,7 +55,7 @@ NONCE = bytes(range(16))
 class Case:
     name: str
     klass: str  # the class of hostile input (issue 14 wording)
-    build: Callable[[int], bytes]
+    build: Callable[[float], bytes]
     scales: bool  # whether ``scale`` grows it
 
 
@@ -102,17 +105,17 @@ def _zstd_zeros(n: int) -> bytes:
 
 
 # --------------------------------------------------------------------------------- the cases
-def many_hidden_tensors(scale: int) -> bytes:
+def many_hidden_tensors(scale: float) -> bytes:
     """A HIDDEN_STATE message with thousands of small tensors (a quadratic scan costs seconds)."""
-    n = 2000 * scale
+    n = max(2, int(2000 * scale))
     data = _f16((1, 1, 4))
     return _hidden([T(ROLE["HIDDEN_STATE"], DTYPE["float16"], (1, 1, 4), data,
                       layout=LAYOUT["BTD"]) for _ in range(n)]).build()
 
 
-def many_hidden_tensors_last_bad(scale: int) -> bytes:
+def many_hidden_tensors_last_bad(scale: float) -> bytes:
     """As many_hidden_tensors, with the last tensor's hidden size disagreeing (R-10.10)."""
-    n = 2000 * scale
+    n = max(2, int(2000 * scale))
     data = _f16((1, 1, 4))
     ts = [T(ROLE["HIDDEN_STATE"], DTYPE["float16"], (1, 1, 4), data, layout=LAYOUT["BTD"])
           for _ in range(n - 1)]
@@ -121,7 +124,7 @@ def many_hidden_tensors_last_bad(scale: int) -> bytes:
     return _hidden(ts).build()
 
 
-def hidden_two_token_ids(scale: int) -> bytes:
+def hidden_two_token_ids(scale: float) -> bytes:
     """HIDDEN_STATE with two TOKEN_IDS tensors: decode and avp-dump must agree on it."""
     ids = np.arange(4, dtype="<i8").reshape(1, 4).tobytes()
     ts = [T(ROLE["TOKEN_IDS"], DTYPE["int64"], (1, 4), ids, layout=LAYOUT["BT"]),
@@ -131,37 +134,37 @@ def hidden_two_token_ids(scale: int) -> bytes:
     return _hidden(ts).build()
 
 
-def u32_list_15mb(scale: int) -> bytes:
+def u32_list_15mb(scale: float) -> bytes:
     """A HELLO whose VERSIONS list is ~15 MB (3.9 M increasing u32): about 36 bytes per value as
     Python ints, 0.5-0.9 GB in views that decode it whole."""
-    n = min(15 << 20, (15 << 20) * scale // 16) // 4
+    n = int(min(15 << 20, (15 << 20) * scale / 16)) // 4
     return _hello(versions=np.arange(1, n + 1, dtype="<u4").tobytes()).build()
 
 
-def u32_list_15mb_unsorted_tail(scale: int) -> bytes:
+def u32_list_15mb_unsorted_tail(scale: float) -> bytes:
     """As u32_list_15mb but the last two values are out of order (INVALID_VALUE at the end)."""
-    n = min(15 << 20, (15 << 20) * scale // 16) // 4
+    n = int(min(15 << 20, (15 << 20) * scale / 16)) // 4
     values = np.arange(1, n + 1, dtype="<u4")
     values[-1] = 0
     return _hello(versions=values.tobytes()).build()
 
 
-def utf8_15mb_astral(scale: int) -> bytes:
+def utf8_15mb_astral(scale: float) -> bytes:
     """A TEXT message of ~15 MB ASCII plus one emoji: as a Python str, 4 bytes per character."""
-    n = min(15 << 20, (15 << 20) * scale // 16)
+    n = int(min(15 << 20, (15 << 20) * scale / 16))
     text = b"a" * n + "\U0001F600".encode()
     return M(kind=KIND["TEXT"], entries=[(KEY["TEXT"], 1, VTYPE["utf8"], text)]).build()
 
 
-def vocabulary_15mb(scale: int) -> bytes:
+def vocabulary_15mb(scale: float) -> bytes:
     """A HELLO with a ~15 MB VOCABULARY of empty tokens (3.9 M length prefixes)."""
-    n = min(15 << 20, (15 << 20) * scale // 16) // 4 * 4
+    n = int(min(15 << 20, (15 << 20) * scale / 16)) // 4 * 4
     return _hello([(56, 0, VTYPE["bytes"], bytes(n))]).build()
 
 
-def quant_policy_15mb(scale: int) -> bytes:
+def quant_policy_15mb(scale: float) -> bytes:
     """A KV_CACHE whose QUANT_POLICY is ~15 MB of JSON empty arrays."""
-    n = min(15 << 20, (15 << 20) * scale // 16) // 3
+    n = max(2, int(min(15 << 20, (15 << 20) * scale / 16)) // 3)
     policy = b"[" + b"[]," * (n - 1) + b"[]]"
     layer = (0, LAYER_KIND["FULL_ATTENTION"], 0, 0, 1)
     key = T(ROLE["KEY"], DTYPE["float16"], (1, 1, 1, 4), _f16((1, 1, 1, 4)), layer=0,
@@ -169,10 +172,11 @@ def quant_policy_15mb(scale: int) -> bytes:
     return _kv([layer], [key], 1, [(KEY["QUANT_POLICY"], 0, VTYPE["utf8"], policy)]).build()
 
 
-def uint2_bomb(scale: int) -> bytes:
-    """A ~2.5 KB KV_CACHE: one AFFINE uint2 KEY tensor of 2^28 elements (64 MiB packed), stored
-    as a zstd frame of zeros, with a [1,1,1,4] scale. Unpacking it whole costs GBs."""
-    tokens, dim = 1 << 26, 4
+def uint2_bomb(scale: float) -> bytes:
+    """A ~2.5 KB KV_CACHE (at scale 16): one AFFINE uint2 KEY tensor of 2^28 elements (64 MiB
+    packed), stored as a zstd frame of zeros, with a [1,1,1,4] scale. Unpacking it whole costs
+    GBs. (2^24 x scale elements.)"""
+    tokens, dim = max(1, int((1 << 22) * scale)), 4
     raw = tokens * dim // 4
     scale_t = T(ROLE["QUANT_SCALE"], DTYPE["float32"], (1, 1, 1, dim),
                 np.full(dim, 0.5, "<f4").tobytes(), layer=0)
@@ -182,16 +186,17 @@ def uint2_bomb(scale: int) -> bytes:
     return _kv([(0, LAYER_KIND["FULL_ATTENTION"], 0, 0, tokens)], [scale_t, key], tokens).build()
 
 
-def zstd_bomb_valid(scale: int) -> bytes:
-    """A ~20 KB KV_CACHE whose float16 KEY is a zstd frame of 512 MiB of zeros (valid)."""
-    tokens, heads, dim = 1 << 20, 2, 128
+def zstd_bomb_valid(scale: float) -> bytes:
+    """A ~16 KB KV_CACHE (at scale 16) whose float16 KEY is a zstd frame of 512 MiB of zeros
+    (valid; 32 MiB x scale)."""
+    tokens, heads, dim = max(1, int((1 << 16) * scale)), 2, 128
     raw = tokens * heads * dim * 2
     key = T(ROLE["KEY"], DTYPE["float16"], (1, heads, tokens, dim), _zstd_zeros(raw), layer=0,
             layout=LAYOUT["BHTD"], codec=CODEC["zstd"], raw_length=raw)
     return _kv([(0, LAYER_KIND["FULL_ATTENTION"], 0, 0, tokens)], [key], tokens).build()
 
 
-def zstd_bomb_lying(scale: int) -> bytes:
+def zstd_bomb_lying(scale: float) -> bytes:
     """A zstd frame of 64 MiB of zeros in a tensor whose raw_length says 32 (DECOMPRESSED_SIZE);
     the frame's content size is left out so only decompressing finds the lie."""
     cctx = zstandard.ZstdCompressor(level=3, write_content_size=False)
@@ -201,16 +206,16 @@ def zstd_bomb_lying(scale: int) -> bytes:
     return _kv([(0, LAYER_KIND["FULL_ATTENTION"], 0, 0, 4)], [key], 4).build()
 
 
-def byteplane_bomb(scale: int) -> bytes:
-    """A float32 KEY of 128 MiB as byteplane_zstd of zeros (four planes)."""
-    tokens, dim = 1 << 23, 4
+def byteplane_bomb(scale: float) -> bytes:
+    """A float32 KEY of 128 MiB (at scale 16; 8 MiB x scale) as byteplane_zstd of zeros."""
+    tokens, dim = max(1, int((1 << 19) * scale)), 4
     raw = tokens * dim * 4
     key = T(ROLE["KEY"], DTYPE["float32"], (1, 1, tokens, dim), _zstd_zeros(raw), layer=0,
             layout=LAYOUT["BHTD"], codec=CODEC["byteplane_zstd"], raw_length=raw)
     return _kv([(0, LAYER_KIND["FULL_ATTENTION"], 0, 0, tokens)], [key], tokens).build()
 
 
-def nonfinite_scales(scale: int) -> bytes:
+def nonfinite_scales(scale: float) -> bytes:
     """An AFFINE int8 KEY whose scale tensor holds NaN and +Inf (R-12.6: must not dequantize)."""
     scale_t = T(ROLE["QUANT_SCALE"], DTYPE["float32"], (1, 1, 1, 4),
                 np.array([np.nan, np.inf, 1.0, -np.inf], "<f4").tobytes(), layer=0)
@@ -219,46 +224,46 @@ def nonfinite_scales(scale: int) -> bytes:
     return _kv([(0, LAYER_KIND["FULL_ATTENTION"], 0, 0, 8)], [scale_t, key], 8).build()
 
 
-def zero_dim_huge(scale: int) -> bytes:
+def zero_dim_huge(scale: float) -> bytes:
     """Empty tensors with huge other dimensions: [0, 2^40, 2^40] hidden state (no elements)."""
     ts = [T(ROLE["HIDDEN_STATE"], DTYPE["float16"], (0, 1 << 40, 1 << 40), b"",
             layout=LAYOUT["BTD"])]
     return _hidden(ts).build()
 
 
-def zero_dim_huge_recurrent(scale: int) -> bytes:
+def zero_dim_huge_recurrent(scale: float) -> bytes:
     """A KV_CACHE recurrent layer whose SSM_STATE is [2^40, 0, 2^40] (no elements)."""
     ssm = T(ROLE["SSM_STATE"], DTYPE["float32"], (1 << 40, 0, 1 << 40), b"", layer=0)
     return _kv([(0, LAYER_KIND["RECURRENT"], 0, 0, 0)], [ssm], 0).build()
 
 
-def skippable_before_header(scale: int) -> bytes:
+def skippable_before_header(scale: float) -> bytes:
     """600 x scale unknown SKIPPABLE sections before the HEADER (a recursive walker overflows)."""
     m = _hidden([T(ROLE["HIDDEN_STATE"], DTYPE["float16"], (1, 1, 4), _f16((1, 1, 4)),
                    layout=LAYOUT["BTD"])])
-    m.before_header = skippable(600 * scale)
+    m.before_header = skippable(max(1, int(600 * scale)))
     return m.build()
 
 
-def skippable_before_index(scale: int) -> bytes:
+def skippable_before_index(scale: float) -> bytes:
     """600 x scale unknown SKIPPABLE sections between the last tensor and the INDEX."""
     m = _hidden([T(ROLE["HIDDEN_STATE"], DTYPE["float16"], (1, 1, 4), _f16((1, 1, 4)),
                    layout=LAYOUT["BTD"])])
-    m.before_index = skippable(600 * scale)
+    m.before_index = skippable(max(1, int(600 * scale)))
     return m.build()
 
 
-def big_skippable_section(scale: int) -> bytes:
+def big_skippable_section(scale: float) -> bytes:
     """One 15 MB unknown SKIPPABLE section (its body must never be shown or held whole)."""
     m = _hidden([T(ROLE["HIDDEN_STATE"], DTYPE["float16"], (1, 1, 4), _f16((1, 1, 4)),
                    layout=LAYOUT["BTD"])])
-    m.before_index = skippable(1, bytes(min(15 << 20, (15 << 20) * scale // 16)))
+    m.before_index = skippable(1, bytes(int(min(15 << 20, (15 << 20) * scale / 16))))
     return m.build()
 
 
-def many_layers(scale: int) -> bytes:
+def many_layers(scale: float) -> bytes:
     """A KV_CACHE with 4096 x scale layers (max_layers is 65536), one tiny KEY each."""
-    n = min(65536, 4096 * scale)
+    n = max(1, min(65536, int(4096 * scale)))
     layers = [(j, LAYER_KIND["FULL_ATTENTION"], 0, 0, 1) for j in range(n)]
     data = _f16((1, 1, 1, 2))
     ts = [T(ROLE["KEY"], DTYPE["float16"], (1, 1, 1, 2), data, layer=j, layout=LAYOUT["BHTD"])
@@ -266,35 +271,35 @@ def many_layers(scale: int) -> bytes:
     return _kv(layers, ts, 1).build()
 
 
-def many_entries(scale: int) -> bytes:
+def many_entries(scale: float) -> bytes:
     """A HELLO with 4096 entries (max_entries): unknown non-critical keys, 8 bytes each."""
-    n = min(4096, 256 * scale) - 7
+    n = max(1, min(4096, int(256 * scale)) - 7)
     extra = [(1000 + i, 0, VTYPE["u64"], u64(i)) for i in range(n)]
     return _hello(extra).build()
 
 
-def many_bad_crcs(scale: int) -> bytes:
+def many_bad_crcs(scale: float) -> bytes:
     """2000 x scale tensors whose data CRCs are all wrong: more issues than the report lists."""
-    n = 2000 * scale
+    n = max(1, int(2000 * scale))
     data = _f16((1, 1, 4))
     return _hidden([T(ROLE["HIDDEN_STATE"], DTYPE["float16"], (1, 1, 4), data,
                       layout=LAYOUT["BTD"], data_crc=0) for _ in range(n)]).build()
 
 
-def random_garbage(scale: int) -> bytes:
+def random_garbage(scale: float) -> bytes:
     """Random bytes behind a valid preamble."""
     rng = np.random.default_rng(14)
     return (b"\x89AVP\r\n\x1a\n" + bytes(8)
             + rng.integers(0, 256, 1 << 16, dtype=np.uint8).tobytes())
 
 
-def truncated_many(scale: int) -> bytes:
+def truncated_many(scale: float) -> bytes:
     """many_hidden_tensors cut in the middle of a tensor's data."""
     data = many_hidden_tensors(scale)
     return data[:len(data) // 2 + 3]
 
 
-def rank_overflow(scale: int) -> bytes:
+def rank_overflow(scale: float) -> bytes:
     """A descriptor of rank 8 whose element count overflows u64 (LENGTH_OVERFLOW)."""
     ts = [T(ROLE["CONV_STATE"], DTYPE["float32"], (1 << 40,) * 8, b"", layer=0)]
     return _kv([(0, LAYER_KIND["RECURRENT"], 0, 0, 0)], ts, 0).build()
@@ -310,10 +315,10 @@ for _fn, _klass, _scales in (
         (utf8_15mb_astral, "metadata string blow-up", True),
         (vocabulary_15mb, "metadata bytes walk", True),
         (quant_policy_15mb, "metadata JSON blow-up", True),
-        (uint2_bomb, "unpack / dequantize bomb", False),
-        (zstd_bomb_valid, "decompression bomb (valid)", False),
+        (uint2_bomb, "unpack / dequantize bomb", True),
+        (zstd_bomb_valid, "decompression bomb (valid)", True),
         (zstd_bomb_lying, "decompression bomb (lying)", False),
-        (byteplane_bomb, "decompression bomb (byteplane)", False),
+        (byteplane_bomb, "decompression bomb (byteplane)", True),
         (nonfinite_scales, "non-finite quantization parameters", False),
         (zero_dim_huge, "empty tensor with huge dimensions", False),
         (zero_dim_huge_recurrent, "empty tensor with huge dimensions", False),
@@ -329,12 +334,12 @@ for _fn, _klass, _scales in (
     CASES[_fn.__name__] = Case(_fn.__name__, _klass, _fn, _scales)
 
 
-def cases(scale: int = 1) -> dict[str, Case]:
+def cases(scale: float = 1) -> dict[str, Case]:
     """Every case (``scale`` is applied when building: ``case.build(scale)``)."""
     return dict(CASES)
 
 
-def build(name: str, scale: int = 1) -> bytes:
+def build(name: str, scale: float = 1) -> bytes:
     return CASES[name].build(scale)
 
 
@@ -343,7 +348,7 @@ def main(argv: list[str]) -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("outdir", type=Path)
-    ap.add_argument("--scale", type=int, default=1)
+    ap.add_argument("--scale", type=float, default=16)
     args = ap.parse_args(argv)
     args.outdir.mkdir(parents=True, exist_ok=True)
     for name, case in CASES.items():
