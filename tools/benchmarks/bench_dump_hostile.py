@@ -76,38 +76,41 @@ def _hwm(status_text: str) -> int:
     return 0
 
 
-def run_one(cmd: list[str], timeout: float) -> tuple[int | None, float, int, str]:
-    """(exit status or None when killed, seconds, peak RSS in KiB, last stderr line)."""
+def run_one(cmd: list[str], timeout: float) -> tuple[int | None, float, float, int, str]:
+    """(exit status or None when killed, wall seconds, CPU seconds, peak RSS in KiB, last
+    stderr line). CPU time (user + system, from wait4) is what to compare on a shared machine."""
     with tempfile.TemporaryFile() as err, tempfile.NamedTemporaryFile() as peak:
         env = {**os.environ, "NO_COLOR": "1", "AVP_PEAK_OUT": peak.name}
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env,
                                 start_new_session=True)
         seen = 0
-        try:
-            while proc.poll() is None:
-                if time.perf_counter() - t0 > timeout:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
-                    return None, time.perf_counter() - t0, seen, "hang (killed)"
-                with contextlib.suppress(OSError):  # for a run that never reaches its atexit
-                    seen = max(seen, _hwm(Path(f"/proc/{proc.pid}/status").read_text()))
-                time.sleep(0.01)
-        finally:
-            if proc.poll() is None:
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - t0 > timeout:
                 os.killpg(proc.pid, signal.SIGKILL)
+                _, status, usage = os.wait4(proc.pid, 0)
+                proc.returncode = -9
+                cpu = usage.ru_utime + usage.ru_stime
+                return None, time.perf_counter() - t0, cpu, seen, "hang (killed)"
+            with contextlib.suppress(OSError, ValueError):  # for a run killed before atexit
+                seen = max(seen, _hwm(Path(f"/proc/{proc.pid}/status").read_text()))
+            time.sleep(0.01)
+        proc.returncode = os.waitstatus_to_exitcode(status)
         elapsed = time.perf_counter() - t0
         err.seek(0)
         text = err.read().decode("utf-8", "replace")
         rss = max(seen, _hwm(Path(peak.name).read_text()))
     lines = [ln for ln in text.splitlines() if ln.strip()]
     last = "crash: " + lines[-1] if "Traceback" in text else (lines[-1] if lines else "")
-    return proc.returncode, elapsed, rss, last[:100]
+    return proc.returncode, elapsed, usage.ru_utime + usage.ru_stime, rss, last[:100]
 
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scale", type=int, default=16)
+    ap.add_argument("--scale", type=float, default=16)
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--cases", default="")
     ap.add_argument("--views", default="")
@@ -124,48 +127,53 @@ def main(argv: list[str]) -> int:
             path = Path(tmp) / f"{name}.avp"
             path.write_bytes(data)
             for view in views:
-                code, secs, rss, last = run_one(command(view, path, tiny_path), args.timeout)
-                rows.append((name, len(data), view, code, secs, rss, last))
-                print(f"{name:32} {view:12} exit={code} {secs:7.2f}s {rss / 1024:8.1f} MiB "
-                      f"{last}", flush=True)
+                code, secs, cpu, rss, last = run_one(command(view, path, tiny_path),
+                                                     args.timeout)
+                rows.append((name, len(data), view, code, secs, cpu, rss, last))
+                print(f"{name:32} {view:12} exit={code} {secs:7.2f}s cpu {cpu:7.2f}s "
+                      f"{rss / 1024:8.1f} MiB {last}", flush=True)
             if name != "tiny":
                 path.unlink()
     if args.out:
         args.out.write_text(report(rows, args.scale), "utf-8")
-    bad = [r for r in rows if r[3] is None or r[6].startswith("crash")]
+    bad = [r for r in rows if r[3] is None or r[7].startswith("crash")]
     return 1 if bad else 0
 
 
-Row = tuple[str, int, str, int | None, float, int, str]
+Row = tuple[str, int, str, int | None, float, float, int, str]
 
 
-def report(rows: list[Row], scale: int) -> str:
-    base = {r[2]: r[5] for r in rows if r[0] == "tiny"}
+def report(rows: list[Row], scale: float) -> str:
+    base = {r[2]: r for r in rows if r[0] == "tiny"}
+    load = os.getloadavg()[0]
     out = ["# avp-dump on the hostile corpus", "",
-           f"`python tools/benchmarks/bench_dump_hostile.py --scale {scale} --out "
+           f"`python tools/benchmarks/bench_dump_hostile.py --scale {scale:g} --out "
            "benchmarks/results/hostile_dump.md`: every view of `avp-dump` on every case of "
-           "`tests/tools/dump_hostile_corpus.py`, one process each, on the 2-core development "
-           "machine. Peak RSS is the process's own VmHWM; `tiny` is a 300-byte valid "
-           "message, the floor of interpreter + numpy + avp_codec every run pays. "
-           "Exit 0 valid, 1 invalid/different, 2 usage or unreadable input.", "",
-           "## Worst case per view", "",
-           "| view | worst peak RSS | above the floor | case | slowest | case |",
-           "|---|---:|---:|---|---:|---|"]
+           "`tests/tools/dump_hostile_corpus.py` (scale 16: the sizes of issue 14's report), one "
+           "process each, on the 2-core development machine shared with other jobs (load "
+           f"average {load:.1f} at the end of the run: compare CPU seconds, not wall time). "
+           "Peak RSS is the process's own VmHWM; `tiny` (a 300-byte valid message) is the floor "
+           "of interpreter + numpy + avp_codec every run pays, and its CPU time the start-up. "
+           "Exit 0 valid, 1 invalid/different, 2 usage or unreadable input, 3 internal error.",
+           "", "## Worst case per view", "",
+           "| view | worst peak RSS | above the floor | case | most CPU | above start-up | case |",
+           "|---|---:|---:|---|---:|---:|---|"]
     for view in dict.fromkeys(r[2] for r in rows):
         mine = [r for r in rows if r[2] == view and r[0] != "tiny"]
         if not mine:
             continue
-        big = max(mine, key=lambda r: r[5])
-        slow = max(mine, key=lambda r: r[4])
-        floor = base.get(view, 0)
-        out.append(f"| {view} | {big[5] / 1024:.1f} MiB | {(big[5] - floor) / 1024:+.1f} MiB | "
-                   f"{big[0]} | {slow[4]:.2f} s | {slow[0]} |")
+        big = max(mine, key=lambda r: r[6])
+        slow = max(mine, key=lambda r: r[5])
+        floor = base[view][6] if view in base else 0
+        start = base[view][5] if view in base else 0.0
+        out.append(f"| {view} | {big[6] / 1024:.1f} MiB | {(big[6] - floor) / 1024:+.1f} MiB | "
+                   f"{big[0]} | {slow[5]:.2f} s | {slow[5] - start:+.2f} s | {slow[0]} |")
     out += ["", "## Every run", "",
-            "| case | bytes | view | exit | seconds | peak RSS | stderr (last line) |",
-            "|---|---:|---|---:|---:|---:|---|"]
-    for name, size, view, code, secs, rss, last in rows:
+            "| case | bytes | view | exit | wall s | CPU s | peak RSS | stderr (last line) |",
+            "|---|---:|---|---:|---:|---:|---:|---|"]
+    for name, size, view, code, secs, cpu, rss, last in rows:
         shown = "hang" if code is None else str(code)
-        out.append(f"| {name} | {size:,} | {view} | {shown} | {secs:.2f} | "
+        out.append(f"| {name} | {size:,} | {view} | {shown} | {secs:.2f} | {cpu:.2f} | "
                    f"{rss / 1024:.1f} MiB | {last.replace('|', '/')} |")
     return "\n".join(out) + "\n"
 
