@@ -149,6 +149,14 @@ def u32_list_15mb_unsorted_tail(scale: float) -> bytes:
     return _hello(versions=values.tobytes()).build()
 
 
+def many_medium_lists(scale: float) -> bytes:
+    """A HELLO with 240 x scale / 16 unknown u32_list entries of 64 KiB each (15 MB at scale
+    16): each is decoded by the codec on its own; keeping them all decoded would be ~150 MB."""
+    n = max(1, int(240 * scale / 16))
+    one = np.arange(1, (1 << 14) + 1, dtype="<u4").tobytes()
+    return _hello([(2000 + i, 0, VTYPE["u32_list"], one) for i in range(n)]).build()
+
+
 def utf8_15mb_astral(scale: float) -> bytes:
     """A TEXT message of ~15 MB ASCII plus one emoji: as a Python str, 4 bytes per character."""
     n = int(min(15 << 20, (15 << 20) * scale / 16))
@@ -312,6 +320,7 @@ for _fn, _klass, _scales in (
         (hidden_two_token_ids, "decode / avp-dump disagreement", False),
         (u32_list_15mb, "metadata list blow-up", True),
         (u32_list_15mb_unsorted_tail, "metadata list blow-up", True),
+        (many_medium_lists, "metadata list blow-up (many)", True),
         (utf8_15mb_astral, "metadata string blow-up", True),
         (vocabulary_15mb, "metadata bytes walk", True),
         (quant_policy_15mb, "metadata JSON blow-up", True),

@@ -48,9 +48,14 @@ def stream_table(rows: Callable[[], Iterator[Sequence[str]]],
 
 def fmt_value(e: EntryInfo, limit: int = 64) -> str:
     v = e.value
-    if isinstance(v, Preview):
-        text = str(v)
-        return text if len(text) <= 2 * limit else text[:2 * limit - 3] + "..."
+    if isinstance(v, Preview):  # a large value: its prefix, shown like a small one
+        if isinstance(v.head, str):
+            return repr(v.head[:limit])[:-1] + "...'" + f" ({v.count} chars)"
+        if isinstance(v.head, tuple):
+            return fmt_value(EntryInfo(e.offset, e.key, e.flags, e.vtype, e.length,
+                                       e.value_offset, v.head), limit)[:-1] + \
+                f", ... ({v.count:,} values)]"
+        return f"{bytes(v.head)[:limit // 2].hex()}... ({v.length} bytes)"
     if e.key == 64 and isinstance(v, int):
         return f"{v} ({S.error_name(v)})"
     if e.key == 54 and isinstance(v, int):

@@ -99,6 +99,9 @@ Limits = avp.Limits  # the spec's resource limits (section 16); the walker appli
 # and kept; a larger value (at most max_header_bytes) is checked in a streaming pass and kept as
 # a Preview, so a 15 MB list never becomes 4 M Python ints.
 FULL_VALUE_BYTES = 1 << 16
+# A walk keeps the decoded value of an entry up to this size, a Preview beyond (a 64 KiB u32
+# list is ~0.6 MB of Python ints; a 16 MiB header could hold 256 of them).
+KEPT_VALUE_BYTES = 1 << 12
 
 
 def pad8(n: int) -> int:

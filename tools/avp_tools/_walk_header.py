@@ -134,6 +134,10 @@ def _entries(ctx: Ctx, b0: int, end: int, count: int) -> tuple[list[avp.Entry], 
         info = EntryInfo(pos, key, flags, vtype, vlen, voff, shown)
         w.entries.append(info)
         w._by_key.setdefault(key, info)
+        if vlen > S.KEPT_VALUE_BYTES:
+            # The kind rules read keys and small values (HIDDEN_SOURCE, CONTEXT_LENGTH,
+            # AUTH_KEY_ID), never a large one: drop it rather than hold every list decoded.
+            entry = avp.Entry(entry.key, entry.type, shown, entry.critical)  # type: ignore[arg-type]
         out.append(entry)
         pos = pend
     return out, pos
@@ -161,10 +165,10 @@ def _value(ctx: Ctx, p: str, pos: int, key: int, critical: int, vtype: int, voff
         value = _values.decode_value(vtype, raw, f"{p}.value", voff)
     except avp.AvpError as exc:
         ctx.error(exc)
-        return avp.Entry(key, vt, raw, bool(critical)), (_shown(raw, vtype, vlen) if large
-                                                          else raw)
+        kept: object = _shown(raw, vtype, vlen) if vlen > S.KEPT_VALUE_BYTES else raw
+        return avp.Entry(key, vt, raw, bool(critical)), kept
     entry = _checked(ctx, p, pos, avp.Entry(key, vt, value, bool(critical)))
-    return entry, (_shown(value, vtype, vlen) if large else value)
+    return entry, (_shown(value, vtype, vlen) if vlen > S.KEPT_VALUE_BYTES else value)
 
 
 def _checked(ctx: Ctx, p: str, pos: int, entry: avp.Entry) -> avp.Entry:
