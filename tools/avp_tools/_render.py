@@ -55,7 +55,8 @@ def fmt_value(e: EntryInfo, limit: int = 64) -> str:
             return fmt_value(EntryInfo(e.offset, e.key, e.flags, e.vtype, e.length,
                                        e.value_offset, v.head), limit)[:-1] + \
                 f", ... ({v.count:,} values)]"
-        return f"{bytes(v.head)[:limit // 2].hex()}... ({v.length} bytes)"
+        head = v.head if isinstance(v.head, (bytes, bytearray)) else b""
+        return f"{bytes(head)[:limit // 2].hex()}... ({v.length} bytes)"
     if e.key == 64 and isinstance(v, int):
         return f"{v} ({S.error_name(v)})"
     if e.key == 54 and isinstance(v, int):
