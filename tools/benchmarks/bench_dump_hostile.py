@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "tools"))
@@ -115,6 +117,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--cases", default="")
     ap.add_argument("--views", default="")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--rows", type=Path, help="also write the raw rows as JSON here")
+    ap.add_argument("--before", type=Path,
+                    help="rows JSON of an earlier avp-dump: add a before/after comparison")
     args = ap.parse_args(argv)
     names = args.cases.split(",") if args.cases else ["tiny", *corpus.CASES]
     views = args.views.split(",") if args.views else list(VIEWS)
@@ -134,8 +139,13 @@ def main(argv: list[str]) -> int:
                       f"{rss / 1024:8.1f} MiB {last}", flush=True)
             if name != "tiny":
                 path.unlink()
+    if args.rows:
+        args.rows.write_text(json.dumps(rows), "utf-8")
     if args.out:
-        args.out.write_text(report(rows, args.scale), "utf-8")
+        text = report(rows, args.scale)
+        if args.before:
+            text += compare([tuple(r) for r in json.loads(args.before.read_text())], rows)
+        args.out.write_text(text, "utf-8")
     bad = [r for r in rows if r[3] is None or r[7].startswith("crash")]
     return 1 if bad else 0
 
@@ -175,6 +185,29 @@ def report(rows: list[Row], scale: float) -> str:
         shown = "hang" if code is None else str(code)
         out.append(f"| {name} | {size:,} | {view} | {shown} | {secs:.2f} | {cpu:.2f} | "
                    f"{rss / 1024:.1f} MiB | {last.replace('|', '/')} |")
+    return "\n".join(out) + "\n"
+
+
+def compare(before: list[Any], after: list[Row]) -> str:
+    """Before/after per view: worst peak RSS and most CPU over the cases both runs have."""
+    names = {r[0] for r in before} & {r[0] for r in after} - {"tiny"}
+    out = ["", "## Before and after", "",
+           "The same corpus through the avp-dump of the previous main (a `hang` is a run killed "
+           "at the earlier run's timeout, its CPU time then a lower bound).", "",
+           "| view | before: worst peak RSS | after | before: most CPU | after | "
+           "before: hangs or crashes | after |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for view in dict.fromkeys(r[2] for r in after):
+        b = [r for r in before if r[2] == view and r[0] in names]
+        a = [r for r in after if r[2] == view and r[0] in names]
+        if not a or not b:
+            continue
+
+        def bad(rs: list[Any]) -> int:
+            return sum(1 for r in rs if r[3] is None or str(r[7]).startswith("crash"))
+
+        out.append(f"| {view} | {max(r[6] for r in b) / 1024:.1f} MiB | "
+                   f"{max(r[6] for r in a) / 1024:.1f} MiB | {max(r[5] for r in b):.2f} s | "
+                   f"{max(r[5] for r in a):.2f} s | {bad(b)} | {bad(a)} |")
     return "\n".join(out) + "\n"
 
 
