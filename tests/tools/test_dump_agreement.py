@@ -79,8 +79,7 @@ def _exit(*args: str, data: bytes) -> int:
     return CliRunner().invoke(main, list(args), input=data).exit_code
 
 
-VIEWS_READING_DATA = (("-", "--verify"), ("-", "--issues"), ("-", "--issues", "--json"),
-                      ("-", "--stats"))
+VIEWS_READING_DATA = (("-", "--verify"), ("-", "--issues"), ("-", "--issues", "--json"))
 STRUCTURE_VIEWS = (("-",), ("-", "--map"), ("-", "--hex"), ("-", "--explain", "0"))
 
 
@@ -94,6 +93,13 @@ def test_every_view_gives_decodes_verdict(case: dict[str, Any]) -> None:
     want = 0 if decode_error(data) is None else 1
     for args in VIEWS_READING_DATA:
         assert _exit(*args, data=data) == want, (case["id"], args)
+    # --stats also refuses to dequantize with a non-finite parameter, which the
+    # structural decode does not read: exit 1 then too, with one line naming QUANT_PARAMS.
+    r = CliRunner().invoke(main, ["-", "--stats"], input=data)
+    if want == 0 and r.exit_code == 1:
+        assert "cannot be dequantized: 52 QUANT_PARAMS" in r.stderr, (case["id"], r.stderr)
+    else:
+        assert r.exit_code == want, (case["id"], r.stderr)
     quiet = walk(data)
     if quiet.first is not None:
         first = quiet.first
@@ -126,5 +132,5 @@ def test_two_token_ids_in_hidden_state_follow_the_codec() -> None:
     ref = decode_error(data)
     assert walk_error(data) == ref
     want = 0 if ref is None else 1
-    for args in (*VIEWS_READING_DATA, *STRUCTURE_VIEWS):
+    for args in (*VIEWS_READING_DATA, ("-", "--stats"), *STRUCTURE_VIEWS):
         assert _exit(*args, data=data) == want, args

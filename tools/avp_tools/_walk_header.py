@@ -62,7 +62,9 @@ def header_body(ctx: Ctx, b0: int, b1: int) -> HeaderState:
     st.kind = _KINDS.get(w.kind)
     if st.kind is None:
         ctx.issue("UNKNOWN_KIND", b0, "header.kind", "R-6.2", f"unregistered kind {w.kind}")
-    entries, pos = _entries(ctx, b0, b1, w.entry_count)
+    # Spec 6.1 (H.4): the entries end where the layer table starts, as the decoder reads them.
+    entries, pos = _entries(ctx, b0, b1, max(b0 + 16, b1 - S.LAYER_SIZE * w.layer_count),
+                            w.entry_count)
     if pos is None:
         return st
     need = pos + S.LAYER_SIZE * w.layer_count
@@ -92,17 +94,18 @@ def header_body(ctx: Ctx, b0: int, b1: int) -> HeaderState:
     return st
 
 
-def _entries(ctx: Ctx, b0: int, end: int, count: int) -> tuple[list[avp.Entry], int | None]:
-    """Walk the entries; returns them (as the codec's Entry) and the offset after the last one,
-    None if the layout broke."""
+def _entries(ctx: Ctx, b0: int, end: int, table: int,
+             count: int) -> tuple[list[avp.Entry], int | None]:
+    """Walk the entries, which end at ``table`` (the layer table's start); returns them (as the
+    codec's Entry) and the offset after the last one, None if the layout broke."""
     w = ctx.walk
     out: list[avp.Entry] = []
     prev_key = -1
     pos = b0 + 16
     for i in range(count):
         p = f"entries[{i}]"
-        if pos + 8 > end:
-            ctx.issue("HEADER_LAYOUT", pos, p, "R-6.1", "entry runs past the header body")
+        if pos + 8 > table:
+            ctx.issue("HEADER_LAYOUT", pos, p, "R-6.1", "entry runs into the layer table")
             ctx.span(pos, end - pos, p, _SEC, "6.2", SpanKind.UNPARSED)
             return out, None
         key = ctx.field(pos, 2, f"{p}.key", _SEC, "6.2")
@@ -111,9 +114,9 @@ def _entries(ctx: Ctx, b0: int, end: int, count: int) -> tuple[list[avp.Entry], 
         vlen = ctx.field(pos + 4, 4, f"{p}.length", _SEC, "6.2")
         voff = pos + 8
         pend = voff + vlen + S.pad8(vlen)
-        if pend > end:
+        if pend > table:
             ctx.issue("HEADER_LAYOUT", pos + 4, f"{p}.length", "R-6.1",
-                      f"entry value of {vlen} bytes runs past the header body")
+                      f"entry value of {vlen} bytes runs into the layer table")
             ctx.span(voff, end - voff, f"{p}.value", _SEC, "6.2", SpanKind.UNPARSED)
             return out, None
         if flags & 0xFE:

@@ -168,6 +168,9 @@ def tensor_data(ctx: Ctx, t: TensorInfo, pos: int) -> int | None:
     nxt = end + S.pad8(t.stored_length)
     t.data_offset = data
     table = ctx.walk.tensors
+    if nxt > S.U64_MAX:  # T.15: only reachable with raised limits
+        ctx.issue("LENGTH_OVERFLOW", t.section_offset, f"{sec}.stored_length", "R-1.1",
+                  f"the data would end at {nxt}, past 2^64 - 1")
     if nxt > ctx.n:
         ctx.issue("TRUNCATED", pos, "", "5",
                   f"{sec}: {t.stored_length} data bytes (+ padding) run past the end of the input")
