@@ -280,8 +280,9 @@ def many_layers(scale: float) -> bytes:
 
 
 def many_entries(scale: float) -> bytes:
-    """A HELLO with 4096 entries (max_entries): unknown non-critical keys, 8 bytes each."""
-    n = max(1, min(4096, int(256 * scale)) - 7)
+    """A HELLO with 256 x scale extra entries (4096 at scale 16, max_entries, with the seven a
+    HELLO needs): unknown non-critical keys, 8 bytes each."""
+    n = max(1, min(4096 - 7, int(256 * scale)))
     extra = [(1000 + i, 0, VTYPE["u64"], u64(i)) for i in range(n)]
     return _hello(extra).build()
 

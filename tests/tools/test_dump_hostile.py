@@ -11,7 +11,7 @@
   only the hang guard.
 
 The corpus (tests/tools/dump_hostile_corpus.py) runs here at scale 1 (1/4 for the cases made of
-many sections; 1/32, 1/8 and 1/2 for the growth test); scale 16, the sizes of the issue's
+many sections; 1/64, 1/16 and 1/4 for the growth test); scale 16, the sizes of the issue's
 report, is measured by tools/benchmarks/bench_dump_hostile.py (benchmarks/results/
 hostile_dump.md).
 """
@@ -148,7 +148,7 @@ _SMALLER = {"many_layers", "many_bad_crcs"}
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", GROWING)
 def test_work_grows_linearly(name: str) -> None:
-    sizes = (1 / 128, 1 / 32, 1 / 8) if name in _SMALLER else (1 / 32, 1 / 8, 1 / 2)
+    sizes = (1 / 256, 1 / 64, 1 / 16) if name in _SMALLER else (1 / 64, 1 / 16, 1 / 4)
     built = [corpus.build(name, s) for s in sizes]
     for view in _views(built[0]):
         work = [_count_lines(_views(d)[view]) for d in built]
@@ -180,6 +180,6 @@ def test_the_work_count_sees_a_quadratic_scan(monkeypatch: pytest.MonkeyPatch) -
     import avp_tools._walker as walker_mod
 
     monkeypatch.setattr(walker_mod, "tensor_data", quadratic)
-    built = [corpus.build("many_hidden_tensors", s) for s in (1 / 32, 1 / 8, 1 / 2)]
+    built = [corpus.build("many_hidden_tensors", s) for s in (1 / 64, 1 / 16, 1 / 4)]
     work = [_count_lines(lambda d=d: walk(d)) for d in built]
     assert not _linear(work), work
