@@ -36,6 +36,7 @@ from ._model import TensorInfo
 CHUNK = 1 << 20  # elements per chunk (a multiple of 8, so packed chunks start on a byte)
 _PIECE = 1 << 22  # bytes read or written at a time
 _DTYPES = {int(m): m for m in avp.Dtype}
+_CODECS = {int(m): m for m in avp.Codec}
 
 
 class DataError(Exception):
@@ -54,9 +55,11 @@ def readable(t: TensorInfo) -> bool:
     wrong CRC alone does not stop reading) and its descriptor self-consistent (registered dtype
     and codec, a full shape, raw_length that of the shape): the walk must have verified data."""
     dtype = _DTYPES.get(t.dtype)
-    if not t.data_ok or dtype is None or t.codec not in (0, 1, 2) or len(t.shape) != t.rank:
+    if not t.data_ok or dtype is None or t.codec not in _CODECS or len(t.shape) != t.rank:
         return False
-    if t.codec == 2 and DTYPE_BITS[dtype] not in (16, 32, 64):
+    from avp_codec import _codecs
+
+    if t.codec and _codecs.dtype_error(_CODECS[t.codec], dtype):
         return False
     return t.raw_length == -(-elements(t) * DTYPE_BITS[dtype] // 8)
 
@@ -75,6 +78,17 @@ def numpy_dtype(t: TensorInfo) -> np.dtype[np.generic]:
 
 def _stored(buf: BufferLike, t: TensorInfo) -> memoryview:
     return memoryview(buf).cast("B")[t.data_offset:t.data_offset + t.stored_length]
+
+
+def _by_codec(buf: BufferLike, t: TensorInfo) -> memoryview:
+    """The raw bytes through the codec's own decompress (raw_length of memory)."""
+    from avp_codec import _codecs
+
+    try:
+        return _codecs.decompress(_stored(buf, t), _CODECS[t.codec], t.raw_length,
+                                  _DTYPES[t.dtype], tuple(t.shape))
+    except avp.AvpError as exc:
+        raise DataError(f"tensor[{t.ordinal}]: {exc}") from None
 
 
 def raw_pieces(buf: BufferLike, t: TensorInfo) -> Iterator[bytes | memoryview]:
@@ -102,6 +116,11 @@ def raw_pieces(buf: BufferLike, t: TensorInfo) -> Iterator[bytes | memoryview]:
 
 def raw_chunks(buf: BufferLike, t: TensorInfo) -> Iterator[bytes | memoryview]:
     """The raw bytes (codec undone, planes joined), in order, in bounded pieces."""
+    if t.codec > 2:  # floatplane_zstd: only the codec's decoder rebuilds it, whole
+        raw = _by_codec(buf, t)
+        for i in range(0, len(raw), _PIECE):
+            yield raw[i:i + _PIECE]
+        return
     if t.codec != 2:
         yield from raw_pieces(buf, t)
         return
@@ -155,8 +174,8 @@ class _Spool:
     def __init__(self, buf: BufferLike, t: TensorInfo) -> None:
         self.t = t
         self.file: IO[bytes] = tempfile.TemporaryFile(prefix="avp-dump-")  # noqa: SIM115
-        try:
-            for piece in raw_pieces(buf, t):
+        try:  # byteplane_zstd keeps its planes (joined per read); others the raw bytes
+            for piece in (raw_pieces(buf, t) if t.codec <= 2 else raw_chunks(buf, t)):
                 self.file.write(piece)
             self.file.flush()
         except BaseException:
@@ -195,7 +214,7 @@ class ElementSource:
         self.buf = buf
         self.bits = _bits(t)
         self.dt = numpy_dtype(t)
-        self.spool = _Spool(buf, t) if t.codec != 0 else None
+        self.spool = _Spool(buf, t) if t.codec != 0 else None  # (planes joined when read)
 
     def close(self) -> None:
         if self.spool is not None:

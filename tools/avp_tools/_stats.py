@@ -68,7 +68,8 @@ class Accumulator:
         st = self.st
         st.count += int(x.size)
         st.zeros += int(np.count_nonzero(x == 0))
-        total_sum = float(x.sum())
+        with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf is the NaN we test for
+            total_sum = float(x.sum())
         if math.isfinite(total_sum):  # then every value is finite: no masks, no copies
             good = x
         else:

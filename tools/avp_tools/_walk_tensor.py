@@ -220,6 +220,9 @@ def _check_codec(ctx: Ctx, t: TensorInfo) -> None:
         tail: bytes | memoryview = bytes(last)
     elif t.codec == 0:
         tail = data
+    elif t.codec in _CODECS and dtype is not None and len(t.shape) == t.rank:
+        _check_by_codec(ctx, t, data, dtype)  # floatplane_zstd: float dtypes only, no tail
+        return
     else:
         return
     if dtype is None or dtype not in _dtypes.PACKED or len(t.shape) != t.rank:
@@ -228,6 +231,23 @@ def _check_codec(ctx: Ctx, t: TensorInfo) -> None:
         ctx.issue("NONZERO_PADDING", t.data_offset + t.stored_length - 1,
                   f"tensor[{t.ordinal}].data", "R-7.12",
                   "unused high bits of the last packed byte are not zero")
+
+
+def _check_by_codec(ctx: Ctx, t: TensorInfo, data: memoryview, dtype: avp.Dtype) -> None:
+    """A codec whose stream rules only its decoder can check (floatplane_zstd, R-7.16: its
+    streams are not bytes a walker can check in passing): the codec's own decompress, whose
+    error becomes the issue at the decoder's offset. It holds the tensor's raw bytes
+    (raw_length) while it runs; tools/README.md, "Memory", says so."""
+    from avp_codec import _codecs
+
+    if _codecs.dtype_error(_CODECS[t.codec], dtype):
+        return  # CODEC_DTYPE, already reported by the codec's checker
+    try:
+        _codecs.decompress(data, _CODECS[t.codec], t.raw_length, dtype, tuple(t.shape),
+                           f"tensor[{t.ordinal}].data")
+    except avp.AvpError as exc:
+        ctx.issue(exc.code.name, t.data_offset, exc.path, "R-7.16"
+                  if exc.code == avp.ErrorCode.DECOMPRESSION_FAILED else "R-7.13", exc.detail)
 
 
 def _elements(shape: tuple[int, ...]) -> int:
