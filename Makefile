@@ -24,7 +24,7 @@ demo: install
 	$(VPY) -m avp_runtime.demo
 
 test: install
-	$(VPY) -m ruff check avp_codec conformance tools reference_runtime tests benchmarks
+	$(VPY) -m ruff check avp_codec conformance tools reference_runtime tests benchmarks compat
 	$(VPY) -m mypy
 	$(VPY) -m pytest -n 2 -q tests
 
