@@ -72,8 +72,9 @@ SIDES = {
     "codec-low": Side(
         "codec-low", "lock/compat-codec-low.txt", False,
         ["tests/quant", "tests/packaging", *CODEC_TESTS, "tests/hardening"],
-        # This probe imports the runtime (torch, transformers), which this side does not hold.
-        ["tests/hardening/test_no_pickle.py::test_imports_and_decoding_never_touch_pickle"],
+        # These import the runtime (torch, transformers), which this side does not hold.
+        ["tests/hardening/test_no_pickle.py::test_imports_and_decoding_never_touch_pickle",
+         "tests/spec/test_resolutions.py::test_rope_parameters_flat_or_per_layer_type"],
     ),
 }
 
@@ -247,6 +248,16 @@ def python_version(venv: Path) -> str:
     return out.strip()
 
 
+def revision() -> str:
+    """The commit the tested tree came from, marked when the tree had uncommitted changes."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=60).stdout.strip()
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + (" + local changes" if dirty
+                                                                  else "")
+
+
 def table(results: list[Result]) -> str:
     def row(label: str, cells: list[str]) -> str:
         return "| " + " | ".join([label, *cells]) + " |"
@@ -296,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"{name}: {'pass' if res.ok else 'FAIL'} in {time.perf_counter() - t0:.0f} s")
         results.append(res)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    text = (f"Run {when} on {os.cpu_count()} CPU cores ({platform.machine()}, no GPU), "
+    text = (f"Run {when} at commit {revision()} on {os.cpu_count()} CPU cores "
+            f"({platform.machine()}, no GPU), "
             f"`make compat COMPAT_WORKERS={args.workers} COMPAT_SIDES=\"{' '.join(args.sides)}\"`."
             f"\n\n{table(results)}")
     print(text)
