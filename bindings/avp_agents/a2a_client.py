@@ -18,12 +18,22 @@ from the A2A error's ErrorInfo metadata.
 An ``Initiator`` is the AVP side of the client: ``hello()``, ``accept(msg) -> mode`` (R-14.2)
 and ``payload(mode, text)`` (the AVP message to hand over, or None for text only).
 ``CodecInitiator`` is the model-less one (the codec's ``check_accept``); the runtime's agent is
-``avp_agents.runtime_client.RuntimeInitiator``.
+``avp_agents.runtime.RuntimeInitiator``.
+
+    python -m avp_agents.a2a_client --url http://127.0.0.1:P --model smollm2 --prompt "..."
+
+prints one line ``AVP-A2A HANDOFF {json}`` (the ``Handoff``), or ``AVP-A2A PROBLEM {json}`` and
+exit status 2 for a refusal.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import dataclasses
+import hashlib
+import json
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -155,8 +165,8 @@ class A2AClient:
                         ) -> tuple[avp.Mode, str]:
         """R-A2A3.4-3.6: HELLO out, ACCEPT back and verified; (mode, contextId)."""
         hello = avp.encode(initiator.hello())
-        msg = self._message([_avp_part(hello, "hello.avp")], context_id, avp_parts=True)
-        reply = await self._send(msg)
+        msg = self.message([_avp_part(hello, "hello.avp")], context_id, avp_parts=True)
+        reply = await self.send_message(msg)
         parts = [p for p in reply.parts if is_avp_media_type(p.media_type)]
         if len(parts) != 1 or parts[0].WhichOneof("content") != "raw":
             raise avp.AvpError(avp.ErrorCode.KIND_CONSTRAINT, "the handshake answer carries "
@@ -166,7 +176,7 @@ class A2AClient:
             mode = initiator.accept(accept)
         except avp.AvpError as e:  # tell the agent, in the context, then give up (R-A2A3.6)
             err = avp.encode(avp.error_message(e.code, e.detail))
-            await self._send(self._message([_avp_part(err, "error.avp")], reply.context_id,
+            await self.send_message(self.message([_avp_part(err, "error.avp")], reply.context_id,
                                            avp_parts=True))
             raise
         return mode, reply.context_id
@@ -192,7 +202,7 @@ class A2AClient:
         else:
             part = _avp_part(payload, f"{digest}.avp")
         part.metadata.update({A2A_URI: meta})
-        reply = await self._send(self._message([Part(text=text), part], context_id,
+        reply = await self.send_message(self.message([Part(text=text), part], context_id,
                                                avp_parts=True))
         return self._handoff(reply, mode.name, False, by_reference, len(payload),
                              time.perf_counter() - t0)
@@ -201,7 +211,7 @@ class A2AClient:
                         mode: avp.Mode | None = None) -> Handoff:
         """Text only: the fallback (no declaration), or a TEXT session."""
         t0 = time.perf_counter()
-        reply = await self._send(self._message([Part(text=text)], context_id, avp_parts=False))
+        reply = await self.send_message(self.message([Part(text=text)], context_id, avp_parts=False))
         return self._handoff(reply, (mode or avp.Mode.TEXT).name, mode is None, False, 0,
                              time.perf_counter() - t0)
 
@@ -226,7 +236,7 @@ class A2AClient:
         host = self.host
         return await asyncio.to_thread(host.put, payload)
 
-    def _message(self, parts: list[Part], context_id: str | None, *, avp_parts: bool) -> Message:
+    def message(self, parts: list[Part], context_id: str | None, *, avp_parts: bool) -> Message:
         msg = Message(role=Role.ROLE_USER, message_id=str(uuid.uuid4()), parts=parts)
         if context_id:
             msg.context_id = context_id
@@ -234,7 +244,9 @@ class A2AClient:
             msg.extensions.append(A2A_URI)
         return msg
 
-    async def _send(self, msg: Message) -> Message:
+    async def send_message(self, msg: Message) -> Message:
+        """One ``SendMessage`` with the extension activated; the answer as a Message, a
+        refusal as ``AgentProblem``."""
         assert self._client is not None, "discover() first"
         try:
             async for ev in self._client.send_message(SendMessageRequest(message=msg),
@@ -292,3 +304,61 @@ def _problem_of_status(e: A2AClientError) -> AgentProblem | None:
     except (ValueError, KeyError, TypeError):
         data = {"problem": "request-too-large"}
     return AgentProblem.from_json(data if isinstance(data, dict) else {}, str(e))
+
+
+def initiator_for(model: str, *, tokens: int = 16, steps: int = 4,
+                  threads: int = 1) -> Initiator | None:
+    """'none': no initiator (text only); 'echo': a model-less initiator whose KV_CACHE of
+    ``tokens`` positions is for the echo agent's made-up model; else the runtime's agent."""
+    if model == "none":
+        return None
+    if model == "echo":
+        from .responder import echo_kv
+
+        fake = hashlib.sha256(b"avp-agents echo model").digest()
+        return CodecInitiator(
+            lambda: avp.hello_message("avp-echo-client", model_id=fake),
+            lambda mode, text: avp.encode(echo_kv(fake, tokens, seed=text.encode())))
+    from .runtime import RuntimeInitiator
+
+    return RuntimeInitiator.load(model, steps=steps, threads=threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m avp_agents.a2a_client", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--url", required=True, help="the agent's base URL (its card is under it)")
+    ap.add_argument("--model", default="none", help="'none' (text), 'echo' or a runtime model")
+    ap.add_argument("--prompt", default="What is 2 + 3? Answer in one short sentence.")
+    ap.add_argument("--tokens", type=int, default=16, help="echo: KV positions to send")
+    ap.add_argument("--steps", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--inline-threshold", type=int, default=INLINE_THRESHOLD)
+    ap.add_argument("--host-payloads", action="store_true",
+                    help="host by-reference payloads on a binding server of this process "
+                         "instead of the agent's")
+    ap.add_argument("--timeout", type=float, default=300.0)
+    args = ap.parse_args(argv)
+    initiator = initiator_for(args.model, tokens=args.tokens, steps=args.steps,
+                              threads=args.threads)
+
+    async def run(host: PayloadHost | None) -> Handoff:
+        async with A2AClient(args.url, inline_threshold=args.inline_threshold, host=host,
+                             reference="host" if host else "auto", timeout=args.timeout) as c:
+            return await c.ask(args.prompt, initiator)
+
+    try:
+        if args.host_payloads:
+            with PayloadHost() as host:
+                out = asyncio.run(run(host))
+        else:
+            out = asyncio.run(run(None))
+    except AgentProblem as p:
+        print(f"AVP-A2A PROBLEM {json.dumps(p.as_json())}", flush=True)
+        return 2
+    print(f"AVP-A2A HANDOFF {json.dumps(dataclasses.asdict(out))}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

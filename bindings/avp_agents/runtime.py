@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import avp_http
 import torch
+from avp_runtime import handshake as hs
 from avp_runtime.agent import Agent, AgentReceiver, load_connector
 
 import avp_codec as avp
@@ -55,3 +56,46 @@ class RuntimeResponder(Responder):
     def think(self, text: str, steps: int) -> avp.Message:
         c = self.agent.connector
         return avp.decode(c.export_bytes(c.think(text, steps)))
+
+
+class RuntimeInitiator:
+    """The reference runtime's agent as the AVP side of an A2A or MCP client (an
+    ``a2a_client.Initiator``): the runtime's HELLO (with its VOCABULARY), its own check of the
+    ACCEPT (R-14.2) and the payload of the resolved mode (``Agent.payload``: the KV-cache after
+    reading the question and ``steps`` latent steps, a projected state, or TEXT)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self._init: hs.Initiator | None = None
+        self._res: hs.Resolution | None = None
+
+    @classmethod
+    def load(cls, model: str, *, name: str | None = None, threads: int = 1,
+             steps: int = 4, max_new_tokens: int = 24) -> RuntimeInitiator:
+        torch.set_num_threads(threads)
+        return cls(Agent(load_connector(model), name or f"avp-client-{model}", steps=steps,
+                         max_new_tokens=max_new_tokens))
+
+    def hello(self) -> avp.Message:
+        self._init = hs.Initiator(self.agent.local)  # a fresh nonce per handshake (R-14.4)
+        self._res = None
+        hello: avp.Message = self._init.hello()
+        return hello
+
+    def accept(self, msg: avp.Message) -> avp.Mode:
+        if self._init is None:
+            raise avp.AvpError(avp.ErrorCode.KIND_CONSTRAINT, "an ACCEPT without our HELLO")
+        self._res = self._init.handle_accept(msg)
+        mode: avp.Mode = self._res.mode
+        return mode
+
+    def payload(self, mode: avp.Mode, text: str) -> bytes | None:
+        """The AVP message to hand over beside ``text`` (None in a TEXT session: the text is
+        the payload, R-A2A3.9). Checked against the peer's ACCEPT before it leaves (R-14.6)."""
+        if self._res is None or mode == avp.Mode.TEXT:
+            return None
+        data: bytes = self.agent.payload(self._res, text)
+        assert self._res.peer_message is not None
+        avp.check_payload(avp.decode(data, verify=False), mode, self._res.peer_message,
+                          len(data))
+        return data

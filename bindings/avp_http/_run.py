@@ -31,7 +31,6 @@ from hypercorn.protocol.h2 import H2Protocol
 from .server import AvpApp
 
 
-
 class Servable(Protocol):
     """What ``serve`` runs: ``AvpApp``, or another ASGI application that mounts one (the A2A
     and MCP bindings of ``avp_agents``); ``close`` runs once the server has stopped."""
