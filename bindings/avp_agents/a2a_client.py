@@ -211,7 +211,8 @@ class A2AClient:
                         mode: avp.Mode | None = None) -> Handoff:
         """Text only: the fallback (no declaration), or a TEXT session."""
         t0 = time.perf_counter()
-        reply = await self.send_message(self.message([Part(text=text)], context_id, avp_parts=False))
+        reply = await self.send_message(self.message([Part(text=text)], context_id,
+                                                     avp_parts=False))
         return self._handoff(reply, (mode or avp.Mode.TEXT).name, mode is None, False, 0,
                              time.perf_counter() - t0)
 

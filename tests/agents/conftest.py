@@ -20,7 +20,8 @@ def server(module: str, tmp_path: Path, *args: str, banner: str = "LISTENING"
            ) -> Iterator[str]:
     """Start ``python -m module args``; yield ``http://127.0.0.1:<port>`` once it prints
     ``... LISTENING <port>``. SIGTERM after the block, then SIGKILL."""
-    log_path = tmp_path / f"{module.rsplit('.', 1)[-1]}-{os.getpid()}-{len(os.listdir(tmp_path))}.log"
+    name = module.rsplit(".", 1)[-1]
+    log_path = tmp_path / f"{name}-{len(os.listdir(tmp_path))}.log"
     log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
     proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
                             stderr=log, env=os.environ | {"PYTHONUNBUFFERED": "1"})
