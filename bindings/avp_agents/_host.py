@@ -4,8 +4,11 @@ HTTP binding (``avp_http.AvpApp``) mounted beside them at ``/avp/v1``, run by ``
 
 ``Hosted`` also bounds request bodies on the protocol's routes (R-A2A4.3, R-MCP5.2): the A2A SDK
 reads a JSON-RPC body whole before it parses it, so a body larger than the inline limit allows
-for is refused here, with 413, before any of it is read (``Content-Length``) or as soon as it
-grows past the bound (chunked). Bodies on the binding's own routes are bounded by ``AvpApp``.
+for is refused here, with 413, as soon as its ``Content-Length`` (or, chunked, its growth) shows
+it is over the bound: none of it is kept or parsed. The rest of the body is read and dropped (up
+to ``DRAIN_BYTES``) before the answer, because an HTTP/1.1 client that is still sending sees a
+reset connection, not the 413, when the server closes early; past that the connection is
+closed. Bodies on the binding's own routes are bounded by ``AvpApp``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 BINDING_ROOT = "/avp/v1"
+DRAIN_BYTES = 64 << 20  # what we read and drop to deliver a 413 to a client still sending
 
 
 def request_limit(max_inline_bytes: int, slack: int = 256 << 10) -> int:
@@ -56,7 +60,8 @@ class Hosted:
             return
         length = _content_length(scope)
         if length is not None and length > self.max_body:
-            await self._too_large(send)  # before any byte of the body (R-A2A4.3)
+            # Refused on its declared length (R-A2A4.3): nothing of it is kept.
+            await self._drain_and_refuse(receive, send, 0, length <= DRAIN_BYTES)
             return
         body = bytearray()
         more = True
@@ -67,7 +72,9 @@ class Hosted:
             body += msg.get("body", b"")
             more = bool(msg.get("more_body"))
             if len(body) > self.max_body:
-                await self._too_large(send)
+                seen = len(body)
+                del body[:]
+                await self._drain_and_refuse(receive, send, seen, more)
                 return
         replayed = False
 
@@ -79,6 +86,16 @@ class Hosted:
             return await receive()  # later calls wait for the disconnect, as ASGI says
 
         await self.app(scope, replay, send)
+
+    async def _drain_and_refuse(self, receive: Receive, send: Send, seen: int,
+                                drain: bool) -> None:
+        while drain and seen <= DRAIN_BYTES:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            seen += len(msg.get("body", b""))
+            drain = bool(msg.get("more_body"))
+        await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
         # A JSON-RPC error object (both protocols speak JSON-RPC) with the problem as its data.

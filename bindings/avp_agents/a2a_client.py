@@ -253,13 +253,13 @@ class A2AClient:
             async for ev in self._client.send_message(SendMessageRequest(message=msg),
                                                       context=self._call):
                 return _reply_message(ev)
-        except A2AError as e:
-            problem = AgentProblem.from_json(e.data or {}, e.message)
+        except A2AClientError as e:  # a transport failure (an A2AError too: caught first)
+            problem = _problem_of_status(e)
             if problem is not None:
                 raise problem from e
             raise
-        except A2AClientError as e:
-            problem = _problem_of_status(e)
+        except A2AError as e:
+            problem = AgentProblem.from_json(e.data or {}, e.message)
             if problem is not None:
                 raise problem from e
             raise
