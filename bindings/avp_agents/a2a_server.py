@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import logging
 import sys
 import time
@@ -67,7 +66,7 @@ import avp_codec as avp
 from ._ext import A2A_URI, MEDIA_TYPE, AgentProblem, AvpParams, is_avp_media_type, is_avp_uri
 from ._host import BINDING_ROOT, Hosted, request_limit
 from .payload import FetchPolicy, PayloadReader, Received
-from .responder import Responder
+from .responder import Responder, load_responder
 
 log = logging.getLogger("avp_agents.a2a")
 
@@ -393,21 +392,6 @@ def main(argv: list[str] | None = None) -> int:
 
     avp_http.serve(server.app, args.host, args.port, ready=ready)
     return 0
-
-
-def load_responder(model: str, *, name: str | None = None, threads: int = 1,
-                   max_new_tokens: int = 24) -> Responder:
-    """'echo' is the model-less ``EchoResponder`` (a fixed made-up identity, so two processes
-    agree on it); any other name loads the reference runtime's agent (torch)."""
-    if model == "echo":
-        from .responder import EchoResponder
-
-        fake = hashlib.sha256(b"avp-agents echo model").digest()
-        return EchoResponder(name=name or "avp-echo", model_id=fake)
-    from .runtime import RuntimeResponder
-
-    return RuntimeResponder.load(model, name=name, threads=threads,
-                                 max_new_tokens=max_new_tokens)
 
 
 class _DropA2AErrors(logging.Filter):

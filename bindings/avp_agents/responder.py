@@ -102,3 +102,16 @@ def echo_kv(model_id: bytes, tokens: int, *, seed: bytes = b"", layers: int = 1)
     ids = (np.arange(tokens, dtype=np.int64).reshape(1, tokens) % 1000).astype(np.int32)
     return avp.kv_cache_from_arrays(model_id, [arr] * layers, [arr.copy()] * layers,
                                     token_ids=ids)
+
+
+def load_responder(model: str, *, name: str | None = None, threads: int = 1,
+                   max_new_tokens: int = 24) -> Responder:
+    """'echo' is the model-less ``EchoResponder`` (a fixed made-up identity, so two processes
+    agree on it); any other name loads the reference runtime's agent (torch)."""
+    if model == "echo":
+        fake = hashlib.sha256(b"avp-agents echo model").digest()
+        return EchoResponder(name=name or "avp-echo", model_id=fake)
+    from .runtime import RuntimeResponder
+
+    return RuntimeResponder.load(model, name=name, threads=threads,
+                                 max_new_tokens=max_new_tokens)
