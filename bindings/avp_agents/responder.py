@@ -65,7 +65,7 @@ class Responder(avp_http.Receiver):
 class EchoResponder(Responder):
     """A model-less responder with a made-up identity: KV_CACHE and TEXT when given a
     ``model_id``, TEXT only otherwise. Its answer says what it received; ``think`` makes a
-    KV_CACHE of ``size`` bytes of float32 zeros for its own model id."""
+    KV_CACHE of about ``think_bytes`` x (1 + steps) bytes of float32 values for its own model id."""
 
     def __init__(self, *, name: str = "avp-echo", model_id: bytes | None = None,
                  tokenizer_id: bytes | None = None, think_bytes: int = 4096) -> None:
@@ -88,7 +88,9 @@ class EchoResponder(Responder):
     def think(self, text: str, steps: int) -> avp.Message:
         if self.model_id is None:
             return super().think(text, steps)
-        tokens = max(1, self.think_bytes // 512)  # 2 x [1, 1, tokens, 64] float32 per layer
+        # 2 x [1, 1, tokens, 64] float32 per layer; latent steps add positions, as they do
+        # for a model (think_bytes for steps=0).
+        tokens = max(1, self.think_bytes // 512) * (1 + steps)
         return echo_kv(self.model_id, tokens, seed=text.encode() + bytes([steps % 256]))
 
 

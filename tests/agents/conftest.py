@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 START_TIMEOUT = 240.0
 
@@ -61,3 +64,39 @@ def server(module: str, tmp_path: Path, *args: str, banner: str = "LISTENING"
 def run_cli(module: str, *args: str, timeout: float = 240.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True,
                           timeout=timeout, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+
+
+class _Liar(http.server.BaseHTTPRequestHandler):
+    """A real HTTP server answering every GET with bytes that are not the named message."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = b"\x00" * 4096
+        self.send_response(200)
+        self.send_header("content-type", "application/avp")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def liar() -> Iterator[str]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Liar)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        t.join(10)
+
+
+def closed_port() -> int:
+    """A port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port

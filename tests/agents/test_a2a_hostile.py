@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import http.server
-import socket
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -19,7 +16,7 @@ from avp_agents.responder import echo_kv
 
 import avp_codec as avp
 
-from .conftest import server
+from .conftest import closed_port, liar, server
 
 ECHO_ID = hashlib.sha256(b"avp-agents echo model").digest()
 MAX_INLINE = 64 << 10
@@ -108,44 +105,20 @@ def test_request_body_over_the_inline_bound_is_413(agent: str) -> None:
     assert p.problem == "request-too-large"
 
 
-class _Liar(http.server.BaseHTTPRequestHandler):
-    """A real HTTP server answering every GET with bytes that are not the named message."""
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = b"\x00" * 4096
-        self.send_response(200)
-        self.send_header("content-type", MEDIA_TYPE)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 def test_digest_mismatch_by_reference(agent: str) -> None:
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Liar)
-    t = threading.Thread(target=srv.serve_forever, daemon=True)
-    t.start()
-    try:
+    with liar() as base:
         digest = hashlib.sha256(KV).hexdigest()
-        url = f"http://127.0.0.1:{srv.server_address[1]}/messages/{digest}"
+        url = f"{base}/messages/{digest}"
         p = refused(agent, lambda: [q(), avp_url(url, 4096, digest)])
         assert p.problem == "digest-mismatch"
         # Declared size shorter than what the server sends: still not the message.
         p = refused(agent, lambda: [q(), avp_url(url, 100, digest)])
         assert p.problem == "digest-mismatch"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(10)
 
 
 def test_unreachable_reference(agent: str) -> None:
     digest = hashlib.sha256(KV).hexdigest()
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     p = refused(agent, lambda: [q(), avp_url(f"http://127.0.0.1:{port}/messages/{digest}",
                                               len(KV), digest)])
     assert p.problem == "reference-unreachable"
