@@ -24,7 +24,7 @@ demo: install
 	$(VPY) -m avp_runtime.demo
 
 test: install
-	$(VPY) -m ruff check avp_codec conformance tools reference_runtime bindings engines tests benchmarks
+	$(VPY) -m ruff check avp_codec conformance tools reference_runtime bindings engines tests benchmarks examples
 	$(VPY) -m mypy
 	$(VPY) -m pytest -n 2 -q tests
 
