@@ -5,16 +5,19 @@ need a misbehaving peer (a malformed card, a refused ACCEPT, AVP parts outside t
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import avp_http
+import httpx
 import pytest
 from a2a.types import Part
 from avp_agents import A2A_URI, MEDIA_TYPE, AgentProblem, AvpParams, FetchPolicy, PayloadReader
 from avp_agents.a2a_client import A2AClient, CodecInitiator, initiator_for
-from avp_agents.a2a_server import A2AConfig, A2AServer
+from avp_agents.a2a_server import A2AConfig, A2AServer, Sessions
 from avp_agents.responder import EchoResponder, echo_kv
 
 import avp_codec as avp
@@ -122,3 +125,82 @@ def test_avp_parts_outside_the_extension_are_not_read(served: tuple[A2AServer, s
             assert A2A_URI not in reply.extensions
             return "".join(p.text for p in reply.parts)
     assert run(go()) == "text only: just text"  # R-A2A3.2
+
+
+def rpc(url: str, extensions_header: str, message: dict[str, Any]) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message": {
+        "role": "ROLE_USER", "messageId": "m1"} | message}}
+    r = httpx.post(url + "/", json=body, timeout=30, headers={
+        "A2A-Version": "1.0", "A2A-Extensions": extensions_header})
+    out: dict[str, Any] = r.json()
+    return out
+
+
+def test_activation_of_an_unknown_version_is_ignored(served: tuple[A2AServer, str]) -> None:
+    # R-A2A1.2: the header asks for v2 only; the text message is served as by a plain agent.
+    _, url = served
+    out = rpc(url, "https://agent-vector-protocol.org/ext/a2a/v2", {"parts": [{"text": "hi"}]})
+    msg = out["result"]["message"]
+    assert msg["parts"] == [{"text": "text only: hi"}] and not msg.get("extensions")
+
+
+def test_refusals_carry_error_info_on_the_wire(served: tuple[A2AServer, str]) -> None:
+    # R-A2A7.1: JSON-RPC error, google.rpc.ErrorInfo with the A2A domain and string metadata.
+    _, url = served
+    out = rpc(url, A2A_URI, {"extensions": ["https://agent-vector-protocol.org/ext/a2a/v9"],
+                             "parts": [{"text": "hi"}]})
+    err = out["error"]
+    assert err["code"] == -32005  # ContentTypeNotSupportedError
+    (info,) = err["data"]
+    assert info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+    assert info["domain"] == "a2a-protocol.org"
+    assert info["metadata"] == {"problem": "unsupported-extension-version", "supported": A2A_URI}
+    out = rpc(url, A2A_URI, {"extensions": [A2A_URI], "parts": [
+        {"text": "q"}, {"raw": base64.b64encode(b"AVP junk").decode(),
+                        "mediaType": MEDIA_TYPE}]})
+    meta = out["error"]["data"][0]["metadata"]
+    assert out["error"]["code"] == -32602 and meta["problem"] == "avp-error"
+    assert meta["avpCodeName"] == "BAD_MAGIC" and meta["avpCode"] == "1" and meta["part"] == "1"
+
+
+def test_a_kv_cache_for_another_model_is_refused(served: tuple[A2AServer, str]) -> None:
+    _, url = served
+    other = avp.encode(echo_kv(hashlib.sha256(b"another model").digest(), 8))
+    init = CodecInitiator(lambda: avp.hello_message("c", model_id=ECHO_ID),
+                          lambda mode, text: other)
+
+    async def go() -> None:
+        async with A2AClient(url) as c:
+            await c.ask("q", init)
+    with pytest.raises(AgentProblem) as e:
+        run(go())
+    assert e.value.problem == "avp-error" and e.value.code == avp.ErrorCode.MODEL_MISMATCH
+
+
+def test_a_text_session_sends_the_text_alone() -> None:
+    # R-A2A3.9: an agent without a model resolves TEXT; no AVP part goes.
+    server = A2AServer(EchoResponder(), A2AConfig())
+    with avp_http.BackgroundServer(server.app, root="") as srv:
+        url = f"http://127.0.0.1:{srv.port}"
+        server.bind(url)
+
+        async def go() -> Any:
+            async with A2AClient(url) as c:
+                return await c.ask("q", initiator_for("echo"))
+        out = run(go())
+    assert out.mode == "TEXT" and not out.fallback and out.payload_bytes == 0
+    assert out.answer == "text only: q" and server.executor.stats["handshakes"] == 1
+
+
+def test_sessions_are_bounded_and_per_principal() -> None:
+    # R-A2A3.7
+    n = avp_http.Negotiated(avp.hello_message("x"), avp.Mode.TEXT, avp.hello_message("x"))
+    s = Sessions(2, 600.0)
+    for ctx in ("a", "b", "c"):
+        s.put(ctx, n, "alice")
+    assert len(s) == 2 and s.get("a", "alice") is None and s.get("c", "alice") is n
+    assert s.get("c", "bob") is None  # another principal's session is unknown
+    idle = Sessions(10, 0.0)
+    idle.put("a", n, "")
+    time.sleep(0.01)
+    assert idle.get("a", "") is None
