@@ -119,14 +119,24 @@ def test_runtime_agents_hand_over_a_kv_cache(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_smollm2_kv_cache_over_a2a(tmp_path: Path) -> None:
-    # A real SmolLM2-135M KV-cache (the question + 4 latent steps) over the SDK, by reference
-    # (it is ~1 MB, over the 256 KiB threshold), and the agent's answer continues from it.
+    # A real SmolLM2-135M KV-cache (the question + 1 latent step, ~1.7 MB) over the SDK, once by
+    # value (Part.raw, under an 8 MiB inline limit) and once by reference (over the 256 KiB
+    # threshold: stored on the agent's binding, read back and verified); the agent's answer
+    # continues from the imported cache. The client is this process (the model loaded once).
+    from avp_agents.runtime import RuntimeInitiator
+
+    question = "What is the capital of France? Answer in one short sentence."
     with server("avp_agents.a2a_server", tmp_path, "--model", "smollm2",
-                "--max-new-tokens", "8") as url:
-        r = run_cli("avp_agents.a2a_client", "--url", url, "--model", "smollm2", "--prompt",
-                    "What is the capital of France? Answer in one short sentence.")
-    assert r.returncode == 0, r.stderr[-2000:]
-    out = json.loads(r.stdout.strip().splitlines()[-1].split(" ", 2)[2])
-    assert out["mode"] == "KV_CACHE" and out["by_reference"] is True
-    assert out["payload_bytes"] > 256 << 10
-    assert "paris" in out["answer"].lower()
+                "--max-new-tokens", "8", "--max-inline", str(8 << 20)) as url:
+        initiator = RuntimeInitiator.load("smollm2", steps=1)
+
+        async def go(threshold: int) -> Handoff:
+            async with A2AClient(url, inline_threshold=threshold) as c:
+                return await c.ask(question, initiator)
+        by_value = asyncio.run(go(8 << 20))
+        by_ref = asyncio.run(go(256 << 10))
+    for out, by_reference in ((by_value, False), (by_ref, True)):
+        assert out.mode == "KV_CACHE" and out.by_reference is by_reference
+        assert out.payload_bytes > 1 << 20 and out.metadata["byReference"] is by_reference
+        assert "paris" in out.answer.lower()
+    assert by_value.payload_bytes == by_ref.payload_bytes
