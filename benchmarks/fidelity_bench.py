@@ -91,6 +91,34 @@ PROMPTS = 5  # scored prompts of fidelity_prompts.json (all of them)
 WIRE_MARGIN = 1.02
 
 
+# The adaptive policy's per-layer sensitivity as the committed held-out run measured it (same
+# candidates, calibration prompt and settings): other benchmarks (quality_bench, handoff_bench)
+# reuse it, as a sender would reuse a policy for its model, instead of re-measuring 180 probes.
+SENSITIVITY_RUN = RESULTS / "fidelity_heldout.json"
+
+
+def adaptive_sensitivity() -> list[list[float]]:
+    rec = json.loads(SENSITIVITY_RUN.read_text())["adaptive"]
+    if json.dumps(rec["candidates"], sort_keys=True) != json.dumps(
+            [c.to_json() for c in ADAPTIVE_CANDIDATES], sort_keys=True):
+        raise RuntimeError(f"{SENSITIVITY_RUN.name} was measured with other adaptive candidates")
+    return [[float(x) for x in row] for row in rec["sensitivity_kl_per_token"]]
+
+
+def adaptive_description() -> dict[str, Any]:
+    """What defines the adaptive policy (for a report's config and its fingerprint)."""
+    return {"candidates": len(ADAPTIVE_CANDIDATES), "budget_ratio": ADAPTIVE_BUDGET,
+            "wire_margin": WIRE_MARGIN, "sensitivity_from": SENSITIVITY_RUN.name,
+            "calibration_prompt": json.loads(SENSITIVITY_RUN.read_text())["adaptive"][
+                "calibration_prompt"]}
+
+
+def adaptive_policy(msg: avp.Message, budget: float = ADAPTIVE_BUDGET) -> QuantPolicy:
+    """The adaptive policy for `msg` at `budget` x (the committed sensitivity)."""
+    return quant.choose_policy(msg, ADAPTIVE_CANDIDATES, adaptive_sensitivity(),
+                               budget * WIRE_MARGIN)
+
+
 def _lossless(codec: avp.Codec) -> Callable[[avp.Message], avp.Message]:
     def make(msg: avp.Message) -> avp.Message:
         tensors = [
