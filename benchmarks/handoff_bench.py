@@ -47,12 +47,11 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 GBPS = {"0.1 Gbps": 0.1e9 / 8, "1 Gbps": 1e9 / 8, "10 Gbps": 10e9 / 8, "25 Gbps": 25e9 / 8,
         "loopback": None}
-CODECS = ["raw", "zstd", "lossless", "int8", "int4", "adaptive", "auto", "auto95"]
+CODECS = ["raw", "zstd", "floatplane_zstd", "int8", "int4", "adaptive", "auto", "auto95"]
 AUTO_FLOOR = 95.0
 PIECE = 1 << 16  # bytes per paced write
 QUEUE_PIECES = 64  # encoded pieces the sender may run ahead of the link (bounds its memory)
 TOKENS = 2048
-PROBE_BYTES = 8 << 20
 
 
 # -- the link -------------------------------------------------------------------------------------
@@ -115,7 +114,8 @@ class Peer:
     def __init__(self, quick: bool) -> None:
         cmd = [sys.executable, str(HERE / "handoff_receiver.py")]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env,
+                                     cwd=str(HERE))
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 600
         for line in self.proc.stdout:
@@ -155,7 +155,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     peer = Peer(args.quick)
     try:
         client = avp_http.AvpClient(peer.url, http2=False, timeout=600.0)
-        hello = avp.hello_message("handoff-bench", modes=[int(avp.Mode.KV_CACHE)],
+        hello = avp.hello_message("handoff-bench",
+                                  modes=[int(avp.Mode.KV_CACHE), int(avp.Mode.TEXT)],
                                   model_id=sender.c.model_id,
                                   tokenizer_id=sender.c.tokenizer_id)
         client.handshake(hello)
@@ -163,11 +164,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         profiles = sender.profiles(names)
         table = [p for p in profiles.values()]
         rates = {k: v for k, v in GBPS.items() if not args.quick or k in ("1 Gbps", "loopback")}
-        probe = sender.probe_message(PROBE_BYTES)
+        probe = sender.probe_message()
         runs: list[dict[str, Any]] = []
         links: dict[str, float] = {}
         choices: dict[str, dict[str, str]] = {}
         for rate_name, bps in rates.items():
+            client.deliver(paced(iter([probe]), bps))  # warms the connection
             client.deliver(paced(iter([probe]), bps))
             n, secs = client.last_upload or (0, 0.0)
             links[rate_name] = n / secs if secs > 0 else float("inf")
@@ -244,7 +246,7 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
                 "not_slower_than_raw": m[a] <= m["raw"],
             })
     lossless_ok = all(r["imported_digest"] == report["expected_digest"] for r in runs
-                      if r["codec"] in ("raw", "zstd", "lossless", "auto"))
+                      if r["codec"] in ("raw", "zstd", "floatplane_zstd", "auto"))
     return {"median_seconds": med, "targets": targets, "lossless_bit_exact": lossless_ok}
 
 

@@ -90,6 +90,16 @@ class AvpClient:
     def close(self) -> None:
         self._http.close()
 
+    @property
+    def upload_bps(self) -> float | None:
+        """Bytes per second of the last request body (None before any, or when it took no
+        measurable time): the link rate ``Connector.export(codec="auto", link_bps=...)`` and
+        ``avp_codec.auto.choose_codec`` choose by. Meaningful for bodies larger than the
+        socket buffers (a few MB); a small body is absorbed by them and reads as very fast."""
+        if self.last_upload is None or self.last_upload[1] <= 0:
+            return None
+        return self.last_upload[0] / self.last_upload[1]
+
     def __enter__(self) -> AvpClient:
         return self
 
