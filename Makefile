@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench transport-bench fuzz lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
+.PHONY: install demo test bench transport-bench handoff-bench quality-bench fuzz lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,16 @@ bench: install
 # AVP over HTTP/1.1 and HTTP/2 vs a raw socket, 117 MB (writes benchmarks/results/transport_bench.*)
 transport-bench: install
 	$(VPY) benchmarks/transport_bench.py
+
+# A real SmolLM2 KV-cache over HTTP to a receiving process at paced link rates, per codec and
+# codec="auto" (~5-10 min; writes benchmarks/results/handoff_bench.*)
+handoff-bench: install
+	$(VPY) benchmarks/handoff_bench.py
+
+# Task-level accuracy of every handoff (resumable; QUALITY_LIMIT items of the 301, default all)
+QUALITY_LIMIT ?=
+quality-bench: install
+	nice $(VPY) benchmarks/quality_bench.py $(if $(QUALITY_LIMIT),--limit $(QUALITY_LIMIT))
 
 # A longer coverage-guided fuzz campaign (a short one runs inside `make test`).
 FUZZ_SECONDS ?= 200
