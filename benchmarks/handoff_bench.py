@@ -170,9 +170,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         choices: dict[str, dict[str, str]] = {}
         for rate_name, bps in rates.items():
             client.deliver(paced(iter([probe]), bps))  # warms the connection
-            client.deliver(paced(iter([probe]), bps))
-            n, secs = client.last_upload or (0, 0.0)
-            links[rate_name] = n / secs if secs > 0 else float("inf")
+            rates_seen = []
+            for _ in range(3):
+                client.deliver(paced(iter([probe]), bps))
+                rates_seen.append(client.upload_bps or float("inf"))
+            links[rate_name] = _median(rates_seen)
             choices[rate_name] = {
                 "auto": auto.choose_codec(links[rate_name], [p for p in table if p.lossless],
                                           raw_bytes=sender.raw_bytes,
@@ -192,9 +194,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rec = {"rate": rate_name, "codec": codec, "seconds": reply["t_done"] - t0,
                        "first_tensor_s": reply["t_first"] - t0, "wire_bytes": reply["bytes"],
                        "imported_digest": reply["digest"], "upload_s": client.last_upload[1]
-                       if client.last_upload else None}
+                       if client.last_upload else None,
+                       "wire_codecs": reply["wire_codecs"], "quantized": reply["quantized"]}
                 if codec.startswith("auto"):
-                    rec["chose"] = reply.get("codec_hint") or choices[rate_name][codec]
+                    rec["chose"] = choices[rate_name][codec]
                 runs.append(rec)
                 print(f"{rate_name:9s} {codec:9s} {rec['seconds']:7.3f} s "
                       f"{rec['wire_bytes'] / 1e6:7.2f} MB", file=sys.stderr, flush=True)
@@ -224,7 +227,8 @@ def summarize(report: dict[str, Any]) -> dict[str, Any]:
     """Median seconds per (rate, codec); the auto targets per rate."""
     runs = report["runs"]
     rates = list(dict.fromkeys(r["rate"] for r in runs))
-    codecs = list(dict.fromkeys(r["codec"] for r in runs))
+    seen = {r["codec"] for r in runs}
+    codecs = [c for c in CODECS if c in seen] + sorted(seen - set(CODECS))
     med = {rate: {c: _median([r["seconds"] for r in runs if r["rate"] == rate
                               and r["codec"] == c]) for c in codecs} for rate in rates}
     profiles = report["profiles"]
@@ -334,7 +338,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="short prompt, 2 rates, 1 rep")
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=4)
     ap.add_argument("--tokens", type=int, default=TOKENS, help="context tokens of the KV-cache")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)

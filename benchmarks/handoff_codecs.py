@@ -41,7 +41,7 @@ QUANT = ("int8", "int4", "adaptive")
 FIDELITY_ROWS = {"int8": "int8 (K/ch, V/tok, g64, zp)", "int4": "int4 (g64, zp)",
                  "adaptive": "adaptive (budget 5x)"}
 DOC = ROOT / "spec" / "avp-spec.md"
-PROBE_TOKENS = 64
+PROBE_TOKENS = 512  # ~12 MB: well beyond the socket buffers, so the rate is the link's
 
 Job = Callable[[Any], object]
 

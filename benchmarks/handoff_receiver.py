@@ -49,8 +49,12 @@ class Importer(avp_http.Receiver):
         t_done = time.time()
         with self.lock:
             t_first = self.first.pop(id(session), t_done)
+        kv = [t for t in msg.tensors if t.role in (avp.Role.KEY, avp.Role.VALUE)]
+        codecs = sorted({avp.Codec(t.codec).name.lower() for t in kv})
         return avp_http.Answer.json({"t_first": t_first, "t_done": t_done,
-                                     "bytes": info.length, "digest": kv_digest(ctx)})
+                                     "bytes": info.length, "digest": kv_digest(ctx),
+                                     "wire_codecs": codecs,
+                                     "quantized": any(t.quant is not None for t in kv)})
 
 
 def main() -> int:
