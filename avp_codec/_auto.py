@@ -10,6 +10,17 @@ bytes in k pieces the slowest stage sets the pace and the other two are paid for
     stages  = N / encode_bps,  N / size_ratio / link_bps,  N / decode_bps
     seconds = max(stages) + (sum(stages) - max(stages)) / k
 
+On a machine with few cores the stages also compete for CPU: the encoder, the decoder and the
+transport itself (the HTTP stack and the kernel copy every byte; `transport_bps` is how fast the
+unshaped path moves bytes, i.e. its CPU cost per byte). With `cores` CPUs for all of it, the
+handoff takes at least (encode + decode + wire bytes / transport_bps) / cores seconds:
+
+    seconds = max(max(stages), cpu / cores) + (sum(stages) - max(stages)) / k
+
+(both default to infinity: a perfect pipeline on an idle many-core machine). Measured on this
+2-core machine (benchmarks/handoff_bench.py) zstd at 1 Gbps loses to raw although it wins the
+pure pipeline model: the cores, not the link, were the bottleneck.
+
 Compression pays when the wire is the slowest stage and the codec shrinks it more than its own
 coding costs; on a fast link raw wins. Raw is always a candidate (a table without it is refused),
 so the choice is never predicted slower than raw.
@@ -89,23 +100,29 @@ def admits(profile: CodecProfile, floor: str | float = LOSSLESS) -> bool:
 
 
 def predict_seconds(profile: CodecProfile, raw_bytes: int, link_bps: float,
-                    pieces: int = 1) -> float:
+                    pieces: int = 1, *, transport_bps: float = math.inf,
+                    cores: float = math.inf) -> float:
     """Predicted end-to-end seconds of a `raw_bytes` payload in `pieces` pipelined pieces over a
-    link of `link_bps` bytes per second (math.inf: no link limit)."""
+    link of `link_bps` bytes per second (math.inf: no link limit), the transport moving at most
+    `transport_bps` per CPU and all stages sharing `cores` CPUs (see the module docstring)."""
     if not isinstance(raw_bytes, int) or raw_bytes < 0:
         raise _bad(f"raw_bytes must be an int >= 0, not {raw_bytes!r}")
     if not isinstance(pieces, int) or pieces < 1:
         raise _bad(f"pieces must be an int >= 1, not {pieces!r}")
     link = _rate(link_bps, "link_bps")
-    stages = (raw_bytes / profile.encode_bps, raw_bytes / profile.size_ratio / link,
-              raw_bytes / profile.decode_bps)
+    transport = _rate(transport_bps, "transport_bps")
+    n_cores = _rate(cores, "cores")
+    wire = raw_bytes / profile.size_ratio
+    stages = (raw_bytes / profile.encode_bps, wire / link, raw_bytes / profile.decode_bps)
+    cpu = stages[0] + stages[2] + wire / transport
     slow = max(stages)
-    return slow + (sum(stages) - slow) / pieces
+    return max(slow, cpu / n_cores) + (sum(stages) - slow) / pieces
 
 
 def choose_codec(link_bps: float, profiles: Sequence[CodecProfile], *,
                  floor: str | float = LOSSLESS, raw_bytes: int = 1 << 30,
-                 pieces: int = 64) -> CodecProfile:
+                 pieces: int = 64, transport_bps: float = math.inf,
+                 cores: float = math.inf) -> CodecProfile:
     """The admitted profile with the smallest predicted time (ties: the earlier in `profiles`).
 
     `profiles` must include RAW ("raw", lossless, size_ratio 1): it is the fallback that keeps
@@ -118,5 +135,6 @@ def choose_codec(link_bps: float, profiles: Sequence[CodecProfile], *,
     if RAW not in names:
         raise _bad("the profiles must include 'raw' (the choice is never worse than raw)")
     admitted = [p for p in profiles if admits(p, floor)]
-    times = [predict_seconds(p, raw_bytes, link_bps, pieces) for p in admitted]
+    times = [predict_seconds(p, raw_bytes, link_bps, pieces, transport_bps=transport_bps,
+                             cores=cores) for p in admitted]
     return admitted[times.index(min(times))]

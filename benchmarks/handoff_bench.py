@@ -168,26 +168,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         runs: list[dict[str, Any]] = []
         links: dict[str, float] = {}
         choices: dict[str, dict[str, str]] = {}
-        for rate_name, bps in rates.items():
+
+        def measure(bps: float | None) -> float:
             client.deliver(paced(iter([probe]), bps))  # warms the connection
-            rates_seen = []
+            seen = []
             for _ in range(3):
                 client.deliver(paced(iter([probe]), bps))
-                rates_seen.append(client.upload_bps or float("inf"))
-            links[rate_name] = _median(rates_seen)
+                seen.append(client.upload_bps or float("inf"))
+            return _median(seen)
+
+        # What the CPU-bound path moves unshaped, and the cores all stages share: the rest of
+        # avp_codec.auto's model (see avp_codec/_auto.py).
+        machine = {"transport_bps": measure(None), "cores": float(len(os.sched_getaffinity(0)))}
+        for rate_name, bps in rates.items():
+            links[rate_name] = measure(bps)
+            pick = dict(raw_bytes=sender.raw_bytes, pieces=sender.pieces, **machine)
             choices[rate_name] = {
                 "auto": auto.choose_codec(links[rate_name], [p for p in table if p.lossless],
-                                          raw_bytes=sender.raw_bytes,
-                                          pieces=sender.pieces).name,
+                                          **pick).name,  # type: ignore[arg-type]
                 "auto95": auto.choose_codec(links[rate_name], table, floor=AUTO_FLOOR,
-                                            raw_bytes=sender.raw_bytes,
-                                            pieces=sender.pieces).name,
+                                            **pick).name,  # type: ignore[arg-type]
             }
             order = [c for c in CODECS for _ in range(args.reps)]
             random.Random(f"{rate_name}").shuffle(order)
             for codec in order:
                 job = sender.job(codec, link_bps=links[rate_name], profiles=table,
-                                 floor=AUTO_FLOOR)
+                                 floor=AUTO_FLOOR, **machine)
                 t0 = time.time()
                 w = produce(job)
                 reply = client.deliver(paced(w.pieces(), bps)).json()
@@ -217,6 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "profiles": {k: vars(p) for k, p in profiles.items()},
         "measured_link_bps": links,
+        "auto_machine": machine,
         "auto_choices": choices,
         "expected_digest": sender.digest,
         "runs": runs,

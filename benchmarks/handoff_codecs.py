@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -131,17 +132,20 @@ class Sender:
         return job
 
     def job(self, codec: str, *, link_bps: float | None = None,
-            profiles: Sequence[auto.CodecProfile] = (), floor: float = 95.0) -> Job:
+            profiles: Sequence[auto.CodecProfile] = (), floor: float = 95.0,
+            transport_bps: float = math.inf, cores: float = math.inf) -> Job:
         if codec in LOSSLESS:
             return self._export(avp.Codec[codec.upper()])
         if codec in QUANT:
             return self._quantized(codec)
         if codec == "auto":
-            return self._export("auto", link_bps=link_bps, profiles=profiles)
+            return self._export("auto", link_bps=link_bps, profiles=profiles,
+                                transport_bps=transport_bps, cores=cores)
         if codec == "auto95":
             assert link_bps is not None
             chosen = auto.choose_codec(link_bps, profiles, floor=floor,
-                                       raw_bytes=self.raw_bytes, pieces=self.pieces).name
+                                       raw_bytes=self.raw_bytes, pieces=self.pieces,
+                                       transport_bps=transport_bps, cores=cores).name
             return self.job(chosen)
         raise ValueError(f"unknown codec {codec!r}")
 

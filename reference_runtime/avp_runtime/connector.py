@@ -328,6 +328,8 @@ class Connector:
         codec: avp.Codec | str = avp.Codec.RAW,
         link_bps: float | None = None,
         profiles: Sequence[auto.CodecProfile] = (),
+        transport_bps: float = float("inf"),
+        cores: float = float("inf"),
     ) -> int:
         """Stream `ctx` as a KV_CACHE message into `writable`; returns the bytes written.
 
@@ -337,11 +339,12 @@ class Connector:
         tensors (e.g. torch.bfloat16 halves a float32 cache; lossy); `codec` picks the storage
         codec (RAW, ZSTD, BYTEPLANE_ZSTD, FLOATPLANE_ZSTD: lossless), or "auto": the lossless
         codec of `profiles` (measured on this machine, named like avp.Codec members) that
-        avp_codec.auto predicts fastest over a link of `link_bps` bytes per second.
+        avp_codec.auto predicts fastest over a link of `link_bps` bytes per second (with
+        `transport_bps` and `cores`, the CPU the transport and codecs share; see avp_codec.auto).
         """
         states = list(cache_io.layer_states(ctx.cache, ctx.context_length))
         if codec == "auto":
-            codec = _auto_codec(states, link_bps, profiles)
+            codec = _auto_codec(states, link_bps, profiles, transport_bps, cores)
         n_tensors = 2 + sum(len(st.tensors) for st in states)
         enc = avp.StreamEncoder(
             writable,
@@ -506,7 +509,8 @@ class Connector:
 
 
 def _auto_codec(states: list[cache_io.LayerState], link_bps: float | None,
-                profiles: Sequence[auto.CodecProfile]) -> avp.Codec:
+                profiles: Sequence[auto.CodecProfile], transport_bps: float,
+                cores: float) -> avp.Codec:
     """codec="auto" of export(): a storage codec, so lossless profiles only."""
     if link_bps is None:
         raise avp.AvpError(avp.ErrorCode.INVALID_VALUE, 'codec="auto" needs link_bps',
@@ -514,7 +518,8 @@ def _auto_codec(states: list[cache_io.LayerState], link_bps: float | None,
     raw = sum(int(t.numel()) * t.element_size() for st in states for _, t in st.tensors)
     pieces = max(1, sum(len(st.tensors) for st in states))
     best = auto.choose_codec(link_bps, [p for p in profiles if p.lossless],
-                             raw_bytes=raw, pieces=pieces)
+                             raw_bytes=raw, pieces=pieces, transport_bps=transport_bps,
+                             cores=cores)
     try:
         return avp.Codec[best.name.upper()]
     except KeyError:

@@ -76,3 +76,34 @@ def test_bad_input_is_an_avp_error(bad: object) -> None:
     with pytest.raises(avp.AvpError) as ei:
         bad()  # type: ignore[operator]
     assert ei.value.code == avp.ErrorCode.INVALID_VALUE
+
+
+def test_shared_cores_and_transport_cpu() -> None:
+    p = CodecProfile("x", 2.0, 100.0, 50.0, True)
+    # stages 10 / 5 / 20 s; CPU: 10 + 20 + 500 B / 50 B/s = 40 s, on 1 core 40 s > 20 s.
+    assert auto.predict_seconds(p, 1000, 100.0, 1, transport_bps=50.0, cores=1) == \
+        pytest.approx(40 + 15)
+    assert auto.predict_seconds(p, 1000, 100.0, 4, transport_bps=50.0, cores=4) == \
+        pytest.approx(20 + 15 / 4)  # 40 / 4 = 10 s of CPU: the decoder still sets the pace
+    assert auto.predict_seconds(p, 1000, 100.0, 4) == auto.predict_seconds(
+        p, 1000, 100.0, 4, transport_bps=math.inf, cores=math.inf)
+    for bad in ({"transport_bps": 0.0}, {"cores": -1.0}, {"cores": float("nan")}):
+        with pytest.raises(avp.AvpError):
+            auto.predict_seconds(p, 1000, 100.0, **bad)  # type: ignore[arg-type]
+        with pytest.raises(avp.AvpError):
+            auto.choose_codec(1e6, [RAW, p], **bad)  # type: ignore[arg-type]
+
+
+def test_measured_case_two_busy_cores_send_raw_at_1_gbps() -> None:
+    # Profiles and link as benchmarks/handoff_bench.py measured them on the 2-core machine
+    # (47 MB of SmolLM2 KV, 62 tensors): zstd wins the pure pipeline model at 1 Gbps, but the
+    # run took 1.33 s with zstd against 0.74 s raw: encoding, decoding and HTTP share two cores.
+    raw = CodecProfile("raw", 1.0, 419e6, 2041e6, True)
+    zstd = CodecProfile("zstd", 1.286, 129e6, 193e6, True)
+    plane = CodecProfile("floatplane_zstd", 1.526, 42e6, 82e6, True)
+    kv, link, transport = 47_185_920, 124.7e6, 154.2e6
+    assert auto.choose_codec(link, [raw, zstd, plane], raw_bytes=kv, pieces=62) is zstd
+    assert auto.choose_codec(link, [raw, zstd, plane], raw_bytes=kv, pieces=62,
+                             transport_bps=transport, cores=2) is raw
+    assert auto.choose_codec(12.57e6, [raw, zstd, plane], raw_bytes=kv, pieces=62,
+                             transport_bps=transport, cores=2) is plane  # 0.1 Gbps

@@ -32,15 +32,17 @@ PIECES = 62
 
 @pytest.mark.parametrize("link", list(LINKS))
 @pytest.mark.parametrize("floor", [auto.LOSSLESS, 99.5, 95.0])
-def test_auto_within_10pct_of_best_and_never_worse_than_raw(link: str, floor: object) -> None:
+@pytest.mark.parametrize("machine", [{}, {"transport_bps": 1.5e8, "cores": 2.0}])
+def test_auto_within_10pct_of_best_and_never_worse_than_raw(
+        link: str, floor: object, machine: dict[str, float]) -> None:
     bps = LINKS[link]
     chosen = auto.choose_codec(bps, TABLE, floor=floor, raw_bytes=KV,  # type: ignore[arg-type]
-                               pieces=PIECES)
-    t = auto.predict_seconds(chosen, KV, bps, PIECES)
+                               pieces=PIECES, **machine)
+    t = auto.predict_seconds(chosen, KV, bps, PIECES, **machine)
     admitted = [p for p in TABLE if auto.admits(p, floor)]  # type: ignore[arg-type]
-    best = min(auto.predict_seconds(p, KV, bps, PIECES) for p in admitted)
+    best = min(auto.predict_seconds(p, KV, bps, PIECES, **machine) for p in admitted)
     assert t <= 1.10 * best
-    assert t <= auto.predict_seconds(RAW, KV, bps, PIECES)
+    assert t <= auto.predict_seconds(RAW, KV, bps, PIECES, **machine)
     assert auto.admits(chosen, floor)  # type: ignore[arg-type]
 
 
