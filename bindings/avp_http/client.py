@@ -25,6 +25,7 @@ import mmap
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -84,9 +85,22 @@ class AvpClient:
         self.auth_key = auth_key
         self.session = session
         self.max_decoded_bytes = max_decoded_bytes  # R-H5.7 applies to what we receive too
+        # (bytes, seconds) of the last request body, first piece to last piece handed to the
+        # connection: the upload rate a sender can choose its codec by (avp_codec.auto).
+        self.last_upload: tuple[int, float] | None = None
 
     def close(self) -> None:
         self._http.close()
+
+    @property
+    def upload_bps(self) -> float | None:
+        """Bytes per second of the last request body (None before any, or when it took no
+        measurable time): the link rate ``Connector.export(codec="auto", link_bps=...)`` and
+        ``avp_codec.auto.choose_codec`` choose by. Meaningful for bodies larger than the
+        socket buffers (a few MB); a small body is absorbed by them and reads as very fast."""
+        if self.last_upload is None or self.last_upload[1] <= 0:
+            return None
+        return self.last_upload[0] / self.last_upload[1]
 
     def __enter__(self) -> AvpClient:
         return self
@@ -113,9 +127,11 @@ class AvpClient:
         self.session = reply.headers_session
         return reply.message
 
-    def deliver(self, msg: avp.Message | bytes | bytearray | memoryview, *,
+    def deliver(self, msg: avp.Message | bytes | bytearray | memoryview | Iterable[bytes], *,
                 idempotency_key: str | None = None) -> Reply:
-        """Deliver a payload in the current session (2.2); the receiver's answer."""
+        """Deliver a payload in the current session (2.2); the receiver's answer. ``msg`` may
+        also be an iterable of byte pieces (a StreamEncoder's output as it is produced): sent
+        as the pieces come, without Content-Length."""
         return self._post("/deliver", msg, self._session_headers(idempotency_key))
 
     def deliver_reference(self, digest: str, *, idempotency_key: str | None = None) -> Reply:
@@ -237,26 +253,38 @@ class AvpClient:
             h["idempotency-key"] = key
         return h
 
-    def _body(self, msg: avp.Message | bytes | bytearray | memoryview
-              ) -> tuple[bytes | Iterator[bytes], int]:
+    def _body(self, msg: avp.Message | bytes | bytearray | memoryview | Iterable[bytes]
+              ) -> tuple[bytes | Iterator[bytes], int | None]:
         if isinstance(msg, avp.Message):
             if self.auth_key is not None:
                 data = avp.encode(msg, auth_key=self.auth_key)
                 return data, len(data)
-            return message_parts(msg), avp.encoded_size(msg)
+            return self._timed(message_parts(msg)), avp.encoded_size(msg)
+        if not isinstance(msg, bytes | bytearray | memoryview):
+            return self._timed(iter(msg)), None
         view = memoryview(msg).cast("B")
-        return _pieces(view), len(view)
+        return self._timed(_pieces(view)), len(view)
+
+    def _timed(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
+        n, t0 = 0, None
+        for piece in pieces:
+            if t0 is None:
+                t0 = time.perf_counter()
+            yield piece
+            n += len(piece)
+        if t0 is not None:
+            self.last_upload = (n, time.perf_counter() - t0)
 
     def _post_raw(self, path: str, msg: avp.Message | bytes | bytearray | memoryview,
                   headers: dict[str, str]) -> httpx.Response:
         content, n = self._body(msg)
-        h = {"content-type": media.MEDIA_TYPE, "content-length": str(n), **headers}
+        h = {"content-type": media.MEDIA_TYPE, **_length(n), **headers}
         return self._http.post(self.base + path, content=content, headers=h)
 
-    def _post(self, path: str, msg: avp.Message | bytes | bytearray | memoryview,
+    def _post(self, path: str, msg: avp.Message | bytes | bytearray | memoryview | Iterable[bytes],
               headers: dict[str, str]) -> _SessionReply:
         content, n = self._body(msg)
-        h = {"content-type": media.MEDIA_TYPE, "content-length": str(n),
+        h = {"content-type": media.MEDIA_TYPE, **_length(n),
              "accept": f"{media.MEDIA_TYPE}, application/json;q=0.9, {PROBLEM_JSON};q=0.5",
              **headers}
         with self._http.stream("POST", self.base + path, content=content, headers=h) as r:
@@ -359,6 +387,10 @@ class AvpClient:
         return avp.Tensor(t.role, t.dtype, t.shape, bytes(t.stored), layer=t.layer,
                           codec=t.codec, layout=t.layout, token_offset=t.token_offset,
                           quant=t.quant, raw_length=t.raw_length)
+
+
+def _length(n: int | None) -> dict[str, str]:
+    return {} if n is None else {"content-length": str(n)}
 
 
 def _pieces(view: memoryview, size: int = PIECE) -> Iterator[bytes]:
