@@ -17,7 +17,7 @@ from ._builders import (
     text_message,
 )
 from ._encode import StreamEncoder, encode, encode_into, encode_to, encoded_size
-from ._events import NEED_DATA, EndEvent, HeaderEvent, TensorEvent
+from ._events import END_OF_STREAM, NEED_DATA, EndEvent, HeaderEvent, TensorEvent
 from ._handshake import (
     check_accept,
     check_capabilities,
@@ -64,7 +64,7 @@ __all__ = [
     "hello_message", "accept_message", "error_message",
     "encode", "encode_to", "encode_into", "encoded_size", "StreamEncoder",
     "decode", "decode_file", "IndexedReader",
-    "Decoder", "HeaderEvent", "TensorEvent", "EndEvent", "NEED_DATA",
+    "Decoder", "HeaderEvent", "TensorEvent", "EndEvent", "NEED_DATA", "END_OF_STREAM",
     "to_canonical_json", "dumps_canonical_json", "from_canonical_json",
     "check_model_id", "resolve_mode", "verify_peer", "check_accept", "check_payload",
     "check_capabilities", "tokenizers_compatible", "decoded_token_strings", "decoded_token",

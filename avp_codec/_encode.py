@@ -16,7 +16,9 @@ import crc32c
 import numpy as np
 
 from . import _structs as S
+from ._args import auth_key_arg, byte_view
 from ._auth import new_mac
+from ._fields import check_head, check_message, check_tensor
 from ._registry import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
@@ -99,10 +101,46 @@ def canonical_entries(entries: Sequence[Entry]) -> list[Entry]:
 
 
 class StreamEncoder:
-    """Writes one message front to back without ever holding it whole.
+    """Writes one message front to back without ever holding it whole (spec 11.1).
+
+    The constructor writes the preamble and the HEADER at once, so it needs everything but the
+    tensor data: ``kind``, the metadata ``entries`` (any order; they are sorted), the layer
+    table and ``tensor_count``. Then call :meth:`write_tensor` once per tensor, in message order,
+    and :meth:`finish` to write the INDEX and Trailer. Only offsets are kept between calls: any
+    number of tensors of any size pass through with constant memory. ``writable`` is anything
+    with ``write(bytes)`` (a file, a socket's makefile, a BytesIO).
+
+    What a KV_CACHE needs (spec 10, 10.4): entries MODEL_ID (32 bytes) and CONTEXT_LENGTH; a
+    layer table with one ``Layer`` per model layer sent (strictly increasing ``index``; a
+    FULL_ATTENTION layer holds tokens 0 .. CONTEXT_LENGTH); message-level tensors first
+    (TOKEN_IDS, POSITIONS, ATTENTION_MASK: ``[batch, CONTEXT_LENGTH]``), then each layer's
+    tensors in table order: KEY and VALUE of layout BHTD ``[batch, heads, tokens, head_dim]`` or
+    BTHD, placed with ``Tensor.from_array(..., ordinal=<position in the layer table>)``. Every
+    layer carries at least one tensor, and a layer's chunks tile its token range.
 
     ``auth_key`` is ``(key_id, key)``: the AUTH_KEY_ID entry is added (or must already name
     key_id) and the INDEX carries HMAC-SHA256 over every byte before it (spec 15).
+
+    Everything is checked as it is given (the decoder's own rules, so an encoder cannot emit a
+    message a decoder refuses): wrong types are ``TypeError``, wrong values ``AvpError`` with
+    the decoder's code and the field's path.
+
+    >>> import io, numpy as np, avp_codec as avp
+    >>> out = io.BytesIO()
+    >>> layers = [avp.Layer(0, avp.LayerKind.FULL_ATTENTION, 0, 4),
+    ...           avp.Layer(5, avp.LayerKind.FULL_ATTENTION, 0, 4)]
+    >>> entries = [avp.Entry.of(avp.MetaKey.MODEL_ID, bytes(32)),
+    ...            avp.Entry.of(avp.MetaKey.CONTEXT_LENGTH, 4)]
+    >>> enc = avp.StreamEncoder(out, avp.Kind.KV_CACHE, entries, layers, tensor_count=4)
+    >>> for ordinal in range(len(layers)):      # model layers 0 and 5: ordinals 0 and 1
+    ...     for role in (avp.Role.KEY, avp.Role.VALUE):
+    ...         kv = np.zeros((1, 2, 4, 8), np.float16)   # [batch, heads, tokens, head_dim]
+    ...         enc.write_tensor(avp.Tensor.from_array(kv, role, ordinal=ordinal,
+    ...                                                layout=avp.Layout.BHTD))
+    >>> enc.finish() == len(out.getvalue())
+    True
+    >>> [la.index for la in avp.decode(out.getvalue()).layers]
+    [0, 5]
     """
 
     def __init__(self, writable: Writable, kind: Kind | int, entries: Sequence[Entry],
@@ -110,11 +148,8 @@ class StreamEncoder:
                  auth_key: tuple[bytes, bytes] | None = None, *,
                  _reuse_tag: bytes | None = None) -> None:
         self._w = writable
-        try:
-            self.kind = Kind(kind)
-        except ValueError:
-            raise AvpError(ErrorCode.UNKNOWN_KIND, f"kind {kind} is not registered") from None
-        entries = list(entries)
+        self.kind, entries, layers = check_head(writable, kind, entries, layers, tensor_count)
+        auth_key = auth_key_arg(auth_key)
         self._mac: hmac.HMAC | None = None
         self._tag = _reuse_tag
         if auth_key is not None:
@@ -159,7 +194,16 @@ class StreamEncoder:
             self._pos += len(data)
 
     def write_tensor(self, t: Tensor) -> None:
+        """Write the next tensor: its descriptor, alignment padding and data (spec 7, 5).
+
+        Tensors come in message order (message-level ones first, then layer by layer in
+        table order; a quantized tensor's scale and zero-point tensors before it). Each is
+        checked against the rules the decoder applies to it (``AvpError`` with the code and a
+        ``tensor[i]...`` path) before any of its bytes is written; ``tensor_count`` of them
+        must be written before :meth:`finish`.
+        """
         i = len(self._index)
+        check_tensor(t, i)
         if self._done or i >= self.tensor_count:
             raise AvpError(ErrorCode.KIND_CONSTRAINT, "more tensors than tensor_count",
                            path=f"tensor[{i}]")
@@ -212,7 +256,9 @@ class StreamEncoder:
         self._pos = end
 
     def finish(self) -> int:
-        """Writes INDEX and Trailer; returns the total number of bytes written."""
+        """Write the INDEX and Trailer after the last tensor (and the whole-message checks:
+        tiling, parameter references, every layer carrying a tensor); returns the total number
+        of bytes written."""
         if len(self._index) != self.tensor_count:
             raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{len(self._index)} tensors written, "
                            f"tensor_count is {self.tensor_count}", path="tensors")
@@ -241,6 +287,7 @@ class _Parts:
 def encode_to(msg: Message, writable: Writable, *,
               auth_key: tuple[bytes, bytes] | None = None) -> int:
     """Encode ``msg`` into ``writable`` (anything with .write); returns bytes written."""
+    check_message(msg)
     # A received tag covers the received bytes. It can be reused only when this encoder writes
     # those same bytes again: not when the sender wrote a newer minor version or sections this
     # encoder drops. Then re-encoding needs the key (AUTH_REQUIRED without one, from below).
@@ -283,14 +330,28 @@ def encode_into(msg: Message, buf: bytearray | memoryview | Any, *,
                 auth_key: tuple[bytes, bytes] | None = None) -> int:
     """Encode into a preallocated writable buffer (bytearray, mmap, numpy uint8 array...);
     returns the number of bytes written. Size it with ``encoded_size``."""
-    mv = memoryview(buf).cast("B")
+    mv = byte_view(buf, "buf")
     if mv.readonly:
         raise ValueError("encode_into needs a writable buffer")
     return encode_to(msg, _Into(mv), auth_key=auth_key)
 
 
 def encode(msg: Message, *, auth_key: tuple[bytes, bytes] | None = None) -> bytes:
-    """Encode ``msg`` to its one canonical byte string."""
+    """Encode ``msg`` to its one canonical byte string.
+
+    Every rule the decoder applies is applied first, so the result always decodes. Hostile or
+    mistaken input (a field of the wrong type, a negative layer index, a float dimension, a
+    registry look-alike) is ``AvpError`` with the decoder's code and the field's path, or
+    ``TypeError`` for arguments of the wrong type; memory is the output plus the tensors'
+    descriptors.
+
+    >>> import avp_codec as avp
+    >>> avp.encode(avp.text_message("hi"))[:8]
+    b'\\x89AVP\\r\\n\\x1a\\n'
+    >>> avp.encode(b"abc")
+    Traceback (most recent call last):
+    TypeError: msg must be an avp_codec.Message, not bytes
+    """
     sink = _Parts()
     encode_to(msg, sink, auth_key=auth_key)
     return b"".join(sink.parts)

@@ -39,12 +39,20 @@ class _NeedData:
         return "NEED_DATA"
 
 
-NEED_DATA = _NeedData()
-Event = HeaderEvent | TensorEvent | EndEvent | _NeedData
+class _EndOfStream:
+    def __repr__(self) -> str:
+        return "END_OF_STREAM"
+
+
+NEED_DATA = _NeedData()  # the incremental decoder needs more bytes to make progress
+END_OF_STREAM = _EndOfStream()  # the incremental decoder is done: no event will follow
+Event = HeaderEvent | TensorEvent | EndEvent | _NeedData | _EndOfStream
 
 
 class Source(Protocol):
-    complete: bool
+    complete: bool  # no more bytes will come: a structure that runs past the end is TRUNCATED
+    keeps_all: bool  # every byte from offset 0 stays readable (a complete buffer)
+    stream: bool  # bytes after a Trailer begin the next message (Decoder(stream=True))
 
     def end(self) -> int: ...
     def get(self, off: int, n: int) -> bytes | memoryview: ...

@@ -18,13 +18,21 @@ NO_REF = 0xFFFFFFFF  # "no layer" / "no tensor" in u32 reference fields
 U64_MAX = (1 << 64) - 1
 
 
-class SectionType(IntEnum):
+class _Registry(IntEnum):
+    """A registry of the spec. Members print as their registry name (``print(msg.kind)`` prints
+    ``KV_CACHE``); ``int(member)`` and ``f"{member:d}"`` give the code."""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SectionType(_Registry):
     HEADER = 1
     TENSOR = 2
     INDEX = 3
 
 
-class Kind(IntEnum):
+class Kind(_Registry):
     KV_CACHE = 1
     HIDDEN_STATE = 2
     TEXT = 3
@@ -33,13 +41,13 @@ class Kind(IntEnum):
     ERROR = 18
 
 
-class LayerKind(IntEnum):
+class LayerKind(_Registry):
     FULL_ATTENTION = 1
     SLIDING_WINDOW = 2
     RECURRENT = 3
 
 
-class ValueType(IntEnum):
+class ValueType(_Registry):
     U64 = 1
     I64 = 2
     F64 = 3
@@ -48,7 +56,7 @@ class ValueType(IntEnum):
     U32_LIST = 6
 
 
-class Dtype(IntEnum):
+class Dtype(_Registry):
     FLOAT32 = 1
     FLOAT16 = 2
     BFLOAT16 = 3
@@ -72,13 +80,13 @@ DTYPE_BITS: dict[Dtype, int] = {
 FLOAT_PARAM_DTYPES = frozenset({Dtype.FLOAT32, Dtype.FLOAT16, Dtype.BFLOAT16})
 
 
-class Codec(IntEnum):
+class Codec(_Registry):
     RAW = 0
     ZSTD = 1
     BYTEPLANE_ZSTD = 2
 
 
-class Layout(IntEnum):
+class Layout(_Registry):
     NONE = 0
     BHTD = 1
     BTHD = 2
@@ -101,7 +109,7 @@ LAYOUT_INFO: dict[Layout, LayoutInfo] = {
 }
 
 
-class Role(IntEnum):
+class Role(_Registry):
     KEY = 1
     VALUE = 2
     LATENT_KV = 3
@@ -150,7 +158,7 @@ ATTENTION_ROLES = frozenset({Role.KEY, Role.VALUE, Role.LATENT_KV})
 RECURRENT_ROLES = frozenset({Role.CONV_STATE, Role.SSM_STATE})
 
 
-class QuantScheme(IntEnum):
+class QuantScheme(_Registry):
     NONE = 0
     AFFINE = 1
     SCALED_FLOAT = 2
@@ -164,13 +172,13 @@ QUANT_STORED_DTYPES: dict[QuantScheme, frozenset[Dtype] | None] = {
 }
 
 
-class Mode(IntEnum):
+class Mode(_Registry):
     KV_CACHE = 1
     PROJECTION = 2
     TEXT = 3
 
 
-class MetaKey(IntEnum):
+class MetaKey(_Registry):
     MODEL_ID = 1
     TOKENIZER_ID = 2
     MODEL_NAME = 3
@@ -297,7 +305,7 @@ KIND_INFO: dict[Kind, KindInfo] = {
 }
 
 
-class ErrorCode(IntEnum):
+class ErrorCode(_Registry):
     BAD_MAGIC = 1
     UNSUPPORTED_VERSION = 2
     TRUNCATED = 3

@@ -14,6 +14,7 @@ from typing import Any
 import crc32c
 
 from . import _decode as D
+from ._args import byte_view, check_decode_options
 from ._decode import Core
 from ._dtypes import PACKED
 from ._events import EndEvent, HeaderEvent, TensorEvent
@@ -25,6 +26,8 @@ from .model import Message, Tensor
 
 class _Whole:
     complete = True
+    keeps_all = True
+    stream = False
 
     def __init__(self, mv: memoryview, owner: Any) -> None:
         self.mv = mv
@@ -46,14 +49,31 @@ class _Whole:
 def decode(buf: bytes | bytearray | memoryview | mmap.mmap, *, verify: bool = True,
            limits: Limits | None = None, keys: Mapping[bytes, bytes] | None = None,
            require_auth: bool = False) -> Message:
-    """Decode one complete message. ``keys`` maps AUTH_KEY_ID values to HMAC keys."""
-    mv = memoryview(buf)
-    if mv.ndim != 1 or mv.itemsize != 1:
-        mv = mv.cast("B")
+    """Decode one complete message (spec 9.2); tensor data are zero-copy views of ``buf``.
+
+    ``verify=False`` skips the tensor data CRCs (9.3); ``keys`` maps AUTH_KEY_ID values to HMAC
+    keys; ``require_auth`` refuses a message without a verified tag. A byte after the Trailer is
+    ``TRAILING_BYTES`` (use ``Decoder(stream=True)`` for messages back to back).
+
+    Hostile input: every fault is an ``AvpError`` with its registry code, the offset of the
+    structure or field at fault and its path (spec 17.2), found in linear time with constant
+    stack (any number of skippable sections). Memory: the returned message (about 200 bytes per
+    tensor, entry and layer; decompressed data only for codecs other than raw, at most each
+    tensor's ``raw_length``, itself at most ``max_tensor_bytes``) plus a constant; nothing is
+    allocated in proportion to a declared size before the limits (spec 16) passed. Arguments
+    of the wrong type are ``TypeError``.
+
+    >>> import avp_codec as avp
+    >>> msg = avp.decode(avp.encode(avp.text_message("hello")))
+    >>> print(msg.kind, msg.get(avp.MetaKey.TEXT))
+    TEXT hello
+    """
+    check_decode_options(limits, verify, keys, require_auth)
+    mv = byte_view(buf, "buf")
     lim = limits or DEFAULT_LIMITS
     if len(mv) > lim.max_message_bytes:
         raise AvpError(ErrorCode.LIMIT_MESSAGE, f"{len(mv)} bytes > max_message_bytes",
-                       offset=0)
+                       offset=0, path="message")
     core = Core(lim, verify, keys, require_auth)
     src = _Whole(mv, buf)
     header = core.step(src)  # a complete source yields the HEADER first (or raises)
@@ -157,7 +177,14 @@ _RAW = Codec.RAW
 def decode_file(path: str | os.PathLike[str], *, verify: bool = True,
                 limits: Limits | None = None, keys: Mapping[bytes, bytes] | None = None,
                 require_auth: bool = False) -> Message:
-    """Decode a file through a read-only mmap; tensor arrays are views of the mapping."""
+    """Decode a file through a read-only mmap; tensor arrays are views of the mapping.
+
+    The same checks, errors and bounds as :func:`decode` (the file's bytes are mapped, not
+    read into memory). OS errors (a missing file) are ``OSError`` as usual.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    check_decode_options(limits, verify, keys, require_auth)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
