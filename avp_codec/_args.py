@@ -37,6 +37,18 @@ def is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def show(v: object) -> str:
+    """A short rendering of a value for an error message that never fails (a 5000-digit int
+    has no str() in Python 3.11+; a hostile object's repr may raise)."""
+    if isinstance(v, int) and not isinstance(v, bool) and v.bit_length() > 128:
+        return f"<a {v.bit_length()}-bit integer>"
+    try:
+        r = repr(v)
+    except Exception:  # noqa: BLE001 - any repr failure is only a worse message
+        r = f"<{tname(v)}>"
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
 def tname(v: object) -> str:
     t = type(v)
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__}.{t.__qualname__}"
@@ -49,10 +61,10 @@ def bad(msg: str, path: str, code: ErrorCode = ErrorCode.INVALID_VALUE) -> AvpEr
 def field_int(v: object, path: str, hi: int = U64_MAX, lo: int = 0) -> int:
     """A message field that is an unsigned integer (u8 .. u64): INVALID_VALUE otherwise."""
     if not is_int(v):
-        raise bad(f"{path} must be an int, not {tname(v)} {v!r:.40}", path)
+        raise bad(f"{path} must be an int, not {tname(v)} {show(v)}", path)
     assert isinstance(v, int)
     if not lo <= v <= hi:
-        raise bad(f"{path} = {v} is outside {lo}..{hi}", path)
+        raise bad(f"{path} = {show(v)} is outside {lo}..{hi}", path)
     return v
 
 
@@ -65,7 +77,7 @@ def field_ref(v: object, path: str) -> int | None:
 
 def field_bool(v: object, path: str) -> bool:
     if not isinstance(v, bool):
-        raise bad(f"{path} must be a bool, not {tname(v)} {v!r:.40}", path)
+        raise bad(f"{path} must be a bool, not {tname(v)} {show(v)}", path)
     return v
 
 
@@ -77,12 +89,12 @@ def field_enum(enum: type[E], v: object, path: str, unknown: ErrorCode) -> E:
         return v
     if not is_int(v):
         raise bad(f"{path} must be an {enum.__name__} (or its int code), not {tname(v)} "
-                  f"{v!r:.40}", path)
+                  f"{show(v)}", path)
     assert isinstance(v, int)
     try:
         return enum(v)
     except ValueError:
-        raise bad(f"{path}: {v} is not a registered {enum.__name__}", path, unknown) from None
+        raise bad(f"{path}: {show(v)} is not a registered {enum.__name__}", path, unknown) from None
 
 
 def arg_enum(enum: type[E], v: object, name: str, unknown: ErrorCode) -> E:
@@ -97,7 +109,7 @@ def arg_enum(enum: type[E], v: object, name: str, unknown: ErrorCode) -> E:
     try:
         return enum(v)
     except ValueError:
-        raise AvpError(unknown, f"{name}: {v} is not a registered {enum.__name__}",
+        raise AvpError(unknown, f"{name}: {show(v)} is not a registered {enum.__name__}",
                        path=name) from None
 
 
@@ -131,7 +143,7 @@ def arg_int(v: object, name: str, *, optional: bool = False, lo: int = 0,
         raise TypeError(f"{name} must be an int, not {tname(v)}")
     assert isinstance(v, int)
     if not lo <= v <= hi:
-        raise ValueError(f"{name} = {v} is outside {lo}..{hi}")
+        raise ValueError(f"{name} = {show(v)} is outside {lo}..{hi}")
     return v
 
 

@@ -18,7 +18,7 @@ from enum import IntEnum
 from typing import Any, TypeVar
 
 from . import _json
-from ._args import byte_view, tname
+from ._args import byte_view, show, tname
 from ._registry import (
     FORMAT_MAJOR,
     NO_REF,
@@ -85,7 +85,7 @@ def _int(v: Any, path: str, hi: int = U64_MAX, lo: int = 0) -> int:
     if not isinstance(v, int) or isinstance(v, bool):
         raise _bad(f"{path} must be an integer, not {_jtype(v)}", path)
     if not lo <= v <= hi:
-        raise _bad(f"{path} = {v} is outside {lo}..{hi}", path)
+        raise _bad(f"{path} = {show(v)} is outside {lo}..{hi}", path)
     return v
 
 

@@ -85,7 +85,7 @@ class Core:
     def _have(self, src: Source, n: int, what: str) -> bool:
         # The incremental source refuses a structure bigger than max_buffer_bytes whether or
         # not its bytes happen to be there already, so the outcome never depends on chunking.
-        src.reserve(n, self.pos)
+        src.reserve(n, self.pos, what)
         if src.end() - self.pos >= n:
             return True
         if src.complete:
@@ -99,7 +99,7 @@ class Core:
             # receiver that holds keys, and within max_buffer_bytes (11.2) when incremental.
             self.prefix_len += n
             if not src.keeps_all:
-                src.reserve(self.prefix_len, 0)
+                src.reserve(self.prefix_len, 0, "message")
                 self.prefix += src.get(self.pos, n)
         elif self.mac is not None:
             self.mac.update(src.get(self.pos, n))

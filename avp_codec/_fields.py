@@ -79,9 +79,22 @@ def check_entry(e: object, i: int) -> None:
     if not isinstance(e.type, ValueType):
         field_int(e.type, path + ".type", 0xFF)  # an unknown type of an unregistered key
     field_bool(e.critical, path + ".critical")
-    if e.type == ValueType.U32_LIST and isinstance(e.value, tuple):
-        for j, x in enumerate(e.value):
+    v, t = e.value, e.type
+    want = _VALUE_TYPES.get(t, (bytes, bytearray, memoryview))  # unknown type: raw bytes
+    if not isinstance(v, want) or isinstance(v, bool):
+        names = " or ".join(x.__name__ for x in want)
+        raise AvpError(ErrorCode.INVALID_VALUE, f"{path}.value must be {names} for type "
+                       f"{t.name.lower() if isinstance(t, ValueType) else t}, not {tname(v)}",
+                       path=path + ".value")
+    if t == ValueType.U32_LIST:
+        for j, x in enumerate(v):  # type: ignore[arg-type]
             field_int(x, f"{path}.value[{j}]", U32_MAX)
+
+
+_VALUE_TYPES: dict[object, tuple[type, ...]] = {
+    ValueType.U64: (int,), ValueType.I64: (int,), ValueType.F64: (int, float),
+    ValueType.UTF8: (str,), ValueType.BYTES: (bytes, bytearray, memoryview),
+    ValueType.U32_LIST: (tuple,)}
 
 
 def check_layer(layer: object, i: int) -> None:

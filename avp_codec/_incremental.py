@@ -38,7 +38,7 @@ class _Buffered:
         del self.buf[:upto - self.base]
         self.base = upto
 
-    def reserve(self, n: int, off: int) -> None:
+    def reserve(self, n: int, off: int, path: str) -> None:
         if self.stream and off + n > self.limits.max_message_bytes:
             # In a stream, bytes past this message belong to the next one, so the feed size
             # says nothing; a structure of this message ending past the limit does (step M).
@@ -46,7 +46,7 @@ class _Buffered:
                            offset=0, path="message")
         if n > self.limits.max_buffer_bytes:
             raise AvpError(ErrorCode.LIMIT_BUFFER, f"a {n}-byte structure exceeds "
-                           "max_buffer_bytes", offset=off)
+                           "max_buffer_bytes", offset=off, path=path)
 
 
 class Decoder:

@@ -38,6 +38,14 @@ def _err(code: ErrorCode, msg: str, off: int, path: str) -> AvpError:
     return AvpError(code, msg, offset=off, path=path)
 
 
+class _Exact(Exception):
+    """An error the reader met on decode's own path (the preamble and HEADER, read from offset
+    0 by the decoder's code): decode meets it first too, so no walk is needed to confirm it."""
+
+    def __init__(self, error: AvpError) -> None:
+        self.error = error
+
+
 class _Ordinal:
     """Stands in for the core's list of read tensors when reading tensor ``i`` alone: its
     length is ``i`` (what the core numbers the tensor by) at O(1) cost per read."""
@@ -83,6 +91,8 @@ class IndexedReader:
         self._verify = verify
         try:
             self._open()
+        except _Exact as e:
+            raise e.error from None
         except AvpError as e:
             raise self._first_fault(e) from None
 
@@ -115,7 +125,14 @@ class IndexedReader:
         # Preamble and HEADER, through the full decoder's own code (steps P, S, H).
         self._core = Core(lim, self._verify, None, False)
         src = _Whole(mv[:at], self._owner)
-        ev = self._core.step(src)
+        try:
+            ev = self._core.step(src)
+        except AvpError as e:
+            # Bytes cut at the INDEX may end a structure that decode sees whole: TRUNCATED
+            # alone needs the walk.
+            if e.code == ErrorCode.TRUNCATED:
+                raise
+            raise _Exact(e) from None
         if not isinstance(ev, HeaderEvent):  # pragma: no cover - Core returns the header first
             raise AssertionError(ev)
         self.header = ev
@@ -131,17 +148,18 @@ class IndexedReader:
         self.index: list[tuple[int, int, int]] = []
         prev = -1
         for i in range(ev.tensor_count):
-            e = S.parse_index_entry(mv, body + 8 + 24 * i)
+            ie = S.parse_index_entry(mv, body + 8 + 24 * i)
             eo = body + 8 + 24 * i
-            if e.data_offset % 64:
+            if ie.data_offset % 64:
                 raise _err(ErrorCode.MISALIGNED, "data_offset is not a multiple of 64", eo + 8,
                            f"index[{i}].data_offset")
-            if (e.section_offset <= prev or e.section_offset % 8
-                    or e.data_offset + e.stored_length > at or e.data_offset < e.section_offset):
+            if (ie.section_offset <= prev or ie.section_offset % 8
+                    or ie.data_offset + ie.stored_length > at
+                    or ie.data_offset < ie.section_offset):
                 raise _err(ErrorCode.INDEX_MISMATCH, "implausible index entry", eo,
                            f"index[{i}]")
-            prev = e.section_offset
-            self.index.append((e.section_offset, e.data_offset, e.stored_length))
+            prev = ie.section_offset
+            self.index.append((ie.section_offset, ie.data_offset, ie.stored_length))
         self._index_at = at
         self._src = src
 

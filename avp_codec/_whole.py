@@ -42,7 +42,7 @@ class _Whole:
     def discard(self, upto: int) -> None:
         pass
 
-    def reserve(self, n: int, off: int) -> None:
+    def reserve(self, n: int, off: int, path: str) -> None:
         pass
 
 

@@ -16,7 +16,7 @@ import crc32c
 import numpy as np
 
 from . import _codecs, _dtypes
-from ._args import arg_bytes, arg_enum, arg_int, is_int, tname
+from ._args import arg_bytes, arg_enum, arg_int, is_int, show, tname
 from ._registry import (
     DTYPE_BITS,
     KEY_INFO,
@@ -322,9 +322,9 @@ def shape_arg(shape: Any, name: str = "shape") -> tuple[int, ...]:
     out = tuple(shape)
     for i, d in enumerate(out):
         if not is_int(d):
-            raise TypeError(f"{name}[{i}] must be an int, not {tname(d)} {d!r:.40}")
+            raise TypeError(f"{name}[{i}] must be an int, not {tname(d)} {show(d)}")
         if not 0 <= d <= _U64:
-            raise AvpError(ErrorCode.INVALID_VALUE, f"{name}[{i}] = {d} is not a u64",
+            raise AvpError(ErrorCode.INVALID_VALUE, f"{name}[{i}] = {show(d)} is not a u64",
                            path=f"{name}[{i}]")
     return out if all(type(d) is int for d in out) else tuple(int(d) for d in out)
 
@@ -337,16 +337,16 @@ def ordinal_arg(v: Any, name: str) -> int | None:
         raise TypeError(f"{name} must be an int (the layer's position in the layer table) or "
                         f"None, not {tname(v)}")
     if not 0 <= v < NO_REF:
-        raise AvpError(ErrorCode.INVALID_VALUE, f"{name} {v} is not a layer table ordinal "
+        raise AvpError(ErrorCode.INVALID_VALUE, f"{name} {show(v)} is not a layer table ordinal "
                        f"(0 .. {NO_REF - 1})", path=name)
     return int(v)
 
 
 def _u64_arg(v: Any, name: str) -> int:
     if not is_int(v):
-        raise TypeError(f"{name} must be an int, not {tname(v)} {v!r:.40}")
+        raise TypeError(f"{name} must be an int, not {tname(v)} {show(v)}")
     if not 0 <= v <= _U64:
-        raise AvpError(ErrorCode.INVALID_VALUE, f"{name} = {v} is not a u64", path=name)
+        raise AvpError(ErrorCode.INVALID_VALUE, f"{name} = {show(v)} is not a u64", path=name)
     return int(v)
 
 
