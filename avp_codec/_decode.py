@@ -304,11 +304,12 @@ class Core:
         key_id = next((e.value for e in entries if e.key == MetaKey.AUTH_KEY_ID), None)
         self.authed = key_id is not None
         if key_id is None and self.require_auth:
-            raise _err(ErrorCode.AUTH_REQUIRED, "message carries no AUTH_KEY_ID", off, "entries")
+            raise _err(ErrorCode.AUTH_REQUIRED, "message carries no AUTH_KEY_ID", off + 16,
+                       "entries")
         if isinstance(key_id, bytes):
             key = self.keys.get(key_id)
             if key is None and self.require_auth:
-                raise _err(ErrorCode.UNKNOWN_KEY, "AUTH_KEY_ID names no key held", off,
+                raise _err(ErrorCode.UNKNOWN_KEY, "AUTH_KEY_ID names no key held", off + 16,
                            "entries")
             if key is not None:
                 self.mac = new_mac(key)

@@ -62,7 +62,7 @@ def check_kind_entries(kind: Kind, entries: Sequence[Entry], offset: int | None,
     for k in sorted(info.required):
         if int(k) not in present:
             raise AvpError(ErrorCode.MISSING_ENTRY, f"{kind.name} requires {k.name}",
-                           offset=offset, path="entries")
+                           offset=_plus(offset, 16), path="entries")
     if kind == Kind.HIDDEN_STATE:  # R-10.12
         source = next(e.value for e in entries if e.key == MetaKey.HIDDEN_SOURCE)
         if source == 1:
@@ -74,7 +74,7 @@ def check_kind_entries(kind: Kind, entries: Sequence[Entry], offset: int | None,
             for k in sorted(_PROJ_REQUIRED):
                 if int(k) not in present:
                     raise AvpError(ErrorCode.MISSING_ENTRY, f"a projection requires {k.name}",
-                                   offset=offset, path="entries")
+                                   offset=_plus(offset, 16), path="entries")
 
 
 def check_layer(i: int, layer: Layer, prev: Layer | None, offset: int | None) -> None:
@@ -82,18 +82,18 @@ def check_layer(i: int, layer: Layer, prev: Layer | None, offset: int | None) ->
     path = f"layers[{i}]"
     if prev is not None and layer.index <= prev.index:
         raise AvpError(ErrorCode.NON_CANONICAL, "layer_index must be strictly increasing",
-                       offset=offset, path=path + ".layer_index")
+                       offset=_plus(offset, 0), path=path + ".layer_index")
     sliding = layer.kind == LayerKind.SLIDING_WINDOW
     if sliding != (layer.window != 0):
         raise AvpError(ErrorCode.INVALID_VALUE,
                        "window must be nonzero exactly for SLIDING_WINDOW layers",
-                       offset=offset, path=path + ".window")
+                       offset=_plus(offset, 8), path=path + ".window")
     if layer.token_start + layer.token_count > U64_MAX:
         raise AvpError(ErrorCode.LENGTH_OVERFLOW, "token_start + token_count overflows u64",
-                       offset=offset, path=path + ".token_count")
+                       offset=_plus(offset, 24), path=path + ".token_count")
     if sliding and layer.token_count > layer.window:
         raise AvpError(ErrorCode.TOKEN_RANGE, "a sliding-window layer holds more than window",
-                       offset=offset, path=path + ".token_count")
+                       offset=_plus(offset, 24), path=path + ".token_count")
 
 
 def check_kind_layers(kind: Kind, layers: Sequence[Layer], tensor_count: int,
@@ -167,7 +167,8 @@ class TensorChecker:
         path = f"tensor[{i}]"
 
         def fail(code: ErrorCode, msg: str, field: str = "", /) -> AvpError:
-            return AvpError(code, msg, offset=offset, path=path + (f".{field}" if field else ""))
+            at = None if offset is None else offset + DESCRIPTOR_FIELDS.get(field, 0)
+            return AvpError(code, msg, offset=at, path=path + (f".{field}" if field else ""))
 
         if t.layer is not None and not 0 <= t.layer < len(self.layers):
             raise fail(ErrorCode.BAD_REFERENCE, f"layer ordinal {t.layer} >= "
@@ -326,7 +327,8 @@ class TensorChecker:
                 if s.shape[0] != shaped[0][1].shape[0]:
                     batches = sorted({s.shape[0] for _, s in shaped})
                     raise AvpError(ErrorCode.ROLE_SHAPE, f"tensors disagree on batch size: "
-                                   f"{batches}", offset=_at(s, offset), path=f"tensor[{i}].shape")
+                                   f"{batches}", offset=_plus(_at(s, offset), 64),
+                                   path=f"tensor[{i}].shape")
             have = {s.layer for s in self.seen if s.role not in QUANT_ROLES}
             for li in range(len(self.layers)):
                 if li not in have:
@@ -364,3 +366,16 @@ class TensorChecker:
 def _at(s: _Seen, offset: int | None) -> int | None:
     """A seen tensor's descriptor offset, or the fallback (None when encoding)."""
     return s.offset if s.offset is not None and offset is not None else offset
+
+
+def _plus(offset: int | None, rel: int) -> int | None:
+    return None if offset is None else offset + rel
+
+
+# Where each descriptor field starts in the TENSOR body (spec 7.1), so that an error names the
+# field's own first byte (spec 17.2); the shape starts at 64.
+DESCRIPTOR_FIELDS = {
+    "tensor_index": 0, "layer": 4, "role": 8, "dtype": 10, "codec": 11, "rank": 12,
+    "layout": 13, "quant_scheme": 14, "quant_axis": 15, "group_size": 16, "scale_tensor": 20,
+    "zero_point_tensor": 24, "dequant_dtype": 28, "token_offset": 32, "raw_length": 40,
+    "stored_length": 48, "data_crc": 56, "shape": 64}
