@@ -72,10 +72,6 @@ class Core:
         # copy for the incremental source, nothing for a complete buffer (it keeps them).
         self.prefix = bytearray()
         self.prefix_len = 0
-        # Whether the data stage undoes the codec (T.19). IndexedReader's forward walk, which
-        # only locates a fault for its error report, turns it off so that it never inflates a
-        # tensor nobody asked for (the caller's memory bound); decode and Decoder keep it on.
-        self.inflate = True
         self.mac: hmac.HMAC | None = None
         self.authed = False
         self.tag: bytes | None = None
@@ -420,7 +416,7 @@ class Core:
             raise _err(ErrorCode.NONZERO_PADDING, "padding after tensor data", stop,
                        f"tensor[{i}].padding")
         t._attach(data if isinstance(data, memoryview) else memoryview(data), src)
-        if t.codec != Codec.RAW and self.inflate:
+        if t.codec != Codec.RAW:
             elem = max(1, DTYPE_BITS[t.dtype] // 8)
             try:
                 raw = _codecs.decompress(t.stored, t.codec, t.raw_length, elem,
@@ -429,7 +425,7 @@ class Core:
                 e.offset = data_at
                 raise
             t._raw = memoryview(raw)
-        if t.dtype in _dtypes.PACKED and t._raw is not None and not _dtypes.packed_tail_ok(
+        if t.dtype in _dtypes.PACKED and not _dtypes.packed_tail_ok(
                 t.raw_bytes(), t.dtype, _prod(t.shape)):
             raise _err(ErrorCode.NONZERO_PADDING, "unused bits of the last packed byte",
                        data_at + stored_length - 1, f"tensor[{i}].data")

@@ -6,11 +6,10 @@ checks as in ``decode`` (shared code), offsets from the INDEX are bounds-checked
 tensor data is returned only after its descriptor and (in verified mode) its CRC passed. Whole-
 message rules (tiling, parameter references, order) need ``decode``.
 
-One error vocabulary (spec 17.2): where the back-to-front path meets a fault, the reader walks
-the message front to back with the decoder's own code to find the fault ``decode`` reports first,
-and raises that (same code, offset and path). The walk costs linear time on invalid input only;
-it keeps no tensor and inflates no compressed data (a fault inside compressed data is reported
-when that tensor is read, exactly as ``decode`` reports it).
+One error vocabulary (spec 17.2): the reader reports what its own steps find (11.3: it starts
+at the Trailer, so a cut file is BAD_TRAILER, and an index entry leading to another tensor is
+TENSOR_INDEX), with the offsets and paths ``decode`` uses; a fault in a structure it reads as
+``decode`` does (the preamble, the HEADER, a tensor) reads exactly as ``decode`` reports it.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import crc32c
 from . import _structs as S
 from ._args import byte_view, check_decode_options, is_int
 from ._decode import Core
-from ._events import EndEvent, HeaderEvent, TensorEvent
+from ._events import HeaderEvent, TensorEvent
 from ._registry import END_MAGIC, ErrorCode, MetaKey, SectionType
 from ._validate import TensorChecker
 from ._whole import _Whole
@@ -36,14 +35,6 @@ from .model import Tensor
 
 def _err(code: ErrorCode, msg: str, off: int, path: str) -> AvpError:
     return AvpError(code, msg, offset=off, path=path)
-
-
-class _Exact(Exception):
-    """An error the reader met on decode's own path (the preamble and HEADER, read from offset
-    0 by the decoder's code): decode meets it first too, so no walk is needed to confirm it."""
-
-    def __init__(self, error: AvpError) -> None:
-        self.error = error
 
 
 class _Ordinal:
@@ -66,13 +57,12 @@ class IndexedReader:
 
     ``header`` is the decoded HEADER (kind, entries, layers, tensor_count); ``tensor(i)`` reads
     and checks tensor ``i`` only; ``index`` lists ``(section_offset, data_offset,
-    stored_length)`` per tensor. Opening costs the Trailer, INDEX and HEADER only (plus a
-    front-to-back walk when the message is invalid, to report its first fault as ``decode``
-    does). The reader does not verify authentication tags (that needs every byte; use
-    ``decode`` with ``keys``).
+    stored_length)`` per tensor. Opening costs the Trailer, INDEX and HEADER only. The reader
+    does not verify authentication tags (that needs every byte; use ``decode`` with ``keys``).
 
-    Hostile input: ``AvpError`` with the code, offset and path ``decode`` reports; memory is the
-    HEADER, 24 bytes per index entry and what ``tensor(i)`` returns; time is linear in the input.
+    Hostile input: ``AvpError`` with its code (spec 11.3's steps), offset and path (17.2);
+    memory is the HEADER, about 100 bytes per index entry and what ``tensor(i)`` returns; time
+    is linear in what it reads.
 
     >>> import numpy as np, avp_codec as avp
     >>> msg = avp.kv_cache_from_arrays(bytes(32), [np.zeros((1, 1, 2, 4), np.float16)],
@@ -86,18 +76,7 @@ class IndexedReader:
                  limits: Limits | None = None) -> None:
         check_decode_options(limits, verify, None, False)
         mv = byte_view(buf, "buf")
-        self._mv, self._owner = mv, buf
-        self._lim = limits or DEFAULT_LIMITS
-        self._verify = verify
-        try:
-            self._open()
-        except _Exact as e:
-            raise e.error from None
-        except AvpError as e:
-            raise self._first_fault(e) from None
-
-    def _open(self) -> None:
-        mv, lim = self._mv, self._lim
+        lim = limits or DEFAULT_LIMITS
         n_all = len(mv)
         if n_all > lim.max_message_bytes:
             raise _err(ErrorCode.LIMIT_MESSAGE, "message larger than max_message_bytes", 0,
@@ -123,16 +102,9 @@ class IndexedReader:
             raise _err(ErrorCode.SECTION_CHECKSUM, "INDEX CRC32C mismatch", at + 16 + n,
                        "section.crc")
         # Preamble and HEADER, through the full decoder's own code (steps P, S, H).
-        self._core = Core(lim, self._verify, None, False)
-        src = _Whole(mv[:at], self._owner)
-        try:
-            ev = self._core.step(src)
-        except AvpError as e:
-            # Bytes cut at the INDEX may end a structure that decode sees whole: TRUNCATED
-            # alone needs the walk.
-            if e.code == ErrorCode.TRUNCATED:
-                raise
-            raise _Exact(e) from None
+        self._core = Core(lim, verify, None, False)
+        src = _Whole(mv[:at], buf)
+        ev = self._core.step(src)
         if not isinstance(ev, HeaderEvent):  # pragma: no cover - Core returns the header first
             raise AssertionError(ev)
         self.header = ev
@@ -163,19 +135,6 @@ class IndexedReader:
         self._index_at = at
         self._src = src
 
-    def _first_fault(self, seen: AvpError) -> AvpError:
-        """The fault ``decode`` reports first, found by walking front to back; ``seen`` when
-        the walk finds none (a fault only the random-access path checks)."""
-        core = Core(self._lim, self._verify, None, False)
-        core.inflate = False  # locate faults; never inflate data nobody asked for
-        src = _Whole(self._mv, self._owner)
-        try:
-            while not isinstance(core.step(src), EndEvent):
-                pass
-        except AvpError as e:
-            return e
-        return seen
-
     @classmethod
     def open(cls, path: str | os.PathLike[str], **kw: Any) -> IndexedReader:
         """A reader over a read-only mmap of the file at ``path``."""
@@ -192,20 +151,13 @@ class IndexedReader:
     def tensor(self, i: int) -> Tensor:
         """Read, check and return tensor ``i`` (a zero-copy view in RAW codec).
 
-        ``IndexError`` when ``i`` is not a tensor ordinal; ``AvpError`` (as ``decode`` reports
-        the message's first fault) when the tensor's section, descriptor, data or index entry
-        is at fault.
+        ``IndexError`` when ``i`` is not a tensor ordinal; ``AvpError`` when the tensor's
+        section, descriptor, data or index entry is at fault (11.3 step 6).
         """
         if not is_int(i):
             raise TypeError(f"tensor index must be an int, not {type(i).__name__}")
         if not 0 <= i < len(self.index):
             raise IndexError(f"tensor {i} of {len(self.index)}")
-        try:
-            return self._read(i)
-        except AvpError as e:
-            raise self._first_fault(e) from None
-
-    def _read(self, i: int) -> Tensor:
         sec, data, stored = self.index[i]
         core = copy.copy(self._core)
         core.pos, core.state, core.pending = sec, "sections", None
