@@ -2,6 +2,21 @@
 
 Sans-IO core, explicit public API: everything a user needs is re-exported here; the
 underscore modules are private. See spec/avp-spec.md for the normative format.
+
+Hostile input, at every entry point (``decode``, ``decode_file``, ``Decoder``, ``IndexedReader``,
+``from_canonical_json``, ``encode`` and its variants, ``StreamEncoder``, the builders, the
+handshake helpers, the ``Tensor`` accessors):
+
+* a fault in the input is an ``AvpError`` with its registry ``ErrorCode``, the offset and field
+  path of spec 17.2; an argument of the wrong Python type is ``TypeError`` (``ValueError`` for a
+  wrong length or rank), naming it; nothing else escapes, and nothing is coerced (``2.0`` is not
+  an int, ``True`` not a 1, ``"ﬂoat16"`` not ``float16``);
+* time is linear in the input (section walking is a loop, never recursion);
+* memory is what the caller asked for (the input it handed over, the message or events returned,
+  decompressed data up to each tensor's ``raw_length``, itself bounded by ``Limits``) plus at
+  most 64 MB; nothing is allocated in proportion to a declared size before the limits of spec 16
+  passed. tests/hardening/hostile_codec.py checks this under an address-space limit and
+  benchmarks/results/hostile_codec.md records the worst case per entry point.
 """
 
 from __future__ import annotations

@@ -49,10 +49,14 @@ class Entry:
 
     @classmethod
     def of(cls, key: MetaKey, value: Value) -> Entry:
-        """An entry for a registered key, with the registry's type and critical flag."""
-        info = KEY_INFO[MetaKey(key)]
-        if info.type == ValueType.U32_LIST and not isinstance(value, tuple):
-            value = tuple(value)  # type: ignore[arg-type]
+        """An entry for a registered key, with the registry's type and critical flag.
+
+        >>> Entry.of(MetaKey.CONTEXT_LENGTH, 4)
+        Entry(key=5, type=<ValueType.U64: 1>, value=4, critical=True)
+        """
+        info = KEY_INFO[arg_enum(MetaKey, key, "key", ErrorCode.INVALID_VALUE)]
+        if info.type == ValueType.U32_LIST and isinstance(value, (list, range)):
+            value = tuple(value)
         return cls(int(key), info.type, value, info.critical)
 
 
