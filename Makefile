@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench transport-bench fuzz lock clean engines engines-demo engines-venvs engines-lock
+.PHONY: install demo test bench transport-bench fuzz lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,7 @@ demo: install
 	$(VPY) -m avp_runtime.demo
 
 test: install
-	$(VPY) -m ruff check avp_codec conformance tools reference_runtime bindings engines tests benchmarks
+	$(VPY) -m ruff check avp_codec conformance tools reference_runtime bindings engines tests benchmarks compat
 	$(VPY) -m mypy
 	$(VPY) -m pytest -n 2 -q tests
 
@@ -85,6 +85,20 @@ engines-lock:
 	$(UV_COMPILE) --find-links /opt/wheels --no-emit-package torchvision \
 	  --no-emit-package torchaudio --no-emit-package torchcodec lock/vllm.in -o lock/vllm.txt
 	$(UV_COMPILE) lock/llama.in -o lock/llama.txt
+# The tested version ranges (by hand, not CI): one venv per compat lock (lowest and newest allowed
+# runtime dependencies, and the codec alone at its lowest), each with a fresh model cache (so the
+# GGUF conversion runs with that side's gguf/accelerate/transformers), the test suites on each, a
+# table printed and written into compat/README.md. About 10-20 min per side on 2 cores.
+COMPAT_SIDES ?= low high codec-low
+COMPAT_WORKERS ?= 2
+compat: install
+	$(VPY) compat/run.py --workers $(COMPAT_WORKERS) $(COMPAT_SIDES)
+
+# Regenerate the compat locks after changing a range in pyproject.toml (then run `make compat`).
+compat-lock:
+	$(UV_COMPILE) --find-links /opt/wheels --no-emit-package avp-codec --resolution lowest-direct lock/compat.in -o lock/compat-low.txt
+	$(UV_COMPILE) --find-links /opt/wheels --no-emit-package avp-codec lock/compat.in -o lock/compat-high.txt
+	$(UV_COMPILE) --no-emit-package avp-codec --resolution lowest-direct lock/compat-codec.in -o lock/compat-codec-low.txt
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .venv-compat-* .compat build *.egg-info .pytest_cache .mypy_cache .hypothesis
