@@ -25,6 +25,7 @@ from ._registry import (
 from .model import Entry, Layer, Message, Tensor, Value
 
 VERSION_1_0 = 1 << 16
+"""Format version 1.0 as HELLO and ACCEPT list it (spec 14.2): ``major << 16 | minor``."""
 
 
 def _entries(pairs: Iterable[tuple[MetaKey, Value | None]], extra: Sequence[Entry]) -> list[Entry]:
@@ -64,6 +65,18 @@ def kv_cache_message(model_id: bytes, context_length: int, layers: Sequence[Laye
     ``model_id`` is the 32-byte model identity (spec 13.1); ``layers`` one ``Layer`` per model
     layer sent, in increasing ``index``; ``tensors`` placed in those layers by ordinal (see
     ``Tensor.from_array``). For per-layer K/V arrays, ``kv_cache_from_arrays`` does it all.
+
+    >>> import numpy as np, avp_codec as avp
+    >>> kv = np.zeros((1, 2, 4, 8), np.float16)          # [batch, heads, tokens, head_dim]
+    >>> layers = [avp.Layer(3, avp.LayerKind.FULL_ATTENTION, 0, 4)]   # model layer 3 ...
+    >>> tensors = [avp.Tensor.from_array(kv, role, ordinal=0, layout=avp.Layout.BHTD)
+    ...            for role in (avp.Role.KEY, avp.Role.VALUE)]        # ... is ordinal 0
+    >>> msg = avp.kv_cache_message(bytes(32), 4, layers, tensors, model_name="demo")
+    >>> print(msg.kind, msg.get(avp.MetaKey.CONTEXT_LENGTH), msg.get(avp.MetaKey.MODEL_NAME))
+    KV_CACHE 4 demo
+    >>> avp.kv_cache_message(b"abc", 4, layers, tensors)
+    Traceback (most recent call last):
+    ValueError: model_id must be 32 bytes, not 3
     """
     return Message(Kind.KV_CACHE, _entries([
         (MetaKey.MODEL_ID, _id32(model_id, "model_id")),
@@ -155,8 +168,14 @@ def hidden_state_message(model_id: bytes, hidden: Any, *, source: int = 1,
                          proj_shared_vocab: int | None = None,
                          proj_temperature: float | None = None,
                          extra: Sequence[Entry] = ()) -> Message:
-    """A HIDDEN_STATE message. ``hidden``: a [batch, tokens, features] array, a Tensor, or a
-    list of them. source 1 = same-model latent state, 2 = cross-model projection."""
+    """A HIDDEN_STATE message (spec 10.6). ``hidden``: a [batch, tokens, features] array, a
+    Tensor, or a list of them. source 1 = same-model latent state, 2 = cross-model projection.
+
+    >>> import numpy as np, avp_codec as avp
+    >>> msg = avp.hidden_state_message(bytes(32), np.zeros((1, 3, 8), np.float32))
+    >>> print(msg.kind, msg.tensors[0].role, msg.tensors[0].shape)
+    HIDDEN_STATE HIDDEN_STATE (1, 3, 8)
+    """
     items = hidden if isinstance(hidden, (list, tuple)) else [hidden]
     if proj_temperature is not None and (isinstance(proj_temperature, bool) or not isinstance(
             proj_temperature, (int, float))):
@@ -194,7 +213,13 @@ def hidden_state_message(model_id: bytes, hidden: Any, *, source: int = 1,
 
 def text_message(text: str, *, role: str | None = None, model_name: str | None = None,
                  producer: str | None = None, extra: Sequence[Entry] = ()) -> Message:
-    """A TEXT message (spec 10.5): the fallback mode every agent supports."""
+    """A TEXT message (spec 10.5): the fallback mode every agent supports.
+
+    >>> import avp_codec as avp
+    >>> msg = avp.decode(avp.encode(avp.text_message("Summarise this.", role="user")))
+    >>> print(msg.get(avp.MetaKey.TEXT), msg.get(avp.MetaKey.TEXT_ROLE))
+    Summarise this. user
+    """
     return Message(Kind.TEXT, _entries([
         (MetaKey.TEXT, arg_str(text, "text")), (MetaKey.TEXT_ROLE, _opt_str(role, "role")),
         (MetaKey.MODEL_NAME, _opt_str(model_name, "model_name")),
@@ -208,7 +233,17 @@ def hello_message(agent_name: str, *, versions: Sequence[int] = (VERSION_1_0,),
                   model_name: str | None = None, vocab_digest: bytes | None = None,
                   vocabulary: bytes | None = None, nonce: bytes | None = None,
                   extra: Sequence[Entry] = ()) -> Message:
-    """A HELLO (spec 14.2): what this agent offers; ``nonce`` defaults to 16 fresh bytes."""
+    """A HELLO (spec 14.2): what this agent offers; ``nonce`` defaults to 16 fresh bytes.
+
+    By default it offers every dtype, codec and mode this codec knows; ``resolve_mode`` picks
+    the session mode from two HELLOs (spec 14.3).
+
+    >>> import avp_codec as avp
+    >>> mine = avp.hello_message("alice", model_id=bytes(32))
+    >>> peer = avp.hello_message("bob", model_id=bytes(32))
+    >>> print(mine.get(avp.MetaKey.AGENT_NAME), avp.resolve_mode(mine, peer))
+    alice KV_CACHE
+    """
     return Message(Kind.HELLO, _entries([
         (MetaKey.AGENT_NAME, arg_str(agent_name, "agent_name")),
         (MetaKey.VERSIONS, _ulist(versions, "versions")),
@@ -231,7 +266,13 @@ def accept_message(agent_name: str, mode: Mode | int, *,
                    max_message_bytes: int | None = None, nonce: bytes | None = None,
                    shared_vocab_size: int | None = None, vocab_digest: bytes | None = None,
                    vocabulary: bytes | None = None, extra: Sequence[Entry] = ()) -> Message:
-    """An ACCEPT (spec 14.2): the responder's answer naming the resolved ``mode``."""
+    """An ACCEPT (spec 14.2): the responder's answer naming the resolved ``mode``.
+
+    >>> import avp_codec as avp
+    >>> accept = avp.accept_message("bob", avp.Mode.KV_CACHE, model_id=bytes(32))
+    >>> print(avp.Mode(accept.get(avp.MetaKey.MODE)))
+    KV_CACHE
+    """
     return Message(Kind.ACCEPT, _entries([
         (MetaKey.AGENT_NAME, arg_str(agent_name, "agent_name")),
         (MetaKey.MODE, int(arg_enum(Mode, mode, "mode", ErrorCode.INVALID_VALUE))),
@@ -250,7 +291,14 @@ def accept_message(agent_name: str, mode: Mode | int, *,
 
 def error_message(code: ErrorCode | int, text: str | None = None, *,
                   agent_name: str | None = None, extra: Sequence[Entry] = ()) -> Message:
-    """An ERROR message carrying ``code`` (any 1..65535, spec 17) and an optional text."""
+    """An ERROR message carrying ``code`` (any 1..65535, spec 17) and an optional text.
+
+    >>> import avp_codec as avp
+    >>> wire = avp.encode(avp.error_message(avp.ErrorCode.LIMIT_TENSORS, "64 tensors at most"))
+    >>> msg = avp.decode(wire)
+    >>> print(avp.ErrorCode(msg.get(avp.MetaKey.ERROR_CODE)), msg.get(avp.MetaKey.ERROR_TEXT))
+    LIMIT_TENSORS 64 tensors at most
+    """
     return Message(Kind.ERROR, _entries([
         (MetaKey.ERROR_CODE, int(arg_int(code, "code", lo=1, hi=0xFFFF) or 0)),
         (MetaKey.ERROR_TEXT, _opt_str(text, "text")),

@@ -203,6 +203,23 @@ class StreamEncoder:
         checked against the rules the decoder applies to it (``AvpError`` with the code and a
         ``tensor[i]...`` path) before any of its bytes is written; ``tensor_count`` of them
         must be written before :meth:`finish`.
+
+        >>> import io, numpy as np, avp_codec as avp
+        >>> entries = [avp.Entry.of(avp.MetaKey.MODEL_ID, bytes(32)),
+        ...            avp.Entry.of(avp.MetaKey.CONTEXT_LENGTH, 4)]
+        >>> table = [avp.Layer(7, avp.LayerKind.FULL_ATTENTION, 0, 4)]   # model layer 7 only
+        >>> enc = avp.StreamEncoder(io.BytesIO(), avp.Kind.KV_CACHE, entries, table, 2)
+        >>> kv = np.zeros((1, 2, 4, 8), np.float16)
+        >>> enc.write_tensor(avp.Tensor.from_array(kv, avp.Role.KEY, ordinal=0,
+        ...                                        layout=avp.Layout.BHTD))
+        >>> enc.write_tensor(avp.Tensor.from_array(kv, avp.Role.VALUE, ordinal=7,
+        ...                                        layout=avp.Layout.BHTD))
+        Traceback (most recent call last):
+        avp_codec.errors.AvpError: BAD_REFERENCE [46]: layer ordinal 7 >= 1 layer table entries ...
+        >>> enc.write_tensor(avp.Tensor.from_array(kv, avp.Role.VALUE, ordinal=0,
+        ...                                        layout=avp.Layout.BHTD))  # nothing was written
+        >>> enc.finish()
+        800
         """
         i = len(self._index)
         self._check_tensor(i, t)
@@ -396,7 +413,14 @@ def encode_into(msg: Message, buf: bytearray | memoryview | Any, *,
     """Encode into a preallocated writable buffer (bytearray, mmap, numpy uint8 array...);
     returns the number of bytes written. Size it with ``encoded_size``. Tensor data are copied
     once, their CRCs computed as they are copied, on ``threads`` threads (default: the CPUs
-    this process may use); the bytes are the same for any value."""
+    this process may use); the bytes are the same for any value.
+
+    >>> import avp_codec as avp
+    >>> msg = avp.text_message("hi")
+    >>> buf = bytearray(avp.encoded_size(msg))
+    >>> n = avp.encode_into(msg, buf)
+    >>> n == len(buf), bytes(buf) == avp.encode(msg)
+    (True, True)"""
     mv = byte_view(buf, "buf")
     if mv.readonly:
         raise ValueError("encode_into needs a writable buffer")
@@ -419,6 +443,20 @@ def encode(msg: Message, *, auth_key: tuple[bytes, bytes] | None = None,
     >>> avp.encode(b"abc")
     Traceback (most recent call last):
     TypeError: msg must be an avp_codec.Message, not bytes
+
+    Authentication (spec 15): ``auth_key=(key_id, key)`` adds the AUTH_KEY_ID entry and an
+    HMAC-SHA256 tag; the receiver passes the keys it holds (``keys={key_id: key}``) and
+    ``require_auth=True`` to refuse anything unauthenticated.
+
+    >>> key_id, key = b"agent-a", bytes(range(32))
+    >>> signed = avp.encode(avp.text_message("hi"), auth_key=(key_id, key))
+    >>> avp.decode(signed, keys={key_id: key}, require_auth=True).authenticated
+    True
+    >>> try:
+    ...     avp.decode(signed, keys={key_id: bytes(32)})
+    ... except avp.AvpError as e:
+    ...     print(e.code, e.path)
+    AUTH_FAILED index.tag
     """
     sink = _Parts()
     encode_to(msg, sink, auth_key=auth_key, threads=threads)

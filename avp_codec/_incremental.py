@@ -112,6 +112,14 @@ class Decoder:
         Nothing is decoded here; :meth:`next_event` does the work. Raises the decoder's earlier
         error if there was one, ``LIMIT_MESSAGE`` when a single-message decoder is fed more
         than ``max_message_bytes``, and ``ValueError`` after :meth:`end_of_input`.
+
+        >>> import avp_codec as avp
+        >>> wire = avp.encode(avp.text_message("hi"))
+        >>> dec = avp.Decoder()
+        >>> for i in range(0, len(wire), 10):      # bytes as they arrive, 10 at a time
+        ...     dec.feed(wire[i:i + 10])
+        >>> [type(ev).__name__ for ev in iter(dec.next_event, avp.NEED_DATA)]
+        ['HeaderEvent', 'EndEvent']
         """
         if self._error is not None:
             raise self._error
@@ -146,6 +154,23 @@ class Decoder:
         the input ended after a complete message; it is returned on every later call, so a loop
         that drains events stops on ``NEED_DATA`` *or* ``END_OF_STREAM``. A fault raises
         ``AvpError`` (see the class docstring).
+
+        >>> import avp_codec as avp
+        >>> wire = avp.encode(avp.text_message("hi"))
+        >>> dec = avp.Decoder()
+        >>> dec.feed(wire)
+        >>> header = dec.next_event()
+        >>> print(type(header).__name__, header.kind, header.tensor_count)
+        HeaderEvent TEXT 0
+        >>> end = dec.next_event()
+        >>> print(type(end).__name__, end.length == len(wire), dec.next_event())
+        EndEvent True NEED_DATA
+        >>> cut = avp.Decoder()
+        >>> cut.feed(wire[:-1]); cut.end_of_input()
+        >>> while cut.next_event() is not avp.END_OF_STREAM:
+        ...     pass
+        Traceback (most recent call last):
+        avp_codec.errors.AvpError: TRUNCATED [3]: ...
         """
         if self._error is not None:
             raise self._error

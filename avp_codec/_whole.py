@@ -244,6 +244,14 @@ def decode_file(path: str | os.PathLike[str], *, verify: bool = True,
 
     The same checks, errors and bounds as :func:`decode` (the file's bytes are mapped, not
     read into memory). OS errors (a missing file) are ``OSError`` as usual.
+
+    >>> import os, tempfile, avp_codec as avp
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "hello.avp")
+    ...     with open(path, "wb") as f:
+    ...         _ = f.write(avp.encode(avp.text_message("hello")))
+    ...     print(avp.decode_file(path).get(avp.MetaKey.TEXT))
+    hello
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")

@@ -155,14 +155,17 @@ class Tensor:
     # -- stored and raw bytes -------------------------------------------------------------
     @property
     def stored(self) -> memoryview:
+        """The tensor's bytes as stored on the wire (packed, compressed or quantized codes)."""
         return self._stored
 
     @property
     def stored_length(self) -> int:
+        """The number of stored bytes (the descriptor's ``stored_length``, spec 7.1)."""
         return self._slen
 
     @property
     def data_crc(self) -> int:
+        """CRC32C of the stored bytes (the descriptor's ``data_crc``), computed once."""
         if self._crc is None:
             self._crc = crc32c.crc32c(self._stored)
         return self._crc
@@ -281,6 +284,8 @@ class Tensor:
 
     # -- comparison and display -----------------------------------------------------------
     def descriptor(self) -> tuple[object, ...]:
+        """The descriptor fields that define the tensor logically (what equality compares
+        besides the data)."""
         return (self.role, self.dtype, self.shape, self.layer, self.codec, self.layout,
                 self.token_offset, self.quant, self.raw_length, self.stored_length)
 
@@ -401,6 +406,13 @@ class Message:
     skipped_sections: int = 0  # unknown skippable sections the decoder verified and ignored
 
     def get(self, key: MetaKey | int) -> Value | None:
+        """The value of metadata entry ``key``, or None when the message has none.
+
+        >>> import avp_codec as avp
+        >>> msg = avp.text_message("hi")
+        >>> msg.get(avp.MetaKey.TEXT), msg.get(avp.MetaKey.MODEL_ID)
+        ('hi', None)
+        """
         for e in self.entries:
             if e.key == int(key):
                 return e.value
