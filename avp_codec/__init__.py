@@ -3,6 +3,21 @@
 Sans-IO core, explicit public API: everything a user needs is re-exported here; the
 underscore modules are private. See spec/avp-spec.md for the normative format.
 
+Start here (docs/embedding.md walks through all of it, with examples the tests run):
+
+* build: ``kv_cache_from_arrays`` (per-layer K/V arrays), ``kv_cache_message`` with ``Layer``
+  and ``Tensor.from_array``, ``text_message``, ``hidden_state_message``, the handshake builders;
+* write: ``encode`` (bytes), ``encode_into`` / ``encoded_size`` (your buffer), ``encode_to``
+  (a writable), ``StreamEncoder`` (tensor by tensor, constant memory);
+* read: ``decode`` / ``decode_file`` (whole), ``Decoder`` (incremental, events; one message or
+  a stream of them), ``IndexedReader`` (random access through the index);
+* errors ``AvpError`` / ``ErrorCode``, ``Limits``, authentication (``auth_key=``, ``keys=``),
+  ``avp_codec.quant`` (quantized KV-caches), ``compress_message`` (lossless codecs).
+
+>>> import avp_codec as avp
+>>> print(avp.decode(avp.encode(avp.text_message("hello"))).get(avp.MetaKey.TEXT))
+hello
+
 Hostile input, at every entry point (``decode``, ``decode_file``, ``Decoder``, ``IndexedReader``,
 ``from_canonical_json``, ``encode`` and its variants, ``StreamEncoder``, the builders, the
 handshake helpers, the ``Tensor`` accessors):
