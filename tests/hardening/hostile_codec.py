@@ -604,11 +604,11 @@ def report(path: str) -> None:
 
 
 NOTES = ["", "## Notes", "",
-         "- Rows marked **!** are the decompression cases (`ByteCase.inflates`): zstd's "
-         "decompressor reserves address space for a second raw_length-sized buffer, so the "
-         "address-space limit trips although the RSS peak stays within the budget (the "
-         "decompression bound of issue 14, written in place, belongs to the codec-internals "
-         "work). CI runs these cases with twice their data (`--inflate-slack 2`).",
+         "- Decompression writes straight into one raw_length-sized output buffer (zstd "
+         "readinto, the plane codecs chunk by chunk): the valid zstd bomb (16 KB inflating to "
+         "2 x 64 MiB) peaks at the 128 MB it returns, under an address-space limit of exactly "
+         "its budget, and a frame inflating past raw_length stops at DECOMPRESSED_SIZE with "
+         "no output beyond it. A row marked **!** would be a call that broke its contract.",
          "- Per-tensor state: `decode` returns ~880 B per tensor (the Tensor objects asked "
          "for); the incremental Decoder keeps ~450 B per tensor of the current message for the "
          "whole-message checks (INDEX comparison, tiling, parameter references) even when the "
