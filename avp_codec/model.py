@@ -61,7 +61,19 @@ class Entry:
 
 @dataclass
 class Layer:
-    """One layer descriptor (spec 6.4)."""
+    """One layer descriptor (spec 6.4): a model layer a message carries tensors for.
+
+    ``index`` is the model's layer number (strictly increasing along the table); tensors refer
+    to a layer by its *ordinal*, its position in the table. ``kind`` is a ``LayerKind``;
+    ``token_start`` and ``token_count`` are the token range the layer's tensors hold (a
+    FULL_ATTENTION layer of a KV_CACHE holds 0 .. CONTEXT_LENGTH); ``window`` is the sliding
+    window, nonzero exactly for SLIDING_WINDOW layers.
+
+    >>> import avp_codec as avp
+    >>> avp.Layer(index=11, kind=avp.LayerKind.SLIDING_WINDOW, token_start=4, token_count=4,
+    ...           window=4)
+    Layer(index=11, kind=<LayerKind.SLIDING_WINDOW: 2>, token_start=4, token_count=4, window=4)
+    """
 
     index: int
     kind: LayerKind
