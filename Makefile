@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench transport-bench agents-bench handoff-bench quality-bench fuzz lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
+.PHONY: install demo test docs bench transport-bench agents-bench handoff-bench quality-bench fuzz lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,13 @@ test: install
 	$(VPY) -m ruff check avp_codec conformance tools reference_runtime bindings engines tests benchmarks compat examples
 	$(VPY) -m mypy
 	$(VPY) -m pytest -n 2 -q tests
+
+# The codec's API reference, built by pdoc from the docstrings (docs/api/, not committed);
+# docs/embedding.md is the guide to read first.
+docs: install
+	rm -rf docs/api
+	$(VPY) -m pdoc --docformat restructuredtext -o docs/api avp_codec avp_codec.quant
+	@echo "API reference: docs/api/index.html (guide: docs/embedding.md)"
 
 bench: install
 	$(VPY) benchmarks/codec_bench.py

@@ -2,6 +2,36 @@
 
 Sans-IO core, explicit public API: everything a user needs is re-exported here; the
 underscore modules are private. See spec/avp-spec.md for the normative format.
+
+Start here (docs/embedding.md walks through all of it, with examples the tests run):
+
+* build: ``kv_cache_from_arrays`` (per-layer K/V arrays), ``kv_cache_message`` with ``Layer``
+  and ``Tensor.from_array``, ``text_message``, ``hidden_state_message``, the handshake builders;
+* write: ``encode`` (bytes), ``encode_into`` / ``encoded_size`` (your buffer), ``encode_to``
+  (a writable), ``StreamEncoder`` (tensor by tensor, constant memory);
+* read: ``decode`` / ``decode_file`` (whole), ``Decoder`` (incremental, events; one message or
+  a stream of them), ``IndexedReader`` (random access through the index);
+* errors ``AvpError`` / ``ErrorCode``, ``Limits``, authentication (``auth_key=``, ``keys=``),
+  ``avp_codec.quant`` (quantized KV-caches), ``compress_message`` (lossless codecs).
+
+>>> import avp_codec as avp
+>>> print(avp.decode(avp.encode(avp.text_message("hello"))).get(avp.MetaKey.TEXT))
+hello
+
+Hostile input, at every entry point (``decode``, ``decode_file``, ``Decoder``, ``IndexedReader``,
+``from_canonical_json``, ``encode`` and its variants, ``StreamEncoder``, the builders, the
+handshake helpers, the ``Tensor`` accessors):
+
+* a fault in the input is an ``AvpError`` with its registry ``ErrorCode``, the offset and field
+  path of spec 17.2; an argument of the wrong Python type is ``TypeError`` (``ValueError`` for a
+  wrong length or rank), naming it; nothing else escapes, and nothing is coerced (``2.0`` is not
+  an int, ``True`` not a 1, ``"ﬂoat16"`` not ``float16``);
+* time is linear in the input (section walking is a loop, never recursion);
+* memory is what the caller asked for (the input it handed over, the message or events returned,
+  decompressed data up to each tensor's ``raw_length``, itself bounded by ``Limits``) plus at
+  most 64 MB; nothing is allocated in proportion to a declared size before the limits of spec 16
+  passed. tests/hardening/hostile_codec.py checks this under an address-space limit and
+  benchmarks/results/hostile_codec.md records the worst case per entry point.
 """
 
 from __future__ import annotations
@@ -24,7 +54,7 @@ from ._encode import (
     encode_to,
     encoded_size,
 )
-from ._events import NEED_DATA, EndEvent, HeaderEvent, TensorEvent
+from ._events import END_OF_STREAM, NEED_DATA, EndEvent, HeaderEvent, TensorEvent
 from ._handshake import (
     check_accept,
     check_capabilities,
@@ -72,7 +102,7 @@ __all__ = [
     "hello_message", "accept_message", "error_message",
     "encode", "encode_to", "encode_into", "encoded_size", "StreamEncoder",
     "decode", "decode_file", "IndexedReader",
-    "Decoder", "HeaderEvent", "TensorEvent", "EndEvent", "NEED_DATA",
+    "Decoder", "HeaderEvent", "TensorEvent", "EndEvent", "NEED_DATA", "END_OF_STREAM",
     "to_canonical_json", "dumps_canonical_json", "from_canonical_json",
     "check_model_id", "resolve_mode", "verify_peer", "check_accept", "check_payload",
     "check_capabilities", "tokenizers_compatible", "decoded_token_strings", "decoded_token",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import struct
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import crc32c
 
@@ -67,7 +67,9 @@ class Core:
         self.checker: TensorChecker | None = None
         self.index: list[tuple[int, int, int]] = []
         self.pending: tuple[Tensor, int, int] | None = None
-        self.prefix: list[bytes] = []  # bytes consumed before the HEADER was processed
+        # Bytes consumed before the HEADER named the key (the tag covers them): one contiguous
+        # copy for the incremental source, nothing for a complete buffer (it keeps them).
+        self.prefix = bytearray()
         self.prefix_len = 0
         self.mac: hmac.HMAC | None = None
         self.authed = False
@@ -75,14 +77,15 @@ class Core:
         self.index_at = 0
 
     # -- helpers ----------------------------------------------------------------------------
-    def _have(self, src: Source, n: int) -> bool:
+    def _have(self, src: Source, n: int, what: str) -> bool:
         # The incremental source refuses a structure bigger than max_buffer_bytes whether or
         # not its bytes happen to be there already, so the outcome never depends on chunking.
-        src.reserve(n, self.pos)
+        src.reserve(n, self.pos, what)
         if src.end() - self.pos >= n:
             return True
         if src.complete:
-            raise _err(ErrorCode.TRUNCATED, f"input ends inside a {n}-byte structure", self.pos)
+            raise _err(ErrorCode.TRUNCATED, f"input ends inside a {n}-byte structure", self.pos,
+                       what)
         return False
 
     def _consume(self, src: Source, n: int) -> None:
@@ -90,30 +93,40 @@ class Core:
             # Before the HEADER names the key, bytes are kept for the tag, but only by a
             # receiver that holds keys, and within max_buffer_bytes (11.2) when incremental.
             self.prefix_len += n
-            src.reserve(self.prefix_len, 0)
-            self.prefix.append(bytes(src.get(self.pos, n)))
+            if not src.keeps_all:
+                src.reserve(self.prefix_len, 0, "message")
+                self.prefix += src.get(self.pos, n)
         elif self.mac is not None:
             self.mac.update(src.get(self.pos, n))
         self.pos += n
         src.discard(self.pos)
 
     def step(self, src: Source) -> Event:
-        if self.state == "preamble":
-            return self._preamble(src)
-        if self.state == "sections":
-            return self._section(src)
-        if self.state == "data":
-            return self._data(src)
-        if self.state == "trailer":
-            return self._trailer(src)
-        raise _err(ErrorCode.TRAILING_BYTES, "bytes after the Trailer", self.pos)
+        """The next event. A loop, never recursion: a stage that consumed a structure without
+        an event to report (the preamble, a skippable section, the INDEX) returns _AGAIN, so any
+        number of skippable sections costs constant stack and linear time."""
+        while True:
+            state = self.state
+            if state == "sections":
+                ev = self._section(src)
+            elif state == "data":
+                ev = self._data(src)
+            elif state == "preamble":
+                ev = self._preamble(src)
+            elif state == "trailer":
+                ev = self._trailer(src)
+            else:
+                raise _err(ErrorCode.TRAILING_BYTES, "bytes after the Trailer", self.pos,
+                           "trailing")
+            if ev is not _AGAIN:
+                return ev
 
     # -- preamble (spec 3) ---------------------------------------------------------------
     def _preamble(self, src: Source) -> Event:
         have = min(src.end(), 8)
         if have and bytes(src.get(0, have)) != MAGIC[:have]:
             raise _err(ErrorCode.BAD_MAGIC, "not an AVP message", 0, "preamble.magic")
-        if not self._have(src, 16):
+        if not self._have(src, 16, "preamble"):
             return NEED_DATA
         p = S.parse_preamble(src.get(0, 16))
         if p.major != FORMAT_MAJOR:
@@ -126,14 +139,14 @@ class Core:
         self.skipped = 0
         self._consume(src, 16)
         self.state = "sections"
-        return self.step(src)
+        return _AGAIN
 
     # -- sections (spec 4) ---------------------------------------------------------------
     def _section(self, src: Source) -> Event:
         # Runs once per tensor: fields are unpacked into plain tuples with precompiled
         # struct.Structs and read by position (no namedtuple or dataclass per section).
         at = self.pos
-        if not self._have(src, 16):
+        if not self._have(src, 16, "section"):
             return NEED_DATA
         stype, flags, n = _SECTION_HEAD(src.get(at, 16))
         total = 20 + n + (-(20 + n) % 8)
@@ -148,14 +161,16 @@ class Core:
                            "allows", at + 8, "section.length")
         elif stype == SectionType.HEADER:
             if n > lim.max_header_bytes:
-                raise _err(ErrorCode.LIMIT_HEADER, f"header body of {n} bytes", at + 8)
+                raise _err(ErrorCode.LIMIT_HEADER, f"header body of {n} bytes", at + 8,
+                           "section.length")
         elif stype == SectionType.INDEX:
             if n > 8 + 24 * lim.max_tensors + 32:
                 raise _err(ErrorCode.LIMIT_TENSORS, "index longer than max_tensors allows",
-                           at + 8)
+                           at + 8, "section.length")
         elif n > lim.max_header_bytes:
-            raise _err(ErrorCode.LIMIT_HEADER, f"unknown section of {n} bytes", at + 8)
-        if not self._have(src, total):
+            raise _err(ErrorCode.LIMIT_HEADER, f"unknown section of {n} bytes", at + 8,
+                       "section.length")
+        if not self._have(src, total, "section"):
             return NEED_DATA
         sec = src.get(at, total)  # the whole section: head, body, crc, pad8
         if stype == SectionType.HEADER and n >= 16:
@@ -173,14 +188,15 @@ class Core:
             raise _err(ErrorCode.RESERVED_NONZERO, "reserved section flag bits", at + 4,
                        "section.flags")
         if total > 20 + n and _nonzero(sec[20 + n:]):
-            raise _err(ErrorCode.NONZERO_PADDING, "section padding", at + 20 + n)
+            raise _err(ErrorCode.NONZERO_PADDING, "section padding", at + 20 + n,
+                       "section.padding")
         if not known:
             if not flags & 1:
                 raise _err(ErrorCode.UNKNOWN_CRITICAL, f"unknown section type {stype}", at,
                            "section.type")
             self._consume(src, total)  # skippable: verified, then ignored
             self.skipped += 1
-            return self.step(src)
+            return _AGAIN
         expected = (SectionType.HEADER if self.kind is None else SectionType.TENSOR
                     if len(self.index) < self.tensor_count else SectionType.INDEX)
         if stype != expected:
@@ -195,27 +211,30 @@ class Core:
         body = sec[16:16 + n]
         if expected == SectionType.HEADER:
             ev = self._header(bytes(body), at + 16)
-            self._start_auth()  # the tag covers the preamble and any earlier section too
+            self._start_auth(src)  # the tag covers the preamble and any earlier section too
             self._consume(src, total)
             return ev
         self._index(body, at, n)
         self._consume(src, total)
         self.state = "trailer"
-        return self.step(src)
+        return _AGAIN
 
     # -- HEADER (spec 6) -----------------------------------------------------------------
     def _header_limits(self, f: object, off: int) -> None:
         lim = self.lim
         if f.entry_count > lim.max_entries:  # type: ignore[attr-defined]
-            raise _err(ErrorCode.LIMIT_ENTRIES, "too many entries", off + 4, "entry_count")
+            raise _err(ErrorCode.LIMIT_ENTRIES, "too many entries", off + 4,
+                       "header.entry_count")
         if f.layer_count > lim.max_layers:  # type: ignore[attr-defined]
-            raise _err(ErrorCode.LIMIT_LAYERS, "too many layers", off + 8, "layer_count")
+            raise _err(ErrorCode.LIMIT_LAYERS, "too many layers", off + 8, "header.layer_count")
         if f.tensor_count > lim.max_tensors:  # type: ignore[attr-defined]
-            raise _err(ErrorCode.LIMIT_TENSORS, "too many tensors", off + 12, "tensor_count")
+            raise _err(ErrorCode.LIMIT_TENSORS, "too many tensors", off + 12,
+                       "header.tensor_count")
 
     def _header(self, body: bytes, off: int) -> HeaderEvent:
         if len(body) < 16:
-            raise _err(ErrorCode.HEADER_LAYOUT, "header body shorter than 16 bytes", off)
+            raise _err(ErrorCode.HEADER_LAYOUT, "header body shorter than 16 bytes", off,
+                       "header")
         f = S.parse_header_fixed(body)
         if f.flags:
             raise _err(ErrorCode.RESERVED_NONZERO, "header flags", off + 2, "header.flags")
@@ -228,6 +247,7 @@ class Core:
         # so an entry_count one too high never reads a layer descriptor as an entry.
         end = len(body) - 32 * f.layer_count
         entries: list[Entry] = []
+        entry_at: list[int] = []
         for i in range(f.entry_count):
             path = f"entries[{i}]"
             if p + 8 > end:
@@ -242,7 +262,8 @@ class Core:
                 raise _err(ErrorCode.RESERVED_NONZERO, "entry flag bits", off + p + 2,
                            path + ".flags")
             if _nonzero(body[vend:vend + (-e.length % 8)]):
-                raise _err(ErrorCode.NONZERO_PADDING, "entry padding", off + vend, path)
+                raise _err(ErrorCode.NONZERO_PADDING, "entry padding", off + vend,
+                           path + ".padding")
             if entries and e.key <= entries[-1].key:
                 raise _err(ErrorCode.NON_CANONICAL, "entries must be sorted by increasing key",
                            off + p, path + ".key")
@@ -251,6 +272,7 @@ class Core:
             entry = Entry(e.key, vtype, value, bool(e.flags & 1))
             check_entry(entry, path, off + p)
             entries.append(entry)
+            entry_at.append(off + p)
             p = vend + (-e.length % 8)
         if len(body) - p != 32 * f.layer_count:
             raise _err(ErrorCode.HEADER_LAYOUT, "header length disagrees with its layer count",
@@ -261,8 +283,9 @@ class Core:
                 enumerate(_LAYER_DESCS(body[p:]))):
             lo = p + 32 * i
             if reserved1 != b"\0\0\0" or reserved2:
-                raise _err(ErrorCode.RESERVED_NONZERO, "reserved layer field", off + lo + 5,
-                           f"layers[{i}]")
+                raise _err(ErrorCode.RESERVED_NONZERO, "reserved layer field",
+                           off + lo + (5 if reserved1 != b"\0\0\0" else 12),
+                           f"layers[{i}].reserved")
             layer_kind = _LAYER_KINDS.get(kind_c)
             if layer_kind is None:
                 raise _err(ErrorCode.INVALID_VALUE, f"layer kind {kind_c}", off + lo + 4,
@@ -271,40 +294,41 @@ class Core:
             check_layer(i, layer, prev, off + lo)
             layers.append(layer)
             prev = layer
-        check_kind_entries(kind, entries, off)
+        check_kind_entries(kind, entries, off, entry_at)
         ctx = next((e.value for e in entries if e.key == MetaKey.CONTEXT_LENGTH), None)
         ctx_len = ctx if isinstance(ctx, int) else None
-        check_kind_layers(kind, layers, f.tensor_count, ctx_len, off)
+        check_kind_layers(kind, layers, f.tensor_count, ctx_len, off, off + p)
         self.kind, self.tensor_count, self.layers = kind, f.tensor_count, layers
-        self.checker = TensorChecker(kind, layers, ctx_len)
+        self.checker = TensorChecker(kind, layers, ctx_len, layers_at=off + p)
         key_id = next((e.value for e in entries if e.key == MetaKey.AUTH_KEY_ID), None)
         self.authed = key_id is not None
         if key_id is None and self.require_auth:
-            raise _err(ErrorCode.AUTH_REQUIRED, "message carries no AUTH_KEY_ID", off, "entries")
+            raise _err(ErrorCode.AUTH_REQUIRED, "message carries no AUTH_KEY_ID", off + 16,
+                       "entries")
         if isinstance(key_id, bytes):
             key = self.keys.get(key_id)
             if key is None and self.require_auth:
-                raise _err(ErrorCode.UNKNOWN_KEY, "AUTH_KEY_ID names no key held", off,
+                raise _err(ErrorCode.UNKNOWN_KEY, "AUTH_KEY_ID names no key held", off + 16,
                            "entries")
             if key is not None:
                 self.mac = new_mac(key)
         return HeaderEvent(kind, entries, layers, f.tensor_count, self.minor)
 
-    def _start_auth(self) -> None:
+    def _start_auth(self, src: Source) -> None:
         if self.mac is not None:
-            for chunk in self.prefix:
-                self.mac.update(chunk)
-        self.prefix = []
+            self.mac.update(src.get(0, self.prefix_len) if src.keeps_all else self.prefix)
+        self.prefix = bytearray()
 
     # -- TENSOR (spec 7) -----------------------------------------------------------------
     def _tensor_limits(self, f: tuple[Any, ...], off: int) -> None:
+        path = f"tensor[{len(self.index)}]"
         if f[_RANK] > self.lim.max_rank:
-            raise _err(ErrorCode.LIMIT_RANK, "rank above max_rank", off + 12, "rank")
+            raise _err(ErrorCode.LIMIT_RANK, "rank above max_rank", off + 12, path + ".rank")
         for name, field, rel in (("raw_length", _RAW_LENGTH, 40),
                                  ("stored_length", _STORED_LENGTH, 48)):
             if f[field] > self.lim.max_tensor_bytes:
                 raise _err(ErrorCode.LIMIT_TENSOR, f"{name} above max_tensor_bytes", off + rel,
-                           name)
+                           f"{path}.{name}")
 
     def _descriptor(self, sec: bytes | memoryview, f: tuple[Any, ...] | None, off: int,
                     n: int) -> Tensor:
@@ -318,8 +342,8 @@ class Core:
          scale, zero, dequant, reserved1, token_offset, raw_length, stored_length, data_crc,
          reserved2) = f
         if reserved1 != b"\0\0\0" or reserved2:
-            raise _err(ErrorCode.RESERVED_NONZERO, "reserved descriptor field", off + 29,
-                       f"tensor[{i}]")
+            raise _err(ErrorCode.RESERVED_NONZERO, "reserved descriptor field",
+                       off + (29 if reserved1 != b"\0\0\0" else 60), f"tensor[{i}].reserved")
         if n != 64 + 8 * rank:
             raise _err(ErrorCode.HEADER_LAYOUT, "descriptor length is not 64 + 8 x rank", off,
                        f"tensor[{i}]")
@@ -377,19 +401,19 @@ class Core:
             raise _err(ErrorCode.LENGTH_OVERFLOW, "tensor data ends beyond 2^64 - 1", sec_at,
                        f"tensor[{len(self.index)}].stored_length")
         total = stop + (-stop % 8) - end
-        if not self._have(src, total):
-            return NEED_DATA
         i = len(self.index)
+        if not self._have(src, total, f"tensor[{i}].data"):
+            return NEED_DATA
         if data_at > end and int.from_bytes(src.get(end, data_at - end), "little"):
             raise _err(ErrorCode.NONZERO_PADDING, "padding before tensor data", end,
-                       f"tensor[{i}]")
+                       f"tensor[{i}].padding")
         data = src.get(data_at, stored_length)
         if self.verify and crc32c.crc32c(data) != t.data_crc:
             raise _err(ErrorCode.DATA_CHECKSUM, "tensor data CRC32C mismatch", data_at,
                        f"tensor[{i}].data")
         if stop % 8 and int.from_bytes(src.get(stop, total - (stop - end)), "little"):
             raise _err(ErrorCode.NONZERO_PADDING, "padding after tensor data", stop,
-                       f"tensor[{i}]")
+                       f"tensor[{i}].padding")
         t._attach(data if isinstance(data, memoryview) else memoryview(data), src)
         if t.codec != Codec.RAW:
             try:
@@ -442,7 +466,7 @@ class Core:
 
     def _trailer(self, src: Source) -> Event:
         at = self.pos
-        if not self._have(src, 16):
+        if not self._have(src, 16, "trailer"):
             return NEED_DATA
         t = S.parse_trailer(src.get(at, 16))
         if t.end_magic != END_MAGIC:
@@ -453,11 +477,19 @@ class Core:
         self._consume(src, 16)
         assert self.checker is not None
         self.checker.finish(at)  # step F, then step Z (trailing bytes) last
-        if src.end() > self.pos:
-            raise _err(ErrorCode.TRAILING_BYTES, "bytes after the Trailer", self.pos)
+        if src.end() > self.pos and not src.stream:
+            raise _err(ErrorCode.TRAILING_BYTES, "bytes after the Trailer", self.pos,
+                       "trailing")
         self.state = "done"
         return EndEvent(getattr(self, "tag_ok", False), self.tag, self.pos, self.minor,
                         self.skipped)
+
+
+class _Again:
+    """A stage consumed a structure that yields no event; ``step`` goes on to the next."""
+
+
+_AGAIN = cast(Event, _Again())
 
 
 def _prod(shape: tuple[int, ...]) -> int:

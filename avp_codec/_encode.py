@@ -17,7 +17,9 @@ import numpy as np
 
 from . import _codecs, _parallel
 from . import _structs as S
+from ._args import auth_key_arg, byte_view
 from ._auth import new_mac
+from ._fields import check_head, check_message, check_tensor
 from ._registry import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
@@ -101,10 +103,46 @@ def canonical_entries(entries: Sequence[Entry]) -> list[Entry]:
 
 
 class StreamEncoder:
-    """Writes one message front to back without ever holding it whole.
+    """Writes one message front to back without ever holding it whole (spec 11.1).
+
+    The constructor writes the preamble and the HEADER at once, so it needs everything but the
+    tensor data: ``kind``, the metadata ``entries`` (any order; they are sorted), the layer
+    table and ``tensor_count``. Then call :meth:`write_tensor` once per tensor, in message order,
+    and :meth:`finish` to write the INDEX and Trailer. Only offsets are kept between calls: any
+    number of tensors of any size pass through with constant memory. ``writable`` is anything
+    with ``write(bytes)`` (a file, a socket's makefile, a BytesIO).
+
+    What a KV_CACHE needs (spec 10, 10.4): entries MODEL_ID (32 bytes) and CONTEXT_LENGTH; a
+    layer table with one ``Layer`` per model layer sent (strictly increasing ``index``; a
+    FULL_ATTENTION layer holds tokens 0 .. CONTEXT_LENGTH); message-level tensors first
+    (TOKEN_IDS, POSITIONS, ATTENTION_MASK: ``[batch, CONTEXT_LENGTH]``), then each layer's
+    tensors in table order: KEY and VALUE of layout BHTD ``[batch, heads, tokens, head_dim]`` or
+    BTHD, placed with ``Tensor.from_array(..., ordinal=<position in the layer table>)``. Every
+    layer carries at least one tensor, and a layer's chunks tile its token range.
 
     ``auth_key`` is ``(key_id, key)``: the AUTH_KEY_ID entry is added (or must already name
     key_id) and the INDEX carries HMAC-SHA256 over every byte before it (spec 15).
+
+    Everything is checked as it is given (the decoder's own rules, so an encoder cannot emit a
+    message a decoder refuses): wrong types are ``TypeError``, wrong values ``AvpError`` with
+    the decoder's code and the field's path.
+
+    >>> import io, numpy as np, avp_codec as avp
+    >>> out = io.BytesIO()
+    >>> layers = [avp.Layer(0, avp.LayerKind.FULL_ATTENTION, 0, 4),
+    ...           avp.Layer(5, avp.LayerKind.FULL_ATTENTION, 0, 4)]
+    >>> entries = [avp.Entry.of(avp.MetaKey.MODEL_ID, bytes(32)),
+    ...            avp.Entry.of(avp.MetaKey.CONTEXT_LENGTH, 4)]
+    >>> enc = avp.StreamEncoder(out, avp.Kind.KV_CACHE, entries, layers, tensor_count=4)
+    >>> for ordinal in range(len(layers)):      # model layers 0 and 5: ordinals 0 and 1
+    ...     for role in (avp.Role.KEY, avp.Role.VALUE):
+    ...         kv = np.zeros((1, 2, 4, 8), np.float16)   # [batch, heads, tokens, head_dim]
+    ...         enc.write_tensor(avp.Tensor.from_array(kv, role, ordinal=ordinal,
+    ...                                                layout=avp.Layout.BHTD))
+    >>> enc.finish() == len(out.getvalue())
+    True
+    >>> [la.index for la in avp.decode(out.getvalue()).layers]
+    [0, 5]
     """
 
     def __init__(self, writable: Writable, kind: Kind | int, entries: Sequence[Entry],
@@ -112,11 +150,8 @@ class StreamEncoder:
                  auth_key: tuple[bytes, bytes] | None = None, *,
                  _reuse_tag: bytes | None = None) -> None:
         self._w = writable
-        try:
-            self.kind = Kind(kind)
-        except ValueError:
-            raise AvpError(ErrorCode.UNKNOWN_KIND, f"kind {kind} is not registered") from None
-        entries = list(entries)
+        self.kind, entries, layers = check_head(writable, kind, entries, layers, tensor_count)
+        auth_key = auth_key_arg(auth_key)
         self._mac: hmac.HMAC | None = None
         self._tag = _reuse_tag
         if auth_key is not None:
@@ -161,6 +196,31 @@ class StreamEncoder:
             self._pos += len(data)
 
     def write_tensor(self, t: Tensor) -> None:
+        """Write the next tensor: its descriptor, alignment padding and data (spec 7, 5).
+
+        Tensors come in message order (message-level ones first, then layer by layer in
+        table order; a quantized tensor's scale and zero-point tensors before it). Each is
+        checked against the rules the decoder applies to it (``AvpError`` with the code and a
+        ``tensor[i]...`` path) before any of its bytes is written; ``tensor_count`` of them
+        must be written before :meth:`finish`.
+
+        >>> import io, numpy as np, avp_codec as avp
+        >>> entries = [avp.Entry.of(avp.MetaKey.MODEL_ID, bytes(32)),
+        ...            avp.Entry.of(avp.MetaKey.CONTEXT_LENGTH, 4)]
+        >>> table = [avp.Layer(7, avp.LayerKind.FULL_ATTENTION, 0, 4)]   # model layer 7 only
+        >>> enc = avp.StreamEncoder(io.BytesIO(), avp.Kind.KV_CACHE, entries, table, 2)
+        >>> kv = np.zeros((1, 2, 4, 8), np.float16)
+        >>> enc.write_tensor(avp.Tensor.from_array(kv, avp.Role.KEY, ordinal=0,
+        ...                                        layout=avp.Layout.BHTD))
+        >>> enc.write_tensor(avp.Tensor.from_array(kv, avp.Role.VALUE, ordinal=7,
+        ...                                        layout=avp.Layout.BHTD))
+        Traceback (most recent call last):
+        avp_codec.errors.AvpError: BAD_REFERENCE [46]: layer ordinal 7 >= 1 layer table entries ...
+        >>> enc.write_tensor(avp.Tensor.from_array(kv, avp.Role.VALUE, ordinal=0,
+        ...                                        layout=avp.Layout.BHTD))  # nothing was written
+        >>> enc.finish()
+        800
+        """
         i = len(self._index)
         self._check_tensor(i, t)
         start = self._pos
@@ -220,6 +280,7 @@ class StreamEncoder:
         w.n = self._pos = pos
 
     def _check_tensor(self, i: int, t: Tensor) -> None:
+        check_tensor(t, i)  # types and ranges first: no struct.error or coercion below
         if self._done or i >= self.tensor_count:
             raise AvpError(ErrorCode.KIND_CONSTRAINT, "more tensors than tensor_count",
                            path=f"tensor[{i}]")
@@ -261,7 +322,9 @@ class StreamEncoder:
         self._pos = end
 
     def finish(self) -> int:
-        """Writes INDEX and Trailer; returns the total number of bytes written."""
+        """Write the INDEX and Trailer after the last tensor (and the whole-message checks:
+        tiling, parameter references, every layer carrying a tensor); returns the total number
+        of bytes written."""
         if len(self._index) != self.tensor_count:
             raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{len(self._index)} tensors written, "
                            f"tensor_count is {self.tensor_count}", path="tensors")
@@ -303,6 +366,7 @@ def encode_to(msg: Message, writable: Writable, *,
 
     ``threads`` (default: the CPUs this process may use) only changes how fast: the bytes are
     the same for any value."""
+    check_message(msg)
     n = _parallel.resolve(threads)
     if not isinstance(writable, _Into) or auth_key is not None:
         _precompute_crcs(msg.tensors, n)
@@ -349,8 +413,15 @@ def encode_into(msg: Message, buf: bytearray | memoryview | Any, *,
     """Encode into a preallocated writable buffer (bytearray, mmap, numpy uint8 array...);
     returns the number of bytes written. Size it with ``encoded_size``. Tensor data are copied
     once, their CRCs computed as they are copied, on ``threads`` threads (default: the CPUs
-    this process may use); the bytes are the same for any value."""
-    mv = memoryview(buf).cast("B")
+    this process may use); the bytes are the same for any value.
+
+    >>> import avp_codec as avp
+    >>> msg = avp.text_message("hi")
+    >>> buf = bytearray(avp.encoded_size(msg))
+    >>> n = avp.encode_into(msg, buf)
+    >>> n == len(buf), bytes(buf) == avp.encode(msg)
+    (True, True)"""
+    mv = byte_view(buf, "buf")
     if mv.readonly:
         raise ValueError("encode_into needs a writable buffer")
     return encode_to(msg, _Into(mv), auth_key=auth_key, threads=threads)
@@ -358,7 +429,35 @@ def encode_into(msg: Message, buf: bytearray | memoryview | Any, *,
 
 def encode(msg: Message, *, auth_key: tuple[bytes, bytes] | None = None,
            threads: int | None = None) -> bytes:
-    """Encode ``msg`` to its one canonical byte string (the same for any ``threads``)."""
+    """Encode ``msg`` to its one canonical byte string (the same for any ``threads``).
+
+    Every rule the decoder applies is applied first, so the result always decodes. Hostile or
+    mistaken input (a field of the wrong type, a negative layer index, a float dimension, a
+    registry look-alike) is ``AvpError`` with the decoder's code and the field's path, or
+    ``TypeError`` for arguments of the wrong type; memory is the output plus the tensors'
+    descriptors.
+
+    >>> import avp_codec as avp
+    >>> avp.encode(avp.text_message("hi"))[:8]
+    b'\\x89AVP\\r\\n\\x1a\\n'
+    >>> avp.encode(b"abc")
+    Traceback (most recent call last):
+    TypeError: msg must be an avp_codec.Message, not bytes
+
+    Authentication (spec 15): ``auth_key=(key_id, key)`` adds the AUTH_KEY_ID entry and an
+    HMAC-SHA256 tag; the receiver passes the keys it holds (``keys={key_id: key}``) and
+    ``require_auth=True`` to refuse anything unauthenticated.
+
+    >>> key_id, key = b"agent-a", bytes(range(32))
+    >>> signed = avp.encode(avp.text_message("hi"), auth_key=(key_id, key))
+    >>> avp.decode(signed, keys={key_id: key}, require_auth=True).authenticated
+    True
+    >>> try:
+    ...     avp.decode(signed, keys={key_id: bytes(32)})
+    ... except avp.AvpError as e:
+    ...     print(e.code, e.path)
+    AUTH_FAILED index.tag
+    """
     sink = _Parts()
     encode_to(msg, sink, auth_key=auth_key, threads=threads)
     return b"".join(sink.parts)

@@ -1,10 +1,5 @@
 """The sans-IO incremental decoder (h11 style): bytes in, events out, no I/O of its own.
 
-    dec = Decoder()
-    dec.feed(chunk)            # as bytes arrive
-    ev = dec.next_event()      # HeaderEvent | TensorEvent | EndEvent | NEED_DATA
-    dec.end_of_input()         # the peer closed: a short message is then TRUNCATED
-
 It buffers at most one structure (a section, or one tensor's padded data); a structure that
 would need more than ``max_buffer_bytes`` is refused with LIMIT_BUFFER before it is buffered.
 Tensors in events own a copy of their bytes (the buffer is reused), unlike whole-buffer decode.
@@ -15,8 +10,9 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 
+from ._args import check_decode_options
 from ._decode import Core
-from ._events import NEED_DATA, EndEvent, Event
+from ._events import END_OF_STREAM, NEED_DATA, EndEvent, Event
 from ._registry import ErrorCode
 from .errors import AvpError
 from .limits import DEFAULT_LIMITS, Limits
@@ -35,13 +31,16 @@ class _Buffered:
     byte. ``get`` joins just the range asked for: one copy of each byte in all.
     """
 
-    def __init__(self, limits: Limits) -> None:
+    keeps_all = False
+
+    def __init__(self, limits: Limits, stream: bool) -> None:
         self.parts: deque[bytes | bytearray] = deque()
         self.head = 0  # bytes of parts[0] already consumed
         self.size = 0  # bytes held, from ``base``
-        self.base = 0  # absolute offset of the first byte held
+        self.base = 0  # offset of the first byte held, from the current message's first byte
         self.complete = False
         self.limits = limits
+        self.stream = stream
 
     def append(self, data: bytes | bytearray | memoryview) -> None:
         n = data.nbytes if isinstance(data, memoryview) else len(data)
@@ -91,50 +90,171 @@ class _Buffered:
             k -= len(parts.popleft())
         self.head = k
 
-    def reserve(self, n: int, off: int) -> None:
+    def reserve(self, n: int, off: int, path: str) -> None:
+        if self.stream and off + n > self.limits.max_message_bytes:
+            # In a stream, bytes past this message belong to the next one, so the feed size
+            # says nothing; a structure of this message ending past the limit does (step M).
+            raise AvpError(ErrorCode.LIMIT_MESSAGE, "message exceeds max_message_bytes",
+                           offset=0, path="message")
         if n > self.limits.max_buffer_bytes:
             raise AvpError(ErrorCode.LIMIT_BUFFER, f"a {n}-byte structure exceeds "
-                           "max_buffer_bytes", offset=off)
+                           "max_buffer_bytes", offset=off, path=path)
 
 
 class Decoder:
+    """Decode AVP messages from bytes that arrive in pieces (spec 11.2); no I/O of its own.
+
+    Feed bytes with :meth:`feed` as they arrive and call :meth:`next_event` until it returns
+    ``NEED_DATA``. The events of one message come in this order: one ``HeaderEvent`` (kind,
+    entries, layer table, tensor_count), one ``TensorEvent`` per tensor (each fully checked,
+    its data CRC included), then one ``EndEvent`` (INDEX, Trailer and the whole-message checks
+    passed; only now is the message valid, R-11.2). When the peer closes, call
+    :meth:`end_of_input`: a message cut short is then ``TRUNCATED``.
+
+    By default the decoder reads exactly one message, like :func:`avp_codec.decode`: a byte after
+    its Trailer is ``TRAILING_BYTES``, and after :meth:`end_of_input` the decoder reports
+    ``END_OF_STREAM``. With ``stream=True`` it reads a sequence of messages
+    back to back on one stream (a pipe, a long-lived connection): after each ``EndEvent`` the
+    next byte starts the next message, and once :meth:`end_of_input` was called between two
+    messages, :meth:`next_event` returns ``END_OF_STREAM``. Offsets in errors and events count
+    from the current message's first byte (as ``decode`` of that message alone would report
+    them); ``message_offset`` is that byte's offset in the stream.
+
+    Errors are ``AvpError`` with the code, offset and field path ``decode`` reports for the same
+    input; after one, every call raises it again. Memory: the bytes fed and not yet consumed
+    (at most one structure of ``max_buffer_bytes`` waits for completion), the objects of the
+    events it returns, and about 200 bytes per tensor of the current message for the
+    whole-message checks (freed at its end).
+
+    >>> import avp_codec as avp
+    >>> one = avp.encode(avp.text_message("hi"))
+    >>> dec = avp.Decoder(stream=True)
+    >>> dec.feed(one[:20])
+    >>> dec.next_event()
+    NEED_DATA
+    >>> dec.feed(one[20:] + one)          # the rest, then a second message
+    >>> [type(ev).__name__ for ev in iter(dec.next_event, avp.NEED_DATA)]
+    ['HeaderEvent', 'EndEvent', 'HeaderEvent', 'EndEvent']
+    >>> dec.end_of_input()
+    >>> dec.next_event()
+    END_OF_STREAM
+    >>> dec.messages
+    2
+    """
+
     def __init__(self, limits: Limits | None = None, verify: bool = True,
-                 keys: Mapping[bytes, bytes] | None = None, require_auth: bool = False) -> None:
+                 keys: Mapping[bytes, bytes] | None = None, require_auth: bool = False, *,
+                 stream: bool = False) -> None:
+        check_decode_options(limits, verify, keys, require_auth)
+        if not isinstance(stream, bool):
+            raise TypeError(f"stream must be a bool, not {type(stream).__name__}")
         self.limits = limits or DEFAULT_LIMITS
+        self.stream = stream
+        self._opts = (verify, keys, require_auth)
         self._core = Core(self.limits, verify, keys, require_auth)
-        self._src = _Buffered(self.limits)
+        self._src = _Buffered(self.limits, stream)
         self._error: AvpError | None = None
-        self._ended = False
+        self._ended = False  # the current message's EndEvent has been returned
+        self.messages = 0  # messages completed (EndEvents returned)
+        self.message_offset = 0  # stream offset of the current message's first byte
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Append bytes received from the peer (any number, including zero).
+
+        Nothing is decoded here; :meth:`next_event` does the work. Raises the decoder's earlier
+        error if there was one, ``LIMIT_MESSAGE`` when a single-message decoder is fed more
+        than ``max_message_bytes``, and ``ValueError`` after :meth:`end_of_input`.
+
+        >>> import avp_codec as avp
+        >>> wire = avp.encode(avp.text_message("hi"))
+        >>> dec = avp.Decoder()
+        >>> for i in range(0, len(wire), 10):      # bytes as they arrive, 10 at a time
+        ...     dec.feed(wire[i:i + 10])
+        >>> [type(ev).__name__ for ev in iter(dec.next_event, avp.NEED_DATA)]
+        ['HeaderEvent', 'EndEvent']
+        """
         if self._error is not None:
             raise self._error
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"feed() takes bytes, bytearray or memoryview, not "
+                            f"{type(data).__name__}")
         if self._src.complete:
             raise ValueError("feed() after end_of_input()")
-        if self._src.end() + len(data) > self.limits.max_message_bytes:
-            self._error = AvpError(ErrorCode.LIMIT_MESSAGE, "message exceeds max_message_bytes",
-                                   offset=self.limits.max_message_bytes)
+        n = data.nbytes if isinstance(data, memoryview) else len(data)
+        if not self.stream and self._src.end() + n > self.limits.max_message_bytes:
+            self._error = AvpError(ErrorCode.LIMIT_MESSAGE, "message exceeds "
+                                   "max_message_bytes", offset=0, path="message")
             raise self._error
         self._src.append(data)
 
     def end_of_input(self) -> None:
-        """No more bytes will come; an incomplete message becomes TRUNCATED."""
+        """Say that no more bytes will come (the peer closed the stream).
+
+        Afterwards :meth:`next_event` reports what is left: the remaining events, then
+        ``END_OF_STREAM`` if the input ended after a complete message (or, with
+        ``stream=True``, between messages or before any byte), or ``TRUNCATED`` if it ended
+        inside one.
+        """
         self._src.complete = True
 
     def next_event(self) -> Event:
+        """The next event: ``HeaderEvent``, ``TensorEvent``, ``EndEvent``, or a sentinel.
+
+        ``NEED_DATA``: feed more bytes, or call :meth:`end_of_input` (also after an
+        ``EndEvent``: a single-message decoder still watches for trailing bytes, a stream
+        decoder for the next message). ``END_OF_STREAM``: :meth:`end_of_input` was called and
+        the input ended after a complete message; it is returned on every later call, so a loop
+        that drains events stops on ``NEED_DATA`` *or* ``END_OF_STREAM``. A fault raises
+        ``AvpError`` (see the class docstring).
+
+        >>> import avp_codec as avp
+        >>> wire = avp.encode(avp.text_message("hi"))
+        >>> dec = avp.Decoder()
+        >>> dec.feed(wire)
+        >>> header = dec.next_event()
+        >>> print(type(header).__name__, header.kind, header.tensor_count)
+        HeaderEvent TEXT 0
+        >>> end = dec.next_event()
+        >>> print(type(end).__name__, end.length == len(wire), dec.next_event())
+        EndEvent True NEED_DATA
+        >>> cut = avp.Decoder()
+        >>> cut.feed(wire[:-1]); cut.end_of_input()
+        >>> while cut.next_event() is not avp.END_OF_STREAM:
+        ...     pass
+        Traceback (most recent call last):
+        avp_codec.errors.AvpError: TRUNCATED [3]: ...
+        """
         if self._error is not None:
             raise self._error
+        src = self._src
         if self._ended:
-            if self._src.end() > self._core.pos:
-                self._error = AvpError(ErrorCode.TRAILING_BYTES, "bytes after the Trailer",
-                                       offset=self._core.pos)
-                raise self._error
-            return NEED_DATA
+            if not self.stream:
+                if src.end() > self._core.pos:
+                    return self._fail(AvpError(ErrorCode.TRAILING_BYTES, "bytes after the "
+                                               "Trailer", offset=self._core.pos,
+                                               path="trailing"))
+                return END_OF_STREAM if src.complete else NEED_DATA
+            self._next_message()
+        if self.stream and self._core.state == "preamble" and src.end() == 0:
+            # Between two messages (or before the first): nothing of a message yet.
+            return END_OF_STREAM if src.complete else NEED_DATA
         try:
-            ev = self._core.step(self._src)
+            ev = self._core.step(src)
         except AvpError as e:
-            self._error = e
-            raise
+            return self._fail(e)
         if isinstance(ev, EndEvent):
             self._ended = True
+            self.messages += 1
         return ev
+
+    def _fail(self, e: AvpError) -> Event:
+        self._error = e
+        raise e
+
+    def _next_message(self) -> None:
+        """Start the next message of a stream at the byte after the last Trailer."""
+        length = self._core.pos
+        self._src.base -= length  # count offsets from the next message's first byte
+        self.message_offset += length
+        self._core = Core(self.limits, *self._opts)
+        self._ended = False

@@ -89,9 +89,9 @@ def _quantize_tile(
     codes, scale, zp = quantize_array(arr, setting, axis, threads=1)
     # Parameters are 16/32-bit floats: byte planes split their exponent bytes out for zstd.
     pcodec = Codec.BYTEPLANE_ZSTD if setting.compress else Codec.RAW
-    out = [_tensor(scale, Role.QUANT_SCALE, pcodec, layer=t.layer)]
+    out = [_tensor(scale, Role.QUANT_SCALE, pcodec, ordinal=t.layer)]
     if zp is not None:
-        out.append(_tensor(zp, Role.QUANT_ZERO_POINT, pcodec, layer=t.layer))
+        out.append(_tensor(zp, Role.QUANT_ZERO_POINT, pcodec, ordinal=t.layer))
     q = Quant(
         setting.scheme, axis, setting.group_size, first,
         first + 1 if zp is not None else None, t.dtype,
@@ -102,7 +102,7 @@ def _quantize_tile(
                                   setting.dtype, layer=t.layer, layout=t.layout,
                                   token_offset=token_offset, quant=q))
     else:
-        out.append(_tensor(codes, t.role, codec, layer=t.layer, layout=t.layout,
+        out.append(_tensor(codes, t.role, codec, ordinal=t.layer, layout=t.layout,
                            token_offset=token_offset, dtype=setting.dtype, quant=q))
     return out
 
@@ -177,6 +177,14 @@ def quantize_message(msg: Message, policy: QuantPolicy, *,
 
     The input must not already be quantized (its parameter tensors would need re-indexing and
     quantizing codes again only loses more): dequantize it first.
+
+    >>> import numpy as np, avp_codec as avp
+    >>> from avp_codec import quant
+    >>> k = np.linspace(-1, 1, 2 * 32 * 64, dtype=np.float16).reshape(1, 2, 32, 64)
+    >>> msg = quant.quantize_message(avp.kv_cache_from_arrays(bytes(32), [k], [k]),
+    ...                              quant.preset("int8"))
+    >>> [str(t.role) for t in msg.tensors][:3], str(msg.tensors[2].dtype)
+    (['QUANT_SCALE', 'QUANT_ZERO_POINT', 'KEY'], 'UINT8')
     """
     if any(t.quant is not None or t.role in QUANT_ROLES for t in msg.tensors):
         raise AvpError(ErrorCode.QUANT_PARAMS, "message is already quantized; dequantize first")
@@ -301,7 +309,19 @@ def dequantize_message(msg: Message, *, merge_tiles: bool = True,
                        threads: int | None = None) -> Message:
     """A copy of `msg` with every quantized tensor replaced by its dequantized float tensor, the
     QUANT_SCALE / QUANT_ZERO_POINT tensors and the QUANT_POLICY entry removed, and (by default)
-    each layer's KEY / VALUE tiles joined into one tensor."""
+    each layer's KEY / VALUE tiles joined into one tensor.
+
+    >>> import numpy as np, avp_codec as avp
+    >>> from avp_codec import quant
+    >>> k = np.linspace(-1, 1, 2 * 32 * 64, dtype=np.float16).reshape(1, 2, 32, 64)
+    >>> wire = avp.encode(quant.quantize_message(avp.kv_cache_from_arrays(bytes(32), [k], [k]),
+    ...                                          quant.preset("int8")))
+    >>> back = quant.dequantize_message(avp.decode(wire))
+    >>> [str(t.role) for t in back.tensors], back.tensors[0].dtype
+    (['KEY', 'VALUE'], <Dtype.FLOAT16: 2>)
+    >>> bool(np.abs(back.tensors[0].array().astype(np.float32) - k).max() < 0.01)
+    True
+    """
     out: list[Tensor] = []
     for i, t in enumerate(msg.tensors):
         if t.role in QUANT_ROLES:
@@ -311,7 +331,7 @@ def dequantize_message(msg: Message, *, merge_tiles: bool = True,
             continue
         values = dequantize_tensor(msg, i, threads=threads)
         out.append(Tensor.from_array(
-            values, t.role, layer=t.layer, layout=t.layout, token_offset=t.token_offset,
+            values, t.role, ordinal=t.layer, layout=t.layout, token_offset=t.token_offset,
         ))
     if merge_tiles:
         out = _merge_tiles(out)

@@ -13,10 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from . import _json as strict_json
+from ._args import field_bool, field_int
 from ._registry import Dtype, ErrorCode, QuantScheme
 from .errors import AvpError
 
 GroupAxis = Literal["tokens", "channels"]
+"""The axis a quantization group runs along: ``"tokens"`` (per-channel groups of tokens, KIVI's
+choice for keys) or ``"channels"`` (per-token groups of channels, for values)."""
 
 _AFFINE = frozenset({Dtype.INT8, Dtype.UINT8, Dtype.INT4, Dtype.UINT4, Dtype.UINT2})
 _SCALED = frozenset({Dtype.FLOAT8_E4M3FN, Dtype.FLOAT8_E5M2})
@@ -69,13 +72,16 @@ class QuantSetting:
 
     @property
     def scheme(self) -> QuantScheme:
+        """AFFINE for integer codes, SCALED_FLOAT for float8 codes (spec 12)."""
         return QuantScheme.SCALED_FLOAT if self.dtype in _SCALED else QuantScheme.AFFINE
 
     @property
     def bits(self) -> int:
+        """Bits per code: 2, 4 or 8."""
         return {Dtype.UINT2: 2, Dtype.INT4: 4, Dtype.UINT4: 4}.get(Dtype(self.dtype), 8)
 
     def to_json(self) -> dict[str, Any]:
+        """This setting as a JSON object of the QUANT_POLICY entry (spec 12.3)."""
         return {
             "dtype": Dtype(self.dtype).name.lower(),
             "axis": self.axis,
@@ -90,20 +96,27 @@ class QuantSetting:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> QuantSetting:
+        """The setting a QUANT_POLICY JSON object describes (``AvpError`` QUANT_PARAMS if it
+        is not one)."""
+        # Exact JSON types and names (issue 14): 64.0 is not 64, "false" not false, and
+        # "UINT8" or a look-alike ("u\u0131nt8") is not uint8.
+        if not isinstance(obj, Mapping):
+            raise _bad(f"a setting must be a JSON object, not {type(obj).__name__}")
+        p = "QUANT_POLICY setting."
         try:
             return cls(
-                dtype=Dtype[str(obj["dtype"]).upper()],
+                dtype=_dtype_name(obj["dtype"], p + "dtype"),
                 axis=obj["axis"],
-                group_size=int(obj["group_size"]),
-                zero_point=bool(obj["zero_point"]),
-                param_dtype=Dtype[str(obj["param_dtype"]).upper()],
-                recent_window=int(obj.get("recent_window", 0)),
-                sink_tokens=int(obj.get("sink_tokens", 0)),
-                clip_search=bool(obj.get("clip_search", False)),
-                compress=bool(obj.get("compress", False)),
+                group_size=field_int(obj["group_size"], p + "group_size", 0xFFFFFFFF),
+                zero_point=field_bool(obj["zero_point"], p + "zero_point"),
+                param_dtype=_dtype_name(obj["param_dtype"], p + "param_dtype"),
+                recent_window=field_int(obj.get("recent_window", 0), p + "recent_window"),
+                sink_tokens=field_int(obj.get("sink_tokens", 0), p + "sink_tokens"),
+                clip_search=field_bool(obj.get("clip_search", False), p + "clip_search"),
+                compress=field_bool(obj.get("compress", False), p + "compress"),
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise _bad(f"bad setting {dict(obj)!r}: {e}") from None
+        except (KeyError, TypeError, ValueError, AvpError) as e:
+            raise _bad(e.detail if isinstance(e, AvpError) else f"bad setting: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,7 @@ class LayerSetting:
     value: QuantSetting | None
 
     def to_json(self) -> dict[str, Any]:
+        """This layer's key and value settings as a JSON object (spec 12.3)."""
         return {
             "key": None if self.key is None else self.key.to_json(),
             "value": None if self.value is None else self.value.to_json(),
@@ -121,6 +135,7 @@ class LayerSetting:
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> LayerSetting:
+        """The layer setting a QUANT_POLICY JSON object describes."""
         def one(v: Any) -> QuantSetting | None:
             return None if v is None else QuantSetting.from_json(v)
 
@@ -137,6 +152,7 @@ class QuantPolicy:
     budget_ratio: float | None = None
 
     def for_layer(self, layer_index: int) -> LayerSetting:
+        """The setting of model layer ``layer_index``: its own, or the default."""
         return self.layers.get(layer_index, self.default)
 
     def to_json(self) -> str:
@@ -154,20 +170,39 @@ class QuantPolicy:
 
     @classmethod
     def from_json(cls, text: str) -> QuantPolicy:
+        """The policy a QUANT_POLICY entry's text describes (strict JSON, spec 12.3)."""
         try:
             obj = strict_json.loads(text)
             if obj.get("avp_quant_policy") != POLICY_VERSION:
                 raise ValueError("unknown policy version")
-            layers = {int(e["layer"]): LayerSetting.from_json(e) for e in obj["layers"]}
+            layers = {field_int(e["layer"], "QUANT_POLICY.layers[].layer", 0xFFFFFFFF):
+                      LayerSetting.from_json(e) for e in obj["layers"]}
             ratio = obj.get("budget_ratio")
+            if isinstance(ratio, bool) or not isinstance(ratio, int | float | None):
+                raise ValueError(f"budget_ratio must be a number or null, not {ratio!r}")
+            method = obj.get("method", "uniform")
+            if not isinstance(method, str):
+                raise ValueError(f"method must be a string, not {method!r}")
             return cls(
                 LayerSetting.from_json(obj["default"]),
                 layers,
-                str(obj.get("method", "uniform")),
+                method,
                 None if ratio is None else float(ratio),
             )
         except (AvpError, ValueError, KeyError, TypeError, AttributeError) as e:
-            raise _bad(f"QUANT_POLICY is not a policy object: {e}") from None
+            why = e.detail if isinstance(e, AvpError) else e
+            raise _bad(f"QUANT_POLICY is not a policy object: {why}") from None
+
+
+def _dtype_name(v: Any, path: str) -> Dtype:
+    """A dtype as the policy writes it: the registry name in lower case, byte for byte."""
+    d = _DTYPE_NAMES.get(v) if isinstance(v, str) else None
+    if d is None:
+        raise AvpError(ErrorCode.INVALID_VALUE, f"{path}: {v!r} is not a dtype name", path=path)
+    return d
+
+
+_DTYPE_NAMES = {d.name.lower(): d for d in Dtype}
 
 
 def _kivi(dtype: Dtype, group: int, window: int = 0, clip: bool = False) -> LayerSetting:
@@ -205,11 +240,22 @@ PRESETS: dict[str, QuantPolicy] = {
     "int4_fine": QuantPolicy(_int4_fine()),
     "int2": QuantPolicy(_kivi(Dtype.UINT2, 32, window=32)),
 }
+"""The named uniform policies ``preset(name)`` returns: int8, fp8_e4m3fn, fp8_e5m2, int4,
+int4_fine (int4 with finer groups) and int2 (the most recent 32 tokens kept unquantized)."""
 
 
 def preset(name: str) -> QuantPolicy:
     """A named uniform policy: int8, fp8_e4m3fn, fp8_e5m2, int4, int4_fine or int2 (see
-    PRESETS)."""
+    PRESETS).
+
+    >>> from avp_codec import quant
+    >>> policy = quant.preset("int4")
+    >>> print(policy.default.key.dtype, policy.default.key.axis, policy.default.key.group_size)
+    UINT4 tokens 64
+    >>> quant.preset("int3")
+    Traceback (most recent call last):
+    ValueError: unknown preset 'int3'; known: ...
+    """
     try:
         return PRESETS[name]
     except KeyError:

@@ -11,20 +11,38 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 FORMAT_MAJOR = 1
+"""The format's major version this codec reads and writes (spec 3): a message with another
+major version is ``UNSUPPORTED_VERSION``."""
 FORMAT_MINOR = 0
+"""The format's minor version this codec writes (spec 3, 3.1); it reads any minor version of the
+same major one, passing over what it does not know."""
 MAGIC = b"\x89AVP\r\n\x1a\n"
 END_MAGIC = b"\x89AVPEND\n"
 NO_REF = 0xFFFFFFFF  # "no layer" / "no tensor" in u32 reference fields
 U64_MAX = (1 << 64) - 1
 
 
-class SectionType(IntEnum):
+class _Registry(IntEnum):
+    """A registry of the spec. Members print as their registry name (``print(msg.kind)`` prints
+    ``KV_CACHE``); ``int(member)`` and ``f"{member:d}"`` give the code."""
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SectionType(_Registry):
+    """Section types (spec 4.2): HEADER, TENSOR, INDEX; the types 4.2 marks skippable are
+    extension sections a decoder passes over."""
+
     HEADER = 1
     TENSOR = 2
     INDEX = 3
 
 
-class Kind(IntEnum):
+class Kind(_Registry):
+    """Message kinds (spec 10): the payloads (KV_CACHE, HIDDEN_STATE, TEXT) and the handshake
+    (HELLO, ACCEPT, ERROR). ``print(avp.Kind.KV_CACHE)`` prints ``KV_CACHE``."""
+
     KV_CACHE = 1
     HIDDEN_STATE = 2
     TEXT = 3
@@ -33,13 +51,17 @@ class Kind(IntEnum):
     ERROR = 18
 
 
-class LayerKind(IntEnum):
+class LayerKind(_Registry):
+    """Layer kinds of the layer table (spec 6.5): which tokens a layer's tensors hold."""
+
     FULL_ATTENTION = 1
     SLIDING_WINDOW = 2
     RECURRENT = 3
 
 
-class ValueType(IntEnum):
+class ValueType(_Registry):
+    """Value types of metadata entries (spec 6.3); each ``MetaKey`` has exactly one."""
+
     U64 = 1
     I64 = 2
     F64 = 3
@@ -48,7 +70,10 @@ class ValueType(IntEnum):
     U32_LIST = 6
 
 
-class Dtype(IntEnum):
+class Dtype(_Registry):
+    """Element types of tensors (spec 7.2); lower-case names (``float16``) in canonical JSON
+    and in avp-dump, upper-case member names here."""
+
     FLOAT32 = 1
     FLOAT16 = 2
     BFLOAT16 = 3
@@ -72,14 +97,21 @@ DTYPE_BITS: dict[Dtype, int] = {
 FLOAT_PARAM_DTYPES = frozenset({Dtype.FLOAT32, Dtype.FLOAT16, Dtype.BFLOAT16})
 
 
-class Codec(IntEnum):
+class Codec(_Registry):
+    """Storage codecs of tensor data (spec 7.3): RAW, or a lossless zstd variant; see
+    ``compress_message``."""
+
     RAW = 0
     ZSTD = 1
     BYTEPLANE_ZSTD = 2
     FLOATPLANE_ZSTD = 3
 
 
-class Layout(IntEnum):
+class Layout(_Registry):
+    """Axis orders of tensors (spec 10.3): BHTD is ``[batch, heads, tokens, head_dim]``, BTHD
+    ``[batch, tokens, heads, head_dim]``, BTD ``[batch, tokens, features]``, BT
+    ``[batch, tokens]``, NONE no token axis."""
+
     NONE = 0
     BHTD = 1
     BTHD = 2
@@ -102,7 +134,11 @@ LAYOUT_INFO: dict[Layout, LayoutInfo] = {
 }
 
 
-class Role(IntEnum):
+class Role(_Registry):
+    """What a tensor is (spec 10.2): KEY, VALUE, LATENT_KV, recurrent CONV_STATE/SSM_STATE,
+    HIDDEN_STATE, the message-level TOKEN_IDS, POSITIONS and ATTENTION_MASK, and the
+    quantization parameters QUANT_SCALE and QUANT_ZERO_POINT."""
+
     KEY = 1
     VALUE = 2
     LATENT_KV = 3
@@ -151,7 +187,10 @@ ATTENTION_ROLES = frozenset({Role.KEY, Role.VALUE, Role.LATENT_KV})
 RECURRENT_ROLES = frozenset({Role.CONV_STATE, Role.SSM_STATE})
 
 
-class QuantScheme(IntEnum):
+class QuantScheme(_Registry):
+    """Quantization schemes of a tensor descriptor (spec 12): NONE, AFFINE (integer codes,
+    scale and zero point), SCALED_FLOAT (float8 codes and a scale). See ``avp_codec.quant``."""
+
     NONE = 0
     AFFINE = 1
     SCALED_FLOAT = 2
@@ -165,13 +204,18 @@ QUANT_STORED_DTYPES: dict[QuantScheme, frozenset[Dtype] | None] = {
 }
 
 
-class Mode(IntEnum):
+class Mode(_Registry):
+    """Session modes a handshake resolves to (spec 14.3): KV_CACHE, PROJECTION or TEXT."""
+
     KV_CACHE = 1
     PROJECTION = 2
     TEXT = 3
 
 
-class MetaKey(IntEnum):
+class MetaKey(_Registry):
+    """Metadata keys (spec 10.1), each with its value type. Build an entry with
+    ``Entry.of(MetaKey.CONTEXT_LENGTH, 16)`` and read one with ``Message.get(MetaKey.TEXT)``."""
+
     MODEL_ID = 1
     TOKENIZER_ID = 2
     MODEL_NAME = 3
@@ -298,7 +342,22 @@ KIND_INFO: dict[Kind, KindInfo] = {
 }
 
 
-class ErrorCode(IntEnum):
+class ErrorCode(_Registry):
+    """Error codes (spec 17): the ``code`` of every ``AvpError`` and of an ERROR message.
+
+    Codes are stable and never reused: compare codes, never message text. A member prints as
+    its name; ``int()`` gives the number that goes on the wire.
+
+    >>> import avp_codec as avp
+    >>> code = avp.ErrorCode.TRUNCATED
+    >>> print(code, int(code), avp.ErrorCode(3) is code, avp.ErrorCode["TRUNCATED"] is code)
+    TRUNCATED 3 True True
+    >>> try:
+    ...     avp.decode(b"\\x89AVP")
+    ... except avp.AvpError as e:
+    ...     print(e.code == avp.ErrorCode.TRUNCATED)
+    True"""
+
     BAD_MAGIC = 1
     UNSUPPORTED_VERSION = 2
     TRUNCATED = 3

@@ -45,31 +45,37 @@ _PROJ_REQUIRED = frozenset({MetaKey.PROJ_METHOD, MetaKey.PROJ_SOURCE_TOKENIZER_I
                             MetaKey.PROJ_TARGET_TOKENIZER_ID, MetaKey.PROJ_SHARED_VOCAB})
 
 
-def check_kind_entries(kind: Kind, entries: Sequence[Entry], offset: int | None) -> None:
-    """R-6.6: required keys present, registered keys allowed for the kind."""
+def check_kind_entries(kind: Kind, entries: Sequence[Entry], offset: int | None,
+                       entry_offsets: Sequence[int] | None = None) -> None:
+    """R-6.6: required keys present, registered keys allowed for the kind. ``offset`` is the
+    HEADER body's, ``entry_offsets`` each entry's (a fault in one entry reports its own)."""
     info = KIND_INFO[kind]
     present = {e.key for e in entries}
+
+    def at(i: int) -> int | None:
+        return entry_offsets[i] if entry_offsets is not None else offset
+
     for i, e in enumerate(entries):
         if e.key in _KEYS and MetaKey(e.key) not in info.allowed:
             raise AvpError(ErrorCode.ENTRY_NOT_ALLOWED,
                            f"{MetaKey(e.key).name} is not allowed in {kind.name}",
-                           offset=offset, path=f"entries[{i}]")
+                           offset=at(i), path=f"entries[{i}]")
     for k in sorted(info.required):
         if int(k) not in present:
             raise AvpError(ErrorCode.MISSING_ENTRY, f"{kind.name} requires {k.name}",
-                           offset=offset, path="entries")
+                           offset=_plus(offset, 16), path="entries")
     if kind == Kind.HIDDEN_STATE:  # R-10.12
         source = next(e.value for e in entries if e.key == MetaKey.HIDDEN_SOURCE)
         if source == 1:
             for i, e in enumerate(entries):
                 if e.key in _PROJ_KEYS:
                     raise AvpError(ErrorCode.ENTRY_NOT_ALLOWED, "PROJ_* keys need "
-                                   "HIDDEN_SOURCE 2", offset=offset, path=f"entries[{i}]")
+                                   "HIDDEN_SOURCE 2", offset=at(i), path=f"entries[{i}]")
         else:
             for k in sorted(_PROJ_REQUIRED):
                 if int(k) not in present:
                     raise AvpError(ErrorCode.MISSING_ENTRY, f"a projection requires {k.name}",
-                                   offset=offset, path="entries")
+                                   offset=_plus(offset, 16), path="entries")
 
 
 def check_layer(i: int, layer: Layer, prev: Layer | None, offset: int | None) -> None:
@@ -77,33 +83,36 @@ def check_layer(i: int, layer: Layer, prev: Layer | None, offset: int | None) ->
     path = f"layers[{i}]"
     if prev is not None and layer.index <= prev.index:
         raise AvpError(ErrorCode.NON_CANONICAL, "layer_index must be strictly increasing",
-                       offset=offset, path=path + ".layer_index")
+                       offset=_plus(offset, 0), path=path + ".layer_index")
     sliding = layer.kind == LayerKind.SLIDING_WINDOW
     if sliding != (layer.window != 0):
         raise AvpError(ErrorCode.INVALID_VALUE,
                        "window must be nonzero exactly for SLIDING_WINDOW layers",
-                       offset=offset, path=path + ".window")
+                       offset=_plus(offset, 8), path=path + ".window")
     if layer.token_start + layer.token_count > U64_MAX:
         raise AvpError(ErrorCode.LENGTH_OVERFLOW, "token_start + token_count overflows u64",
-                       offset=offset, path=path + ".token_count")
+                       offset=_plus(offset, 24), path=path + ".token_count")
     if sliding and layer.token_count > layer.window:
         raise AvpError(ErrorCode.TOKEN_RANGE, "a sliding-window layer holds more than window",
-                       offset=offset, path=path + ".token_count")
+                       offset=_plus(offset, 24), path=path + ".token_count")
 
 
 def check_kind_layers(kind: Kind, layers: Sequence[Layer], tensor_count: int,
-                      context_length: int | None, offset: int | None) -> None:
-    """Section 10 layer-table and tensor-count constraints of the kind (KIND_CONSTRAINT)."""
+                      context_length: int | None, offset: int | None,
+                      layers_at: int | None = None) -> None:
+    """Section 10 layer-table and tensor-count constraints of the kind (KIND_CONSTRAINT).
+    ``offset`` is the HEADER body's, ``layers_at`` the first layer descriptor's."""
     info = KIND_INFO[kind]
     if info.has_layers and not layers:
         raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{kind.name} needs at least one layer",
-                       offset=offset, path="layer_count")
+                       offset=None if offset is None else offset + 8, path="header.layer_count")
     if not info.has_layers and layers:
         raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{kind.name} has an empty layer table",
-                       offset=offset, path="layer_count")
+                       offset=None if offset is None else offset + 8, path="header.layer_count")
     if not info.tensors and tensor_count:
         raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{kind.name} carries no tensors",
-                       offset=offset, path="tensor_count")
+                       offset=None if offset is None else offset + 12,
+                       path="header.tensor_count")
     if kind == Kind.KV_CACHE and context_length is not None:
         for i, layer in enumerate(layers):
             if layer.kind == LayerKind.RECURRENT:
@@ -112,7 +121,8 @@ def check_kind_layers(kind: Kind, layers: Sequence[Layer], tensor_count: int,
                     layer.kind == LayerKind.FULL_ATTENTION and layer.token_start != 0):
                 raise AvpError(ErrorCode.KIND_CONSTRAINT,
                                "an attention layer must end at CONTEXT_LENGTH (and a full one "
-                               "start at 0)", offset=offset, path=f"layers[{i}]")
+                               "start at 0)", offset=None if layers_at is None else
+                               layers_at + 32 * i, path=f"layers[{i}]")
 
 
 _CONTEXT_ROLES = frozenset({Role.TOKEN_IDS, Role.POSITIONS, Role.ATTENTION_MASK})
@@ -139,6 +149,7 @@ class _Seen:
     layer: int | None
     layout: Layout
     token_offset: int
+    offset: int | None  # the descriptor's (for whole-message faults found at the end)
     referenced: bool = False
 
 
@@ -146,8 +157,9 @@ class TensorChecker:
     """Checks tensors one at a time, keeping only their descriptors (never their data)."""
 
     def __init__(self, kind: Kind, layers: Sequence[Layer], context_length: int | None, *,
-                 standalone_index: int | None = None) -> None:
+                 standalone_index: int | None = None, layers_at: int | None = None) -> None:
         self.kind = kind
+        self.layers_at = layers_at  # offset of the first layer descriptor, when decoding
         self.layers = layers
         self.context_length = context_length
         self.seen: list[_Seen] = []
@@ -165,11 +177,13 @@ class TensorChecker:
         path = f"tensor[{i}]"
 
         def fail(code: ErrorCode, msg: str, field: str = "", /) -> AvpError:
-            return AvpError(code, msg, offset=offset, path=path + (f".{field}" if field else ""))
+            at = None if offset is None else offset + DESCRIPTOR_FIELDS.get(field, 0)
+            return AvpError(code, msg, offset=at, path=path + (f".{field}" if field else ""))
 
         if t.layer is not None and not 0 <= t.layer < len(self.layers):
-            raise fail(ErrorCode.BAD_REFERENCE, f"layer {t.layer} is not in the layer table",
-                       "layer")
+            raise fail(ErrorCode.BAD_REFERENCE, f"layer ordinal {t.layer} >= "
+                       f"{len(self.layers)} layer table entries (a tensor's layer is an "
+                       "ordinal into the table, not a model layer index)", "layer")
         n = math.prod(t.shape)
         if n > U64_MAX:
             raise fail(ErrorCode.LENGTH_OVERFLOW, "element count overflows u64", "shape")
@@ -225,7 +239,8 @@ class TensorChecker:
                                "HIDDEN_STATE tensors disagree on hidden size", "shape")
         if t.role in self._single:
             self._first[t.role] = t.shape
-        self.seen.append(_Seen(t.role, t.dtype, t.shape, t.layer, t.layout, t.token_offset))
+        self.seen.append(_Seen(t.role, t.dtype, t.shape, t.layer, t.layout, t.token_offset,
+                               offset))
 
     def _role_shape(self, t: Tensor, fail: _Fail) -> None:
         info = ROLE_INFO[t.role]
@@ -311,8 +326,13 @@ class TensorChecker:
             raise fail(ErrorCode.TOKEN_RANGE, "an empty token chunk in a non-empty layer",
                        "shape")
 
+    def _layer_at(self, li: int, offset: int | None) -> int | None:
+        return offset if self.layers_at is None or offset is None else self.layers_at + 32 * li
+
     def finish(self, offset: int | None = None) -> None:
-        """Whole-message checks once every tensor is known."""
+        """Whole-message checks once every tensor is known. A fault in one tensor or layer is
+        reported at that structure's offset; one of the whole message at ``offset`` (the
+        Trailer's, when decoding)."""
         chunks: dict[tuple[int, Role], list[int]] = {}
         for i, s in enumerate(self.seen):
             if s.layer is not None and ROLE_INFO[s.role].tokens:
@@ -322,17 +342,21 @@ class TensorChecker:
         for i, s in enumerate(self.seen):
             if s.role in QUANT_ROLES and not s.referenced:
                 raise AvpError(ErrorCode.QUANT_PARAMS, "parameter tensor referenced by no "
-                               "tensor", offset=offset, path=f"tensor[{i}]")
+                               "tensor", offset=_at(s, offset), path=f"tensor[{i}]")
         if self.kind == Kind.KV_CACHE:
-            batches = {s.shape[0] for s in self.seen if s.layout != Layout.NONE}
-            if len(batches) > 1:
-                raise AvpError(ErrorCode.ROLE_SHAPE, f"tensors disagree on batch size: "
-                               f"{sorted(batches)}", offset=offset, path="tensors")
+            shaped = [(i, s) for i, s in enumerate(self.seen) if s.layout != Layout.NONE]
+            for i, s in shaped:
+                if s.shape[0] != shaped[0][1].shape[0]:
+                    batches = sorted({s.shape[0] for _, s in shaped})
+                    raise AvpError(ErrorCode.ROLE_SHAPE, f"tensors disagree on batch size: "
+                                   f"{batches}", offset=_plus(_at(s, offset), 64),
+                                   path=f"tensor[{i}].shape")
             have = {s.layer for s in self.seen if s.role not in QUANT_ROLES}
             for li in range(len(self.layers)):
                 if li not in have:
                     raise AvpError(ErrorCode.KIND_CONSTRAINT, "a KV_CACHE layer carries no "
-                                   "tensor", offset=offset, path=f"layers[{li}]")
+                                   "tensor", offset=self._layer_at(li, offset),
+                                   path=f"layers[{li}]")
         for role in AT_LEAST_ONE.get(self.kind, ()):
             if not any(s.role == role for s in self.seen):
                 raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{self.kind.name} needs a "
@@ -352,11 +376,28 @@ class TensorChecker:
             if s.token_offset != pos or s.layout != first.layout or rest != (
                     first.shape[:ax] + first.shape[ax + 1:]):
                 raise AvpError(ErrorCode.TOKEN_RANGE, f"{role.name} tensors of layer {layer} "
-                               "do not tile its tokens", offset=offset, path=f"tensor[{i}]")
+                               "do not tile its tokens", offset=_at(s, offset),
+                               path=f"tensor[{i}]")
             pos += s.shape[ax]
         if pos != self.layers[layer].token_count:
             raise AvpError(ErrorCode.TOKEN_RANGE, f"{role.name} tensors of layer {layer} cover "
-                           f"{pos} of {self.layers[layer].token_count} tokens", offset=offset,
-                           path=f"layers[{layer}]")
+                           f"{pos} of {self.layers[layer].token_count} tokens",
+                           offset=self._layer_at(layer, offset), path=f"layers[{layer}]")
 
 
+def _at(s: _Seen, offset: int | None) -> int | None:
+    """A seen tensor's descriptor offset, or the fallback (None when encoding)."""
+    return s.offset if s.offset is not None and offset is not None else offset
+
+
+def _plus(offset: int | None, rel: int) -> int | None:
+    return None if offset is None else offset + rel
+
+
+# Where each descriptor field starts in the TENSOR body (spec 7.1), so that an error names the
+# field's own first byte (spec 17.2); the shape starts at 64.
+DESCRIPTOR_FIELDS = {
+    "tensor_index": 0, "layer": 4, "role": 8, "dtype": 10, "codec": 11, "rank": 12,
+    "layout": 13, "quant_scheme": 14, "quant_axis": 15, "group_size": 16, "scale_tensor": 20,
+    "zero_point_tensor": 24, "dequant_dtype": 28, "token_offset": 32, "raw_length": 40,
+    "stored_length": 48, "data_crc": 56, "shape": 64}

@@ -15,6 +15,7 @@ import crc32c
 
 from . import _codecs, _parallel
 from . import _decode as D
+from ._args import byte_view, check_decode_options
 from ._decode import Core
 from ._dtypes import PACKED, packed_tail_ok
 from ._events import EndEvent, HeaderEvent, TensorEvent
@@ -26,6 +27,8 @@ from .model import Message, Tensor
 
 class _Whole:
     complete = True
+    keeps_all = True
+    stream = False
 
     def __init__(self, mv: memoryview, owner: Any) -> None:
         self.mv = mv
@@ -40,26 +43,41 @@ class _Whole:
     def discard(self, upto: int) -> None:
         pass
 
-    def reserve(self, n: int, off: int) -> None:
+    def reserve(self, n: int, off: int, path: str) -> None:
         pass
 
 
 def decode(buf: bytes | bytearray | memoryview | mmap.mmap, *, verify: bool = True,
            limits: Limits | None = None, keys: Mapping[bytes, bytes] | None = None,
            require_auth: bool = False, threads: int | None = None) -> Message:
-    """Decode one complete message. ``keys`` maps AUTH_KEY_ID values to HMAC keys.
+    """Decode one complete message (spec 9.2); tensor data are zero-copy views of ``buf``.
 
-    ``threads`` (default: the CPUs this process may use) spreads the tensors' data CRC32Cs over
-    threads; the result, and the error raised for an invalid message, are the same for any
-    value."""
+    ``verify=False`` skips the tensor data CRCs (9.3); ``keys`` maps AUTH_KEY_ID values to HMAC
+    keys; ``require_auth`` refuses a message without a verified tag. A byte after the Trailer is
+    ``TRAILING_BYTES`` (use ``Decoder(stream=True)`` for messages back to back). ``threads``
+    (default: the CPUs this process may use) spreads the tensors' data CRC32Cs over threads; the
+    result, and the error raised for an invalid message, are the same for any value.
+
+    Hostile input: every fault is an ``AvpError`` with its registry code, the offset of the
+    structure or field at fault and its path (spec 17.2), found in linear time with constant
+    stack (any number of skippable sections). Memory: the returned message (about 900 bytes per
+    tensor, and its entries and layers; decompressed data only for codecs other than raw, at
+    most each tensor's ``raw_length``, itself at most ``max_tensor_bytes``) plus a constant;
+    nothing is allocated in proportion to a declared size before the limits (spec 16) passed.
+    Arguments of the wrong type are ``TypeError``.
+
+    >>> import avp_codec as avp
+    >>> msg = avp.decode(avp.encode(avp.text_message("hello")))
+    >>> print(msg.kind, msg.get(avp.MetaKey.TEXT))
+    TEXT hello
+    """
+    check_decode_options(limits, verify, keys, require_auth)
     n_threads = _parallel.resolve(threads)
-    mv = memoryview(buf)
-    if mv.ndim != 1 or mv.itemsize != 1:
-        mv = mv.cast("B")
+    mv = byte_view(buf, "buf")
     lim = limits or DEFAULT_LIMITS
     if len(mv) > lim.max_message_bytes:
         raise AvpError(ErrorCode.LIMIT_MESSAGE, f"{len(mv)} bytes > max_message_bytes",
-                       offset=0)
+                       offset=0, path="message")
     core = Core(lim, verify, keys, require_auth)
     src = _Whole(mv, buf)
     header = core.step(src)  # a complete source yields the HEADER first (or raises)
@@ -222,7 +240,22 @@ _RAW = Codec.RAW
 def decode_file(path: str | os.PathLike[str], *, verify: bool = True,
                 limits: Limits | None = None, keys: Mapping[bytes, bytes] | None = None,
                 require_auth: bool = False, threads: int | None = None) -> Message:
-    """Decode a file through a read-only mmap; tensor arrays are views of the mapping."""
+    """Decode a file through a read-only mmap; tensor arrays are views of the mapping.
+
+    The same checks, errors and bounds as :func:`decode` (the file's bytes are mapped, not
+    read into memory). OS errors (a missing file) are ``OSError`` as usual.
+
+    >>> import os, tempfile, avp_codec as avp
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "hello.avp")
+    ...     with open(path, "wb") as f:
+    ...         _ = f.write(avp.encode(avp.text_message("hello")))
+    ...     print(avp.decode_file(path).get(avp.MetaKey.TEXT))
+    hello
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a str or os.PathLike, not {type(path).__name__}")
+    check_decode_options(limits, verify, keys, require_auth)
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:

@@ -101,7 +101,7 @@ class _Collector:
         self.dec.feed(data)
         while True:
             ev = self.dec.next_event()
-            if ev is avp.NEED_DATA:
+            if ev is avp.NEED_DATA or ev is avp.END_OF_STREAM:
                 return
             if isinstance(ev, avp.TensorEvent):
                 if self.first is None and ev.tensor.layer is not None:

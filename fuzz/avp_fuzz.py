@@ -138,7 +138,7 @@ def incremental(buf: bytes, sizes: Iterable[int], **kw: Any) -> tuple[str, Any]:
         nonlocal header, end
         while True:
             ev = dec.next_event()
-            if ev is avp.NEED_DATA:
+            if ev is avp.NEED_DATA or ev is avp.END_OF_STREAM:
                 return
             if isinstance(ev, avp.HeaderEvent):
                 header = ev

@@ -135,7 +135,7 @@ class Intake:
     def _drain(self) -> None:
         while True:
             ev = self._dec.next_event()
-            if ev is avp.NEED_DATA:
+            if ev is avp.NEED_DATA or ev is avp.END_OF_STREAM:
                 return
             if isinstance(ev, avp.HeaderEvent):
                 self._header = ev

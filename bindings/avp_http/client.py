@@ -319,7 +319,7 @@ class AvpClient:
             nonlocal header
             while True:
                 ev = dec.next_event()
-                if ev is avp.NEED_DATA:
+                if ev is avp.NEED_DATA or ev is avp.END_OF_STREAM:
                     return None
                 if isinstance(ev, avp.HeaderEvent):
                     header = ev

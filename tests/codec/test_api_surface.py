@@ -54,12 +54,12 @@ def test_fast_parsers_agree_with_construct(decl: object, parse: object) -> None:
 def test_torch_tensors_are_accepted_without_copy_of_semantics() -> None:
     torch = pytest.importorskip("torch")
     k = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(1, 3, 8, 5).to(torch.bfloat16)
-    t = Tensor.from_array(k, Role.KEY, layer=0, layout=Layout.BHTD)
+    t = Tensor.from_array(k, Role.KEY, ordinal=0, layout=Layout.BHTD)
     assert t.dtype == Dtype.BFLOAT16 and t.shape == (1, 3, 8, 5)
     back = torch.from_numpy(t.array().view(np.int16).copy()).view(torch.bfloat16)
     assert torch.equal(back, k)
     f8 = torch.tensor([0.5, -2.0], dtype=torch.float8_e4m3fn)
-    assert Tensor.from_array(f8, Role.CONV_STATE, layer=0).dtype == Dtype.FLOAT8_E4M3FN
+    assert Tensor.from_array(f8, Role.CONV_STATE, ordinal=0).dtype == Dtype.FLOAT8_E4M3FN
 
 
 def test_decoder_need_data_end_of_input_and_sticky_errors() -> None:
@@ -78,7 +78,13 @@ def test_decoder_need_data_end_of_input_and_sticky_errors() -> None:
     d2.feed(b)
     kinds = [type(d2.next_event()).__name__ for _ in range(2)]
     assert kinds == ["HeaderEvent", "EndEvent"]
-    assert d2.next_event() is avp.NEED_DATA
+    assert d2.next_event() is avp.NEED_DATA  # trailing bytes or the end may still come
+    d3 = avp.Decoder()
+    d3.feed(b)
+    d3.end_of_input()
+    assert [type(d3.next_event()).__name__ for _ in range(2)] == ["HeaderEvent", "EndEvent"]
+    assert d3.next_event() is avp.END_OF_STREAM  # the input ended after the message
+    assert d3.next_event() is avp.END_OF_STREAM
     d2.feed(b"x")
     with pytest.raises(avp.AvpError) as ei:
         d2.next_event()

@@ -25,23 +25,23 @@ UNBUFFERED = avp.Limits(max_buffer_bytes=1 << 70)
 
 def _seeds() -> list[bytes]:
     k = np.arange(24, dtype=np.float16).reshape(1, 2, 3, 4)
-    scale = Tensor.from_array(np.ones((1, 2, 3, 1), np.float16), Role.QUANT_SCALE, layer=0)
-    q8 = Tensor.from_array(np.arange(24, dtype=np.int8).reshape(1, 2, 3, 4), Role.KEY, layer=0,
+    scale = Tensor.from_array(np.ones((1, 2, 3, 1), np.float16), Role.QUANT_SCALE, ordinal=0)
+    q8 = Tensor.from_array(np.arange(24, dtype=np.int8).reshape(1, 2, 3, 4), Role.KEY, ordinal=0,
                            layout=Layout.BHTD,
                            quant=Quant(QuantScheme.AFFINE, 3, 0, 0, None, Dtype.FLOAT16))
     plain = avp.kv_cache_message(b"\x02" * 32, 3, [Layer(0, LayerKind.FULL_ATTENTION, 0, 3)], [
-        scale, q8, Tensor.from_array(k, Role.VALUE, layer=0, layout=Layout.BHTD)])
-    int4_scale = Tensor.from_array(np.ones((1, 2, 3, 1), np.float32), Role.QUANT_SCALE, layer=0)
+        scale, q8, Tensor.from_array(k, Role.VALUE, ordinal=0, layout=Layout.BHTD)])
+    int4_scale = Tensor.from_array(np.ones((1, 2, 3, 1), np.float32), Role.QUANT_SCALE, ordinal=0)
     int4 = Tensor.from_array(np.array([-3, 2, 1, 0] * 6, np.int8).reshape(1, 2, 3, 4), Role.VALUE,
-                             layer=0, layout=Layout.BHTD, dtype=Dtype.INT4,
+                             ordinal=0, layout=Layout.BHTD, dtype=Dtype.INT4,
                              quant=Quant(QuantScheme.AFFINE, 3, 0, 2, None, Dtype.FLOAT32))
     mixed = avp.kv_cache_message(b"\x01" * 32, 3, [
         Layer(0, LayerKind.FULL_ATTENTION, 0, 3), Layer(1, LayerKind.RECURRENT, 0, 3)], [
         Tensor.from_array(np.arange(3, dtype=np.int32).reshape(1, 3), Role.TOKEN_IDS,
                           layout=Layout.BT),  # 12 data bytes: nonzero pad8 after the data
-        Tensor.from_array(k, Role.KEY, layer=0, layout=Layout.BHTD, codec=Codec.ZSTD),
+        Tensor.from_array(k, Role.KEY, ordinal=0, layout=Layout.BHTD, codec=Codec.ZSTD),
         int4_scale, int4,
-        Tensor.from_array(np.zeros((2, 3), np.float32), Role.SSM_STATE, layer=1),
+        Tensor.from_array(np.zeros((2, 3), np.float32), Role.SSM_STATE, ordinal=1),
     ])
     return [avp.encode(plain), avp.encode(mixed), avp.encode(plain, auth_key=(b"k", b"s"))]
 

@@ -469,7 +469,7 @@ ENCODER_CASES: list[tuple[ErrorCode, str, Callable[[], object]]] = [
                                codec=Codec.BYTEPLANE_ZSTD)),
     (ErrorCode.TOKEN_RANGE, "tiling_gap", lambda: avp.encode(avp.kv_cache_message(
         _MID_A, 4, [Layer(0, LayerKind.FULL_ATTENTION, 0, 4)],
-        [Tensor.from_array(np.zeros((1, 1, 3, 2), np.float16), Role.KEY, layer=0,
+        [Tensor.from_array(np.zeros((1, 1, 3, 2), np.float16), Role.KEY, ordinal=0,
                            layout=Layout.BHTD)]))),
     (ErrorCode.UNKNOWN_DTYPE, "float64_array",
      lambda: Tensor.from_array(np.zeros(2), Role.CONV_STATE)),

@@ -46,7 +46,7 @@ class SparseSink:
 def test_message_over_4_gib(tmp_path: Path) -> None:
     size = (1 << 32) + 4096 + 3
     big = np.zeros(size, np.uint8)
-    t = Tensor.from_array(big, Role.SSM_STATE, layer=0)
+    t = Tensor.from_array(big, Role.SSM_STATE, ordinal=0)
     ids = Tensor.from_array(np.arange(6, dtype=np.int32).reshape(1, 6), Role.TOKEN_IDS,
                             layout=avp.Layout.BT)
     entries = avp.kv_cache_message(b"\x05" * 32, 6, [], []).entries
@@ -141,6 +141,8 @@ def test_indexed_reader_checks_what_it_reads() -> None:
     with pytest.raises(avp.AvpError) as ei:
         r.tensor(2)
     assert ei.value.code == avp.ErrorCode.DATA_CHECKSUM
+    # A cut trailer: the reader starts at the end (spec 11.3 step 1), in decode's vocabulary.
     with pytest.raises(avp.AvpError) as ei:
         avp.IndexedReader(bytes(b[:-1]))
-    assert ei.value.code == avp.ErrorCode.BAD_TRAILER
+    assert (ei.value.code, ei.value.offset, ei.value.path) == (
+        avp.ErrorCode.BAD_TRAILER, len(b) - 9, "trailer.end_magic")

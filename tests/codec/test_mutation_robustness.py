@@ -21,19 +21,19 @@ def _seeds() -> list[bytes]:
     layers = [Layer(0, LayerKind.FULL_ATTENTION, 0, 3), Layer(2, LayerKind.SLIDING_WINDOW, 1, 2,
                                                              window=2),
               Layer(4, LayerKind.RECURRENT, 0, 3)]
-    scale = Tensor.from_array(np.ones((1, 1, 3, 1), np.float32), Role.QUANT_SCALE, layer=0)
+    scale = Tensor.from_array(np.ones((1, 1, 3, 1), np.float32), Role.QUANT_SCALE, ordinal=0)
     q = Tensor.from_array(np.array([-3, 2, 1, 0] * 3, np.int8).reshape(1, 1, 3, 4), Role.VALUE,
-                          layer=0, layout=Layout.BHTD, dtype=Dtype.INT4,
+                          ordinal=0, layout=Layout.BHTD, dtype=Dtype.INT4,
                           quant=Quant(QuantScheme.AFFINE, 3, 0, 2, None, Dtype.FLOAT32))
     kv = avp.kv_cache_message(b"\x01" * 32, 3, layers, [
         Tensor.from_array(np.arange(3, dtype=np.int32).reshape(1, 3), Role.TOKEN_IDS,
                           layout=Layout.BT),
-        Tensor.from_array(k, Role.KEY, layer=0, layout=Layout.BHTD, codec=Codec.ZSTD),
+        Tensor.from_array(k, Role.KEY, ordinal=0, layout=Layout.BHTD, codec=Codec.ZSTD),
         scale, q,
-        Tensor.from_array(k[:, :, 1:], Role.KEY, layer=1, layout=Layout.BHTD,
+        Tensor.from_array(k[:, :, 1:], Role.KEY, ordinal=1, layout=Layout.BHTD,
                           codec=Codec.BYTEPLANE_ZSTD),
-        Tensor.from_array(k[:, :, 1:], Role.VALUE, layer=1, layout=Layout.BHTD),
-        Tensor.from_array(np.zeros((2, 2), np.float32), Role.SSM_STATE, layer=2),
+        Tensor.from_array(k[:, :, 1:], Role.VALUE, ordinal=1, layout=Layout.BHTD),
+        Tensor.from_array(np.zeros((2, 2), np.float32), Role.SSM_STATE, ordinal=2),
     ], producer="seed", quant_policy="{}")
     hello = avp.hello_message("a", model_id=b"m" * 32, vocabulary=b"\x01\x00\x00\x00a",
                               nonce=b"n" * 16)

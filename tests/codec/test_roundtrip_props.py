@@ -85,14 +85,14 @@ def _quantized_tile(draw: Any, rng: np.random.Generator, shape: tuple[int, ...],
     groups = 1 if group == 0 else -(-d // group)
     pshape = shape[:axis] + (groups,) + shape[axis + 1:]
     out = [_tensor(rng, pshape, draw(st.sampled_from(FLOATS)), Role.QUANT_SCALE, Codec.RAW,
-                   layer=layer)]
+                   ordinal=layer)]
     zp = None
     if scheme == QuantScheme.AFFINE and draw(st.booleans()):
         out.append(_tensor(rng, pshape, draw(st.sampled_from(FLOATS)), Role.QUANT_ZERO_POINT,
-                           Codec.RAW, layer=layer))
+                           Codec.RAW, ordinal=layer))
         zp = first_index + 1
     q = Quant(scheme, axis, group, first_index, zp, draw(st.sampled_from(FLOATS)))
-    out.append(_tensor(rng, shape, dtype, role, _codec_for(draw, dtype), layer=layer,
+    out.append(_tensor(rng, shape, dtype, role, _codec_for(draw, dtype), ordinal=layer,
                        layout=layout, token_offset=token_offset, quant=q))
     return out
 
@@ -133,7 +133,7 @@ def kv_messages(draw: Any) -> avp.Message:
                 rank = draw(st.integers(0, 8))
                 shape = tuple(draw(st.lists(st.integers(0, 3), min_size=rank, max_size=rank)))
                 dt = draw(st.sampled_from(ALL_DTYPES))
-                tensors.append(_tensor(rng, shape, dt, role, _codec_for(draw, dt), layer=li))
+                tensors.append(_tensor(rng, shape, dt, role, _codec_for(draw, dt), ordinal=li))
             continue
         latent = draw(st.booleans()) and draw(st.booleans())
         roles = [Role.LATENT_KV] if latent else [Role.KEY, Role.VALUE]
@@ -154,7 +154,7 @@ def kv_messages(draw: Any) -> avp.Message:
                                                len(tensors))
                 else:
                     dt = draw(st.sampled_from(FLOATS + [Dtype.FLOAT8_E4M3FN, Dtype.INT8]))
-                    tensors.append(_tensor(rng, shape, dt, role, _codec_for(draw, dt), layer=li,
+                    tensors.append(_tensor(rng, shape, dt, role, _codec_for(draw, dt), ordinal=li,
                                            layout=layout, token_offset=a))
     return avp.kv_cache_message(
         bytes(rng.integers(0, 256, 32, dtype=np.uint8)), ctx, layers, tensors,

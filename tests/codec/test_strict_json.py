@@ -76,3 +76,21 @@ def test_hostile_texts_cost_linear_time_and_no_memory_beyond_a_copy(make: object
         sj.check_json_text(text)
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 2 * len(text) / 2**20 + 16  # at most a skeleton copy of the text
+
+
+@pytest.mark.parametrize("old,new", [
+    ('"uint8"', '"UINT8"'), ('"uint8"', '"u\u0131nt8"'), ('"uint8"', '"uint\u0668"'),
+    ('"group_size":64', '"group_size":64.0'), ('"group_size":64', '"group_size":true'),
+    ('"zero_point":true', '"zero_point":"true"'), ('"zero_point":true', '"zero_point":1'),
+    ('"method":"uniform"', '"method":7'), ('"budget_ratio":null', '"budget_ratio":false'),
+    ('"layers":[]', '"layers":[{"layer":1.0,"key":null,"value":null}]')])
+def test_quant_policy_text_has_exact_types_and_names(old: str, new: str) -> None:
+    """Issue 14: a QUANT_POLICY setting is read with exact JSON types and registry names
+    matched byte for byte (no upper(), int() or bool() coercion of look-alikes)."""
+    from avp_codec import quant
+    text = quant.preset("int8").to_json()
+    assert old in text
+    assert quant.QuantPolicy.from_json(text) == quant.preset("int8")
+    with pytest.raises(avp.AvpError) as ei:
+        quant.QuantPolicy.from_json(text.replace(old, new, 1))
+    assert ei.value.code == avp.ErrorCode.QUANT_PARAMS

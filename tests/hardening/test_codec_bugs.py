@@ -35,7 +35,7 @@ def test_deeply_nested_quant_policy_is_an_avp_error() -> None:
 def test_encoder_refuses_deeply_nested_quant_policy_with_avp_error() -> None:
     layers = [avp.Layer(0, avp.LayerKind.FULL_ATTENTION, 0, 1)]
     import numpy as np
-    k = avp.Tensor.from_array(np.zeros((1, 1, 1, 2), np.float16), avp.Role.KEY, layer=0,
+    k = avp.Tensor.from_array(np.zeros((1, 1, 1, 2), np.float16), avp.Role.KEY, ordinal=0,
                               layout=avp.Layout.BHTD)
     msg = avp.kv_cache_message(bytes(32), 1, layers, [k], quant_policy="[" * 100_000)
     with pytest.raises(avp.AvpError) as ei:

@@ -64,7 +64,7 @@ def _incremental_verdict(case: dict[str, Any], path: Path) -> avp.ErrorCode:
     try:
         dec.feed(path.read_bytes())
         dec.end_of_input()
-        while dec.next_event() is not avp.NEED_DATA:
+        while dec.next_event() is not avp.END_OF_STREAM:  # after end_of_input()
             pass
     except avp.AvpError as e:
         if e.code != want:

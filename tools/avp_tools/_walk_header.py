@@ -40,6 +40,7 @@ class HeaderState:
         self.layers: list[avp.Layer] | None = None  # None when a layer could not be read
         self.context_length: int | None = None
         self.tensor_count = 0
+        self.layers_at: int | None = None  # the first layer descriptor's offset (spec 17.2)
 
 
 def header_body(ctx: Ctx, b0: int, b1: int) -> HeaderState:
@@ -72,6 +73,7 @@ def header_body(ctx: Ctx, b0: int, b1: int) -> HeaderState:
         ctx.issue("HEADER_LAYOUT", pos, "layers", "R-6.1",
                   f"header body is {b1 - b0} bytes; its entries and {w.layer_count} layers "
                   f"need {need - b0}")
+    st.layers_at = pos
     st.layers = _layers(ctx, pos, min(w.layer_count, (b1 - pos) // S.LAYER_SIZE))
     if need != b1:
         st.layers = None  # a table that does not fit its count: tensor rules cannot use it
@@ -82,13 +84,14 @@ def header_body(ctx: Ctx, b0: int, b1: int) -> HeaderState:
     st.context_length = ce.value if ce is not None and isinstance(ce.value, int) else None
     if st.kind is not None:
         try:
-            _validate.check_kind_entries(st.kind, entries, b0)
+            _validate.check_kind_entries(st.kind, entries, b0,
+                                         [e.offset for e in w.entries[:len(entries)]])
         except avp.AvpError as exc:
             ctx.error(exc)
         if st.layers is not None:
             try:
                 _validate.check_kind_layers(st.kind, st.layers, w.tensor_count,
-                                            st.context_length, b0)
+                                            st.context_length, b0, pos)
             except avp.AvpError as exc:
                 ctx.error(exc)
     return st
@@ -124,7 +127,7 @@ def _entries(ctx: Ctx, b0: int, end: int, table: int,
                       f"reserved entry flag bits set: {flags:#x}")
         first = ctx.nonzero_at(voff + vlen, S.pad8(vlen))
         if first is not None:
-            ctx.issue("NONZERO_PADDING", voff + vlen, p, "R-1.3",
+            ctx.issue("NONZERO_PADDING", voff + vlen, f"{p}.padding", "R-1.3",
                       f"entry padding byte at offset {first} is not zero")
         if key <= prev_key:
             ctx.issue("NON_CANONICAL", pos, f"{p}.key", "R-6.3",
@@ -245,7 +248,8 @@ def _layers(ctx: Ctx, pos: int, count: int) -> list[avp.Layer] | None:
         count_ = ctx.field(off + 24, 8, f"{p}.token_count", _SEC, "6.4")
         ctx.walk.layers.append(LayerInfo(off, index, kind, window, start, count_))
         if any(r1) or any(r2):
-            ctx.issue("RESERVED_NONZERO", off + 5, p, "R-1.2", "reserved layer bytes are not zero")
+            ctx.issue("RESERVED_NONZERO", off + (5 if any(r1) else 12), f"{p}.reserved", "R-1.2",
+                      "reserved layer bytes are not zero")
         lk = _LAYER_KINDS.get(kind)
         if lk is None:
             ctx.issue("INVALID_VALUE", off + 4, f"{p}.layer_kind", "6.5",

@@ -52,7 +52,8 @@ class Checker:
         self.st = st
         self.full: _validate.TensorChecker | None = None
         if st.kind is not None and st.layers is not None:
-            self.full = _validate.TensorChecker(st.kind, st.layers, st.context_length)
+            self.full = _validate.TensorChecker(st.kind, st.layers, st.context_length,
+                                                layers_at=st.layers_at)
         self.broken = False
 
     def check(self, ctx: Ctx, t: Tensor, ordinal: int, off: int) -> None:
@@ -62,7 +63,7 @@ class Checker:
         checker = self.full
         if self.broken or checker is None:
             checker = _validate.TensorChecker(st.kind, st.layers, st.context_length,
-                                              standalone_index=ordinal)
+                                              standalone_index=ordinal, layers_at=st.layers_at)
         try:
             checker.check(t, off)
         except avp.AvpError as exc:
@@ -108,7 +109,8 @@ def tensor_descriptor(ctx: Ctx, checker: Checker, ordinal: int, start: int, b0: 
     # Step T of spec 9.2, in the decoder's order: layout of the descriptor itself, registered
     # codes, the quantization fields, then the codec's rules.
     if r1 != b"\0\0\0" or r2 != b"\0\0\0\0":
-        ctx.issue("RESERVED_NONZERO", b0 + 29, sec, "R-1.2",
+        ctx.issue("RESERVED_NONZERO", b0 + (29 if r1 != b"\0\0\0" else 60), f"{sec}.reserved",
+                  "R-1.2",
                   "reserved descriptor bytes are not zero")
     if length != S.DESCRIPTOR_FIXED + 8 * rank:
         ctx.issue("HEADER_LAYOUT", b0, sec, "R-7.1",
@@ -172,20 +174,20 @@ def tensor_data(ctx: Ctx, t: TensorInfo, pos: int) -> int | None:
         ctx.issue("LENGTH_OVERFLOW", t.section_offset, f"{sec}.stored_length", "R-1.1",
                   f"the data would end at {nxt}, past 2^64 - 1")
     if nxt > ctx.n:
-        ctx.issue("TRUNCATED", pos, "", "5",
+        ctx.issue("TRUNCATED", pos, f"{sec}.data", "5",
                   f"{sec}: {t.stored_length} data bytes (+ padding) run past the end of the input")
-        ctx.padding(pos, min(data, ctx.n) - pos, f"{sec}.pad64", sec, "5", sec)
+        ctx.padding(pos, min(data, ctx.n) - pos, f"{sec}.pad64", sec, "5", f"{sec}.padding")
         if data < ctx.n:
             ctx.span(data, ctx.n - data, f"{sec}.data", sec, "5", SpanKind.DATA)
         t.crc_status = "missing"
         table.update(t.ordinal, data_offset=data, crc_status="missing")
         return None
     before = len(ctx.walk.issues) + ctx.walk.issues_dropped
-    ctx.padding(pos, data - pos, f"{sec}.pad64", sec, "5", sec)
+    ctx.padding(pos, data - pos, f"{sec}.pad64", sec, "5", f"{sec}.padding")
     ctx.span(data, t.stored_length, f"{sec}.data", sec, "5", SpanKind.DATA)
     if ctx.verify_data:
         _check_crc(ctx, t)
-    ctx.padding(end, nxt - end, f"{sec}.pad8", sec, "5", sec)
+    ctx.padding(end, nxt - end, f"{sec}.pad8", sec, "5", f"{sec}.padding")
     if ctx.verify_data:
         _check_codec(ctx, t)
     t.end_offset = nxt

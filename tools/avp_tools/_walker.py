@@ -55,7 +55,7 @@ class _Frame:
 def _walk(ctx: Ctx) -> None:
     w = ctx.walk
     if ctx.n > ctx.limits.max_message_bytes:
-        ctx.issue("LIMIT_MESSAGE", 0, "", "R-16.1",
+        ctx.issue("LIMIT_MESSAGE", 0, "message", "R-16.1",
                   f"message is {ctx.n} bytes, limit is {ctx.limits.max_message_bytes}")
     if not _preamble(ctx):
         return
@@ -128,16 +128,18 @@ def _walk(ctx: Ctx) -> None:
             w.complete = w.trailer_offset is not None
             if w.complete and fr.next + S.TRAILER_SIZE < ctx.n:
                 end = fr.next + S.TRAILER_SIZE
-                ctx.issue("TRAILING_BYTES", end, "", "R-2.1",
+                ctx.issue("TRAILING_BYTES", end, "trailing", "R-2.1",
                           f"{ctx.n - end} bytes follow the trailer")
                 ctx.span(end, ctx.n - end, "trailing", "trailing", "2", SpanKind.UNPARSED)
             return
 
 
-def _truncated(ctx: Ctx, pos: int, path: str, why: str, rest_from: int | None = None) -> None:
-    """TRUNCATED at ``pos`` (the structure that is cut, as the decoder reports it); the input
-    from ``rest_from`` (default ``pos``) is unparsed."""
-    ctx.issue("TRUNCATED", pos, "", "R-2.1", why)
+def _truncated(ctx: Ctx, pos: int, path: str, why: str, rest_from: int | None = None,
+               kind: str | None = None) -> None:
+    """TRUNCATED at ``pos`` (the structure that is cut, as the decoder reports it: named by its
+    ``kind``, spec 17.2, default ``path``); the input from ``rest_from`` (default ``pos``) is
+    unparsed."""
+    ctx.issue("TRUNCATED", pos, kind or path, "R-2.1", why)
     start = pos if rest_from is None else rest_from
     ctx.span(start, ctx.n - start, path, "truncated", "2", SpanKind.UNPARSED)
 
@@ -161,7 +163,7 @@ def _preamble(ctx: Ctx) -> bool:
             _rest_unparsed(ctx, len(head))
             return False
     if not ctx.have(0, S.PREAMBLE_SIZE):
-        ctx.issue("TRUNCATED", 0, "", "R-2.1", f"input is only {ctx.n} bytes")
+        ctx.issue("TRUNCATED", 0, "preamble", "R-2.1", f"input is only {ctx.n} bytes")
         _rest_unparsed(ctx, len(head))
         return False
     w.major = ctx.field(8, 2, "preamble.major", "preamble", "3")
@@ -196,20 +198,20 @@ def _frame(ctx: Ctx, pos: int, typ: int, label: str) -> _Frame | None:
         ctx.issue("HEADER_LAYOUT", pos + 8, "section.length", "R-7.1",
                   f"descriptor of {length} bytes is longer than rank 255 allows")
     elif typ == S.SECTION_HEADER and length > lim.max_header_bytes:
-        ctx.issue("LIMIT_HEADER", pos + 8, "", "R-4.2",
+        ctx.issue("LIMIT_HEADER", pos + 8, "section.length", "R-4.2",
                   f"header body is {length} bytes, limit is {lim.max_header_bytes}")
     elif typ == S.SECTION_INDEX and length > 8 + S.INDEX_ENTRY_SIZE * lim.max_tensors + 32:
-        ctx.issue("LIMIT_TENSORS", pos + 8, "", "R-4.2",
+        ctx.issue("LIMIT_TENSORS", pos + 8, "section.length", "R-4.2",
                   f"index body of {length} bytes lists more than max_tensors tensors")
     elif typ not in S.SECTION_NAMES and length > lim.max_header_bytes:
-        ctx.issue("LIMIT_HEADER", pos + 8, "", "R-4.2",
+        ctx.issue("LIMIT_HEADER", pos + 8, "section.length", "R-4.2",
                   f"unknown section of {length} bytes exceeds max_header_bytes")
     if fr.next > ctx.n:  # step S.4: the whole section, padding included, must be present
         where = "body" if fr.body_end + 4 > ctx.n else "padding"
         _truncated(ctx, pos, f"{label}.body",
-                   f"the section's {where} runs past the end of the input", fr.body)
+                   f"the section's {where} runs past the end of the input", fr.body, "section")
         return None
-    _body_limits(ctx, typ, fr.body, length)
+    _body_limits(ctx, typ, fr.body, length, label)
     stored = ctx.uint(fr.body_end, 4)
     actual = crc32c.crc32c(ctx.buf[pos:fr.body_end])
     if stored != actual:
@@ -220,7 +222,8 @@ def _frame(ctx: Ctx, pos: int, typ: int, label: str) -> _Frame | None:
                   f"{label}: reserved section flag bits set: {flags:#x}")
     pad = fr.body_end + 4
     if ctx.nonzero_at(pad, fr.next - pad) is not None:
-        ctx.issue("NONZERO_PADDING", pad, "", "R-1.3", f"{label}: section padding is not zero")
+        ctx.issue("NONZERO_PADDING", pad, "section.padding", "R-1.3",
+                  f"{label}: section padding is not zero")
     return fr
 
 
@@ -233,7 +236,7 @@ def _close(ctx: Ctx, fr: _Frame) -> None:
              SpanKind.PADDING)
 
 
-def _body_limits(ctx: Ctx, typ: int, body: int, length: int) -> None:
+def _body_limits(ctx: Ctx, typ: int, body: int, length: int, label: str) -> None:
     """Step S.5: limits read from a body whose CRC is not verified yet."""
     lim = ctx.limits
     if typ == S.SECTION_HEADER and length >= 16:
@@ -242,17 +245,17 @@ def _body_limits(ctx: Ctx, typ: int, body: int, length: int) -> None:
                                        (12, lim.max_tensors, "LIMIT_TENSORS", "tensor_count")):
             count = ctx.uint(body + rel, 4)
             if count > limit:
-                ctx.issue(code, body + rel, what, "R-16.1",
+                ctx.issue(code, body + rel, f"header.{what}", "R-16.1",
                           f"{what} {count} exceeds the limit {limit}")
     elif typ == S.SECTION_TENSOR and length >= S.DESCRIPTOR_FIXED:
         rank = ctx.uint(body + 12, 1)
         if rank > lim.max_rank:
-            ctx.issue("LIMIT_RANK", body + 12, "rank", "R-16.1",
+            ctx.issue("LIMIT_RANK", body + 12, f"{label}.rank", "R-16.1",
                       f"rank {rank} exceeds the limit {lim.max_rank}")
         for rel, what in ((40, "raw_length"), (48, "stored_length")):
             value = ctx.uint(body + rel, 8)
             if value > lim.max_tensor_bytes:
-                ctx.issue("LIMIT_TENSOR", body + rel, what, "R-16.1",
+                ctx.issue("LIMIT_TENSOR", body + rel, f"{label}.{what}", "R-16.1",
                           f"{what} {value} exceeds the limit {lim.max_tensor_bytes}")
 
 
