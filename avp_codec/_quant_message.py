@@ -152,11 +152,11 @@ def _quantize_kv(t: Tensor, setting: QuantSetting, token_count: int, first: int)
         if quantized:
             out += _quantize_tile(t, part, t.token_offset + start, setting, first + len(out))
         elif setting.compress and t.codec == Codec.RAW:
-            out.append(_tensor(part, t.role, Codec.BYTEPLANE_ZSTD, layer=t.layer,
+            out.append(_tensor(part, t.role, Codec.BYTEPLANE_ZSTD, ordinal=t.layer,
                                layout=t.layout, token_offset=t.token_offset + start))
         else:
             out.append(Tensor.from_array(
-                part, t.role, layer=t.layer, layout=t.layout, codec=t.codec,
+                part, t.role, ordinal=t.layer, layout=t.layout, codec=t.codec,
                 token_offset=t.token_offset + start,
             ))
     return out
@@ -292,7 +292,7 @@ def _merge_tiles(tensors: list[Tensor]) -> list[Tensor]:
         ax = LAYOUT_INFO[first.layout].token_axis
         joined = np.concatenate([t.array() for t in tiles], axis=ax)
         replace[idx[0]] = Tensor.from_array(
-            joined, first.role, layer=first.layer, layout=first.layout,
+            joined, first.role, ordinal=first.layer, layout=first.layout,
             token_offset=first.token_offset,
         )
         for i in idx[1:]:

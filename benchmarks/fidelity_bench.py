@@ -122,7 +122,7 @@ def adaptive_policy(msg: avp.Message, budget: float = ADAPTIVE_BUDGET) -> QuantP
 def _lossless(codec: avp.Codec) -> Callable[[avp.Message], avp.Message]:
     def make(msg: avp.Message) -> avp.Message:
         tensors = [
-            avp.Tensor.from_array(t.array(), t.role, layer=t.layer, layout=t.layout,
+            avp.Tensor.from_array(t.array(), t.role, ordinal=t.layer, layout=t.layout,
                                   codec=codec if t.dtype == D.BFLOAT16 else avp.Codec.RAW,
                                   token_offset=t.token_offset)
             for t in msg.tensors

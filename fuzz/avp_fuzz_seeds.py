@@ -29,7 +29,7 @@ def _kv_tensors(layers: int, tokens: int, codec: avp.Codec = avp.Codec.RAW) -> l
     for li in range(layers):
         for role in (avp.Role.KEY, avp.Role.VALUE):
             arr = rng.standard_normal((1, 2, tokens, 4)).astype(np.float16)
-            out.append(avp.Tensor.from_array(arr, role, layer=li, layout=avp.Layout.BHTD,
+            out.append(avp.Tensor.from_array(arr, role, ordinal=li, layout=avp.Layout.BHTD,
                                              codec=codec))
     return out
 
@@ -47,9 +47,9 @@ def kv_zstd() -> avp.Message:
     rng = np.random.default_rng(8)
     k = (rng.standard_normal((1, 2, 4, 8)) * 0).astype(np.float16)  # compressible
     v = rng.standard_normal((1, 2, 4, 8)).astype(np.float16)
-    ts = [avp.Tensor.from_array(k, avp.Role.KEY, layer=0, layout=avp.Layout.BHTD,
+    ts = [avp.Tensor.from_array(k, avp.Role.KEY, ordinal=0, layout=avp.Layout.BHTD,
                                 codec=avp.Codec.ZSTD),
-          avp.Tensor.from_array(v, avp.Role.VALUE, layer=0, layout=avp.Layout.BHTD,
+          avp.Tensor.from_array(v, avp.Role.VALUE, ordinal=0, layout=avp.Layout.BHTD,
                                 codec=avp.Codec.BYTEPLANE_ZSTD)]
     return avp.kv_cache_message(MODEL_ID, 4, layers, ts)
 

@@ -157,7 +157,7 @@ def _side(rows: np.ndarray, t: _ggml.GgmlType, n_heads: int, role: avp.Role, lay
         if permute:
             x = _rotary.gguf_to_hf(x)
         return [avp.Tensor.from_array(np.ascontiguousarray(x.transpose(1, 0, 2))[None], role,
-                                      layer=layer, layout=avp.Layout.BHTD)]
+                                      ordinal=layer, layout=avp.Layout.BHTD)]
     if hd % _ggml.QK:
         raise AvpError(ErrorCode.UNSUPPORTED_CAPABILITY, f"{t.name} blocks span heads of "
                        f"{hd} elements; quantized caches need head_dim % 32 == 0", path=where)
@@ -176,15 +176,15 @@ def _side(rows: np.ndarray, t: _ggml.GgmlType, n_heads: int, role: avp.Role, lay
         d = np.concatenate([d, d], axis=-1)  # block b covers runs b and b + hd/32 of 16
         group = _ggml.QK // 2
     scale = np.ascontiguousarray(d.transpose(1, 0, 2))[None]
-    out = [avp.Tensor.from_array(scale, avp.Role.QUANT_SCALE, layer=layer)]
+    out = [avp.Tensor.from_array(scale, avp.Role.QUANT_SCALE, ordinal=layer)]
     zp_index = None
     if zero is not None:
         out.append(avp.Tensor.from_array(np.full(scale.shape, zero, np.float16),
-                                         avp.Role.QUANT_ZERO_POINT, layer=layer))
+                                         avp.Role.QUANT_ZERO_POINT, ordinal=layer))
         zp_index = first + 1
     q = avp.Quant(avp.QuantScheme.AFFINE, 3, group, first, zp_index, avp.Dtype.FLOAT32)
     data = np.ascontiguousarray(codes.transpose(1, 0, 2))[None]
-    out.append(avp.Tensor.from_array(data, role, layer=layer, layout=avp.Layout.BHTD,
+    out.append(avp.Tensor.from_array(data, role, ordinal=layer, layout=avp.Layout.BHTD,
                                      dtype=dtype, quant=q))
     return out
 

@@ -305,7 +305,7 @@ def to_message(kv: LMCacheKV, model_id: bytes, n_kv_heads: int, *,
         for side, role in ((0, avp.Role.KEY), (1, avp.Role.VALUE)):
             x = kv.kv[side, li].reshape(t, n_kv_heads, hd).transpose(1, 0, 2)
             tensors.append(avp.Tensor.from_array(np.ascontiguousarray(x)[None], role,
-                                                 layer=li, layout=avp.Layout.BHTD))
+                                                 ordinal=li, layout=avp.Layout.BHTD))
     return _kv.message_from_layers(model_id, t, tensors, n_layers, token_ids=ids,
                                    positions=np.arange(t), model_name=kv.model_name or None,
                                    tokenizer_id=tokenizer_id, producer=PRODUCER)

@@ -376,7 +376,7 @@ class AvpConnector(KVConnectorBase_V1):
                     k, v = k.to(self._save_dtype), v.to(self._save_dtype)
                 for role, x in ((avp.Role.KEY, k), (avp.Role.VALUE, v)):
                     w.enc.write_tensor(avp.Tensor.from_array(
-                        x.unsqueeze(0).contiguous(), role, layer=li, layout=avp.Layout.BHTD,
+                        x.unsqueeze(0).contiguous(), role, ordinal=li, layout=avp.Layout.BHTD,
                         codec=self._codec))
                 w.next_layer += 1
             except (AvpError, OSError) as e:

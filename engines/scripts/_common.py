@@ -76,7 +76,7 @@ def zeroed(msg: avp.Message) -> avp.Message:
     for t in msg.tensors:
         if t.role in (avp.Role.KEY, avp.Role.VALUE):
             z = np.zeros(t.shape, dtype=t.array().dtype)
-            out.append(avp.Tensor.from_array(z, t.role, layer=t.layer, layout=t.layout))
+            out.append(avp.Tensor.from_array(z, t.role, ordinal=t.layer, layout=t.layout))
         else:
             out.append(t)
     return _replace(msg, out)
@@ -128,7 +128,7 @@ def prefix(msg: avp.Message, n: int, codec: avp.Codec = avp.Codec.BYTEPLANE_ZSTD
         a = t.array()
         if t.role in (avp.Role.KEY, avp.Role.VALUE):
             tensors.append(avp.Tensor.from_array(np.ascontiguousarray(a[:, :, :n]), t.role,
-                                                 layer=t.layer, layout=t.layout, codec=codec))
+                                                 ordinal=t.layer, layout=t.layout, codec=codec))
         elif t.role in (avp.Role.TOKEN_IDS, avp.Role.POSITIONS):
             tensors.append(avp.Tensor.from_array(np.ascontiguousarray(a[:, :n]), t.role,
                                                  layout=t.layout))

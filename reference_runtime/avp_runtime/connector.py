@@ -364,7 +364,8 @@ class Connector:
                 layout = avp.Layout.BHTD if kv else avp.Layout.NONE
                 enc.write_tensor(
                     avp.Tensor.from_array(
-                        cache_io.to_wire(t, dtype), role, layer=ordinal, layout=layout, codec=codec
+                        cache_io.to_wire(t, dtype), role, ordinal=ordinal, layout=layout,
+                        codec=codec,
                     )
                 )
         return int(enc.finish())

@@ -237,7 +237,7 @@ def _forged() -> bytes:
     arr = back.tensors[0].array().copy()
     arr.flat[0] += 1
     forged = avp.Message(back.kind, back.entries, back.layers,
-                         [avp.Tensor.from_array(arr, avp.Role.KEY, layer=0,
+                         [avp.Tensor.from_array(arr, avp.Role.KEY, ordinal=0,
                                                 layout=avp.Layout.BHTD), *back.tensors[1:]],
                          auth_tag=back.auth_tag)
     return avp.encode(forged)  # re-encoded with the old tag: CRCs right, tag wrong

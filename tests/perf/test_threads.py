@@ -124,7 +124,7 @@ def test_default_is_the_affinity_mask() -> None:
 def _compressed() -> avp.Message:
     msg = _message()
     codecs = [avp.Codec.ZSTD, avp.Codec.BYTEPLANE_ZSTD, avp.Codec.FLOATPLANE_ZSTD, avp.Codec.RAW]
-    tensors = [avp.Tensor.from_array(t.array(), t.role, layer=t.layer, layout=t.layout,
+    tensors = [avp.Tensor.from_array(t.array(), t.role, ordinal=t.layer, layout=t.layout,
                                      codec=codecs[i % 4]) for i, t in enumerate(msg.tensors)]
     return avp.Message(msg.kind, msg.entries, msg.layers, tensors)
 

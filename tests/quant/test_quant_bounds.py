@@ -60,10 +60,10 @@ def test_huge_group_size_through_the_wire(group: int) -> None:
     q = avp.Quant(avp.QuantScheme.AFFINE, 2, group, 0, None, avp.Dtype.BFLOAT16)
     tensors = [
         avp.Tensor.from_array(np.full((1, 1, 1, 2), 0.25, np.float16), avp.Role.QUANT_SCALE,
-                              layer=0),
-        avp.Tensor.from_array(codes, avp.Role.KEY, layer=0, layout=avp.Layout.BHTD,
+                              ordinal=0),
+        avp.Tensor.from_array(codes, avp.Role.KEY, ordinal=0, layout=avp.Layout.BHTD,
                               dtype=avp.Dtype.INT4, quant=q),
-        avp.Tensor.from_array(np.zeros(shape, ml_dtypes.bfloat16), avp.Role.VALUE, layer=0,
+        avp.Tensor.from_array(np.zeros(shape, ml_dtypes.bfloat16), avp.Role.VALUE, ordinal=0,
                               layout=avp.Layout.BHTD),
     ]
     msg = avp.Message(avp.Kind.KV_CACHE, [avp.Entry.of(avp.MetaKey.MODEL_ID, b"\0" * 32),

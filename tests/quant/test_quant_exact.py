@@ -118,13 +118,13 @@ def test_through_the_wire_matches_reference() -> None:
     scale = _random_params(rng, pshape, "bfloat16")
     zp = _random_params(rng, pshape, "float16")
     tensors = [
-        avp.Tensor.from_array(scale, avp.Role.QUANT_SCALE, layer=0),
-        avp.Tensor.from_array(zp, avp.Role.QUANT_ZERO_POINT, layer=0),
-        avp.Tensor.from_array(codes, avp.Role.KEY, layer=0, layout=avp.Layout.BHTD,
+        avp.Tensor.from_array(scale, avp.Role.QUANT_SCALE, ordinal=0),
+        avp.Tensor.from_array(zp, avp.Role.QUANT_ZERO_POINT, ordinal=0),
+        avp.Tensor.from_array(codes, avp.Role.KEY, ordinal=0, layout=avp.Layout.BHTD,
                               dtype=avp.Dtype.INT4,
                               quant=avp.Quant(avp.QuantScheme.AFFINE, 2, 4, 0, 1,
                                               avp.Dtype.BFLOAT16)),
-        avp.Tensor.from_array(np.zeros(shape, ml_dtypes.bfloat16), avp.Role.VALUE, layer=0,
+        avp.Tensor.from_array(np.zeros(shape, ml_dtypes.bfloat16), avp.Role.VALUE, ordinal=0,
                               layout=avp.Layout.BHTD),
     ]
     layers = [avp.Layer(0, avp.LayerKind.FULL_ATTENTION, 0, 9)]

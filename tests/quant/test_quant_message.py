@@ -107,8 +107,8 @@ def test_window_spanning_existing_tiles() -> None:
             tiles.append(t)
             continue
         a = t.array()
-        tiles.append(avp.Tensor.from_array(a[:, :, :30], t.role, layer=0, layout=t.layout))
-        tiles.append(avp.Tensor.from_array(a[:, :, 30:], t.role, layer=0, layout=t.layout,
+        tiles.append(avp.Tensor.from_array(a[:, :, :30], t.role, ordinal=0, layout=t.layout))
+        tiles.append(avp.Tensor.from_array(a[:, :, 30:], t.role, ordinal=0, layout=t.layout,
                                            token_offset=30))
     two = avp.Message(msg.kind, msg.entries, msg.layers, tiles)
     s = QuantSetting(D.UINT4, "channels", 8, True, recent_window=4)
@@ -223,7 +223,7 @@ def test_non_finite_parameter_is_rejected_at_dequantization() -> None:
     s = np.array(q.tensors[scale_i].array())
     s.reshape(-1)[3] = np.inf
     tensors = list(q.tensors)
-    tensors[scale_i] = avp.Tensor.from_array(s, avp.Role.QUANT_SCALE, layer=0)
+    tensors[scale_i] = avp.Tensor.from_array(s, avp.Role.QUANT_SCALE, ordinal=0)
     decoded = avp.decode(avp.encode(avp.Message(q.kind, q.entries, q.layers, tensors)))
     with pytest.raises(avp.AvpError) as e:
         quant.dequantize_message(decoded)

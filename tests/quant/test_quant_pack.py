@@ -69,7 +69,7 @@ def test_nonzero_padding_bits_are_rejected() -> None:
     t = avp.Tensor.from_array(vals, avp.Role.CONV_STATE, dtype=avp.Dtype.INT4,
                               quant=avp.Quant(avp.QuantScheme.AFFINE, 0, 0, 0, None,
                                               avp.Dtype.FLOAT32))
-    tensors = [avp.Tensor.from_array(scale, avp.Role.QUANT_SCALE, layer=0)]
+    tensors = [avp.Tensor.from_array(scale, avp.Role.QUANT_SCALE, ordinal=0)]
     stored = bytearray(t.stored)
     stored[-1] |= 0x80
     bad = avp.Tensor.from_bytes(bytes(stored), avp.Role.CONV_STATE, avp.Dtype.INT4, (3,),

@@ -66,9 +66,9 @@ def test_chunked_dequantization_is_the_codecs_bit_for_bit(
     zero = rng.integers(0, 16, size=pshape).astype(np.float16)
     q = avp.Quant(avp.QuantScheme.AFFINE, axis, group, 0, 1, avp.Dtype.BFLOAT16)
     tensors = [
-        avp.Tensor.from_array(scale, avp.Role.QUANT_SCALE, layer=0, codec=scale_codec),
-        avp.Tensor.from_array(zero, avp.Role.QUANT_ZERO_POINT, layer=0, codec=scale_codec),
-        avp.Tensor.from_array(codes, avp.Role.KEY, layer=0, layout=avp.Layout.BHTD,
+        avp.Tensor.from_array(scale, avp.Role.QUANT_SCALE, ordinal=0, codec=scale_codec),
+        avp.Tensor.from_array(zero, avp.Role.QUANT_ZERO_POINT, ordinal=0, codec=scale_codec),
+        avp.Tensor.from_array(codes, avp.Role.KEY, ordinal=0, layout=avp.Layout.BHTD,
                               dtype=avp.Dtype.UINT4, quant=q, codec=codec)]
     msg = avp.kv_cache_message(bytes(32), 7, [avp.Layer(0, avp.LayerKind.FULL_ATTENTION, 0, 7)],
                                tensors)

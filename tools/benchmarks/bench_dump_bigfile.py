@@ -43,7 +43,7 @@ def write_message(path: Path, gb: float, layers: int) -> int:
         enc = avp.StreamEncoder(fh, avp.Kind.KV_CACHE, entries, table, 2 * layers)
         for i in range(layers):
             for role in (avp.Role.KEY, avp.Role.VALUE):
-                enc.write_tensor(avp.Tensor.from_array(block, role, layer=i,
+                enc.write_tensor(avp.Tensor.from_array(block, role, ordinal=i,
                                                        layout=avp.Layout.BHTD))
         return enc.finish()
 
