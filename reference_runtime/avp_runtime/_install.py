@@ -8,7 +8,6 @@ checked for non-finite values, and the cache built.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
@@ -25,18 +24,8 @@ def install(c: Any, msg: avp.Message, *, device: torch.device | str | None,
     """The Context `c.import_` returns (see its docstring)."""
     from .connector import LATENT_TOKEN, Context
 
-    if msg.kind != avp.Kind.KV_CACHE:
-        raise avp.AvpError(avp.ErrorCode.KIND_CONSTRAINT,
-                           f"expected a KV_CACHE message, got {avp.Kind(msg.kind).name}")
-    mid = msg.get(avp.MetaKey.MODEL_ID)
-    if mid != c.model_id:
-        got = bytes(mid).hex()[:16] if isinstance(mid, bytes | bytearray) else repr(mid)
-        raise avp.AvpError(
-            avp.ErrorCode.MODEL_MISMATCH,
-            f"KV-cache is for model {got}..., this model is {c.model_id.hex()[:16]}...",
-            path="entries.MODEL_ID",
-        )
-    ok = admit.check_kv_message(msg, c.spec, max_batch=max_batch, max_context=max_context)
+    ok = admit.check_kv_message(msg, c.spec, max_batch=max_batch, max_context=max_context,
+                                model_id=c.model_id)
     if any(t.quant is not None for t in msg.tensors):
         msg = quant.dequantize_message(msg)  # also joins token tiles of one layer and role
     length, batch = ok.context_length, ok.batch
@@ -74,9 +63,3 @@ def install(c: Any, msg: avp.Message, *, device: torch.device | str | None,
                    attention_mask=mask)
 
 
-def decode(source: Any, verify: bool) -> avp.Message:
-    if isinstance(source, avp.Message):
-        return source
-    if isinstance(source, str | os.PathLike):
-        return avp.decode_file(source, verify=verify)
-    return avp.decode(source, verify=verify)

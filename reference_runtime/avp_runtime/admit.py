@@ -28,10 +28,17 @@ Refusals and their codes (spec section 17):
   consecutive for the real tokens, padding (ATTENTION_MASK 0) in a model with recurrent layers.
 - INVALID_VALUE: values no model can use: non-finite K/V or states (unless allowed), TOKEN_IDS
   outside [-1, vocabulary), negative positions, ATTENTION_MASK values other than 0 and 1 (R-10.8).
+- LIMIT_TENSOR (from the codec, with a limit derived from the model, read_kv): a tensor larger
+  than any this model's cache can hold.
+- TOKEN_RANGE, QUANT_PARAMS: more K/V tiles than the layer's tokens, parameter tensors that no
+  tensor uses (found while reading, before the codec's whole-message checks would).
 """
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +95,16 @@ class ModelSpec:
     def max_context(self) -> int:
         return self.max_positions if self.max_positions is not None else DEFAULT_MAX_CONTEXT
 
+    def limits(self, max_batch: int, max_context: int | None = None) -> avp.Limits:
+        """Decoder limits no valid cache for this model exceeds: max_tensor_bytes is the largest
+        tensor it can hold (float32, `max_batch` rows, the maximum context)."""
+        ctx = self.max_context if max_context is None else max_context
+        per_token = max([h * d for s in self.layers for h, d in s.kv.values()] or [0])
+        state = max([math.prod(shape) for s in self.layers for shapes in s.states.values()
+                     for shape in shapes] or [0])
+        biggest = max_batch * max(ctx * per_token * 4, state * 4, ctx * 8, 1024)
+        return avp.Limits(max_tensor_bytes=biggest)
+
     @classmethod
     def probe(cls, connector: Any) -> ModelSpec:
         """Run one token through an empty cache of the connector's model and read the cache."""
@@ -143,13 +160,17 @@ class Admitted:
     attention_mask: torch.Tensor | None = None
 
 
-def check_kv_message(msg: avp.Message, spec: ModelSpec, *, max_batch: int = 1,
-                     max_context: int | None = None) -> Admitted:
-    """Everything about a KV_CACHE message that can be checked without its K/V values.
-
-    Reads only the (small, [batch, CONTEXT_LENGTH]) TOKEN_IDS / POSITIONS / ATTENTION_MASK
-    tensors, after CONTEXT_LENGTH and batch have been bounded.
-    """
+def check_header(msg: avp.Message, model_id: bytes, spec: ModelSpec,
+                 max_context: int | None = None) -> int:
+    """Kind, MODEL_ID, CONTEXT_LENGTH and the layer table (the HEADER alone); returns the
+    context length."""
+    if msg.kind != avp.Kind.KV_CACHE:
+        fail(E.KIND_CONSTRAINT, f"expected a KV_CACHE message, got {avp.Kind(msg.kind).name}")
+    mid = msg.get(avp.MetaKey.MODEL_ID)
+    if mid != model_id:
+        got = bytes(mid).hex()[:16] if isinstance(mid, bytes | bytearray) else repr(mid)
+        fail(E.MODEL_MISMATCH, f"KV-cache is for model {got}..., this model is "
+             f"{model_id.hex()[:16]}...", path="entries.MODEL_ID")
     length = msg.get(avp.MetaKey.CONTEXT_LENGTH)
     if not isinstance(length, int) or isinstance(length, bool) or length < 0:
         fail(E.INVALID_VALUE, f"CONTEXT_LENGTH {length!r}", path="entries.CONTEXT_LENGTH")
@@ -159,18 +180,28 @@ def check_kv_message(msg: avp.Message, spec: ModelSpec, *, max_batch: int = 1,
              f"CONTEXT_LENGTH {length} exceeds this model's maximum of {bound} positions",
              path="entries.CONTEXT_LENGTH")
     _check_layers(msg, spec, length)
-    batch = _check_tensors(msg, spec, max_batch)
-    got = Admitted(batch, length)
-    seen: set[avp.Role] = set()
+    return length
+
+
+def check_kv_message(msg: avp.Message, spec: ModelSpec, *, max_batch: int = 1,
+                     max_context: int | None = None, model_id: bytes | None = None) -> Admitted:
+    """Everything about a KV_CACHE message that can be checked without its K/V values.
+
+    Reads only the (small, [batch, CONTEXT_LENGTH]) TOKEN_IDS / POSITIONS / ATTENTION_MASK
+    tensors, after CONTEXT_LENGTH and batch have been bounded. `model_id` defaults to the
+    message's own (the caller has compared it).
+    """
+    mid = model_id if model_id is not None else msg.get(avp.MetaKey.MODEL_ID)
+    length = check_header(msg, mid if isinstance(mid, bytes) else b"", spec, max_context)
+    checks = TensorChecks(msg.layers, spec, length, max_batch)
     for i, t in enumerate(msg.tensors):
-        if t.layer is not None:
+        checks.tensor(i, t)
+    batch = checks.finish()
+    got = Admitted(batch, length)
+    for i, t in enumerate(msg.tensors):
+        if t.layer is not None or t.role in QUANT_ROLES:
             continue
         path = f"tensors[{i}]"
-        if t.role not in CONTEXT_ROLES:
-            fail(E.KIND_CONSTRAINT, f"{t.role.name} has no place in a KV_CACHE", path=path)
-        if t.role in seen:
-            fail(E.KIND_CONSTRAINT, f"a second {t.role.name} tensor", path=path)
-        seen.add(t.role)
         if t.quant is not None or t.shape != (batch, length):
             fail(E.KIND_CONSTRAINT,
                  f"{t.role.name} must be an unquantized [{batch}, {length}] tensor", path=path)
@@ -220,22 +251,47 @@ def _check_layers(msg: avp.Message, spec: ModelSpec, length: int) -> None:
             fail(E.KIND_CONSTRAINT, "layer does not end at the end of the context", path=path)
 
 
-def _check_tensors(msg: avp.Message, spec: ModelSpec, max_batch: int) -> int:
-    """Roles, dtypes and shapes of the layer tensors; returns the batch size."""
-    by_index = {s.index: s for s in spec.layers}
-    ordinal_to_index = [d.index for d in msg.layers]
-    batches: set[int] = set()
-    counts: dict[tuple[int, avp.Role], int] = {}
-    tiles: dict[tuple[int, avp.Role], int] = {}
-    for i, t in enumerate(msg.tensors):
-        if t.role in QUANT_ROLES:
-            continue
+class TensorChecks:
+    """The checks of each tensor against the model, one tensor at a time in message order, so a
+    reader can run them as tensors arrive (read_kv) as well as over a decoded message."""
+
+    def __init__(self, layers: list[avp.Layer], spec: ModelSpec, length: int,
+                 max_batch: int) -> None:
+        by_index = {s.index: s for s in spec.layers}
+        self.layers = [(by_index[d.index], d.token_count) for d in layers]
+        self.spec, self.length, self.max_batch = spec, length, max_batch
+        self.batch: int | None = None
+        self.counts: dict[tuple[int, avp.Role], int] = {}
+        self.tokens: dict[tuple[int, avp.Role], int] = {}
+        self.seen: set[avp.Role] = set()
+        self.params = 0  # quantization parameter tensors since the last other tensor
+
+    def _batch(self, n: int, path: str) -> None:
+        if not 1 <= n <= self.max_batch:
+            fail(E.UNSUPPORTED_CAPABILITY,
+                 f"batch {n}: this receiver takes a batch of 1 to {self.max_batch}", path=path)
+        if self.batch is not None and n != self.batch:  # R-10.1, for messages built in memory
+            fail(E.ROLE_SHAPE, f"batch {n}, other tensors have {self.batch}", path=path)
+        self.batch = n
+
+    def tensor(self, i: int, t: avp.Tensor) -> None:
         path = f"tensors[{i}]"
+        if t.role in QUANT_ROLES:
+            self.params += 1
+            if self.params > 2:  # a scale and a zero point precede the tensor they serve
+                fail(E.QUANT_PARAMS, "quantization parameters that no tensor uses", path=path)
+            return
+        self.params = 0
         if t.shape:
-            batches.add(int(t.shape[0]))
+            self._batch(int(t.shape[0]), path)
         if t.layer is None:
-            continue
-        s = by_index[ordinal_to_index[t.layer]]
+            if t.role not in CONTEXT_ROLES:
+                fail(E.KIND_CONSTRAINT, f"{t.role.name} has no place in a KV_CACHE", path=path)
+            if t.role in self.seen:
+                fail(E.KIND_CONSTRAINT, f"a second {t.role.name} tensor", path=path)
+            self.seen.add(t.role)
+            return
+        s, layer_tokens = self.layers[t.layer]
         dtype = t.quant.dequant_dtype if t.quant is not None else t.dtype
         if dtype not in FLOATING:
             what = "quantized to " if t.quant is not None else ""
@@ -245,48 +301,94 @@ def _check_tensors(msg: avp.Message, spec: ModelSpec, max_batch: int) -> int:
         if t.role == R.LATENT_KV:
             fail(E.UNSUPPORTED_CAPABILITY, "LATENT_KV: this runtime's caches hold KEY and VALUE",
                  path=path)
+        key = (s.index, avp.Role(t.role))
         if t.role in (R.KEY, R.VALUE):
-            _check_kv_shape(t, s, path)
-            tiles[(s.index, t.role)] = 1
-        else:
-            n = counts.get((s.index, t.role), 0)
-            counts[(s.index, t.role)] = n + 1
-            shapes = s.states.get(t.role, [])
-            if n < len(shapes) and tuple(t.shape[1:]) != shapes[n]:
-                fail(E.MODEL_MISMATCH, f"{t.role.name} {n} of shape {list(t.shape[1:])} (after "
-                     f"batch); this model's is {list(shapes[n])}", path=path)
-    for s in spec.layers:
-        if s.kind is None:
-            continue
-        path = f"layers[{s.index}]"
-        if s.kind == avp.LayerKind.RECURRENT:
-            for role, shapes in s.states.items():
-                if counts.get((s.index, role), 0) != len(shapes):
-                    fail(E.KIND_CONSTRAINT, f"this model's layer keeps {len(shapes)} "
-                         f"{role.name} tensor(s), the message has "
-                         f"{counts.get((s.index, role), 0)}", path=path)
-        elif (s.index, R.KEY) not in tiles or (s.index, R.VALUE) not in tiles:
-            fail(E.KIND_CONSTRAINT, "an attention layer needs a KEY and a VALUE", path=path)
-    if len(batches) > 1:  # the codec checks R-10.1; a message built in memory may not say so
-        fail(E.ROLE_SHAPE, f"tensors disagree on the batch size: {sorted(batches)}")
-    batch = batches.pop() if batches else 1
-    if not 1 <= batch <= max_batch:
-        fail(E.UNSUPPORTED_CAPABILITY,
-             f"batch {batch}: this receiver takes a batch of 1 to {max_batch}")
-    return batch
+            tokens = _check_kv_shape(t, s, path)
+            # Tiles of one layer and role cover its tokens once (the codec checks the tiling
+            # of a whole message; counting here bounds what a reader inflates before that).
+            self.tokens[key] = self.tokens.get(key, 0) + tokens
+            if self.tokens[key] > layer_tokens:
+                fail(E.TOKEN_RANGE, f"{t.role.name} tiles of layer {s.index} hold more than its "
+                     f"{layer_tokens} tokens", path=path)
+            return
+        n = self.counts.get(key, 0)
+        self.counts[key] = n + 1
+        shapes = s.states.get(t.role, [])
+        if n >= len(shapes):
+            fail(E.KIND_CONSTRAINT, f"this model's layer {s.index} keeps {len(shapes)} "
+                 f"{t.role.name} tensor(s)", path=path)
+        if tuple(t.shape[1:]) != shapes[n]:
+            fail(E.MODEL_MISMATCH, f"{t.role.name} {n} of shape {list(t.shape[1:])} (after "
+                 f"batch); this model's is {list(shapes[n])}", path=path)
+
+    def finish(self) -> int:
+        """The checks that need every tensor; returns the batch size."""
+        for s, _ in self.layers:
+            path = f"layers[{s.index}]"
+            if s.kind == avp.LayerKind.RECURRENT:
+                for role, shapes in s.states.items():
+                    if self.counts.get((s.index, role), 0) != len(shapes):
+                        fail(E.KIND_CONSTRAINT, f"this model's layer keeps {len(shapes)} "
+                             f"{role.name} tensor(s), the message has "
+                             f"{self.counts.get((s.index, role), 0)}", path=path)
+            elif (s.index, R.KEY) not in self.tokens or (s.index, R.VALUE) not in self.tokens:
+                fail(E.KIND_CONSTRAINT, "an attention layer needs a KEY and a VALUE", path=path)
+        return self.batch if self.batch is not None else 1
 
 
-def _check_kv_shape(t: avp.Tensor, s: LayerSpec, path: str) -> None:
+def read_bounded(source: Any, limits: avp.Limits, verify: bool,
+                 head: Callable[[avp.Message], Callable[[int, avp.Tensor], None]]
+                 ) -> avp.Message:
+    """Decode a received message from bytes or a file, checking it as it is read.
+
+    `head(header_only_message)` checks the HEADER and returns the per-tensor check, run on each
+    tensor as an IndexedReader (with `limits`) reads it; only a message that passes is decoded
+    whole, with every rule of the codec. So nothing beyond what the caller's checks allow is
+    inflated. RAW tensors are views either way; a compressed message is inflated twice."""
+    if isinstance(source, avp.Message):
+        return source
+    path = isinstance(source, str | os.PathLike)
+    reader = (avp.IndexedReader.open(source, verify=verify, limits=limits) if path
+              else avp.IndexedReader(source, verify=verify, limits=limits))
+    h = reader.header
+    check = head(avp.Message(h.kind, h.entries, h.layers, []))
+    for i in range(len(reader)):
+        check(i, reader.tensor(i))
+    del reader
+    if path:
+        return avp.decode_file(source, verify=verify, limits=limits)
+    return avp.decode(source, verify=verify, limits=limits)
+
+
+def read_kv(source: Any, model_id: bytes, spec: ModelSpec, *, verify: bool = True,
+            max_batch: int = 1, max_context: int | None = None) -> avp.Message:
+    """A KV_CACHE from bytes or a file, read so that nothing beyond this model's sizes is
+    inflated: the HEADER is checked first (check_header), each tensor as it is read (with a
+    LIMIT_TENSOR above the largest tensor a cache of this model holds), and only then is the
+    whole message decoded."""
+    def head(m: avp.Message) -> Callable[[int, avp.Tensor], None]:
+        checks = TensorChecks(m.layers, spec, check_header(m, model_id, spec, max_context),
+                              max_batch)
+        return checks.tensor
+
+    return read_bounded(source, spec.limits(max_batch, max_context), verify, head)
+
+
+def _check_kv_shape(t: avp.Tensor, s: LayerSpec, path: str) -> int:
+    """Heads and head size against the model's; returns the tensor's token count."""
+    if len(t.shape) != 4:  # pragma: no cover - the codec refuses another rank (ROLE_SHAPE)
+        fail(E.ROLE_SHAPE, f"{t.role.name} of rank {len(t.shape)}", path=path)
     if t.layout == avp.Layout.BHTD:
-        heads, dim = t.shape[1], t.shape[3]
+        heads, tokens, dim = t.shape[1], t.shape[2], t.shape[3]
     elif t.layout == avp.Layout.BTHD:
-        heads, dim = t.shape[2], t.shape[3]
+        heads, tokens, dim = t.shape[2], t.shape[1], t.shape[3]
     else:  # pragma: no cover - the codec refuses other layouts for KEY / VALUE (ROLE_SHAPE)
         fail(E.ROLE_SHAPE, f"{t.role.name} in layout {avp.Layout(t.layout).name}", path=path)
     want = s.kv[t.role]
     if (heads, dim) != want:
         fail(E.MODEL_MISMATCH, f"{t.role.name} of layer {s.index} has {heads} heads of "
              f"{dim}; this model's has {want[0]} heads of {want[1]}", path=path)
+    return int(tokens)
 
 
 def _check_context(got: Admitted, spec: ModelSpec) -> None:

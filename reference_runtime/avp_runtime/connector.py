@@ -167,11 +167,12 @@ class Connector:
         """Token ids of `prompt` as text, through the chat template when the tokenizer has one.
 
         Control-token spellings in the text stay text (prompts.py): a prompt, or a received
-        TEXT payload, never opens chat turns of its own.
+        TEXT payload, never opens chat turns of its own. Text that cannot fit the model's
+        positions is refused (UNSUPPORTED_CAPABILITY) before it is tokenized whole.
         """
         if self.tokenizer is None:
             fail(avp.ErrorCode.UNSUPPORTED_CAPABILITY, f"{self.name} has no tokenizer")
-        return prompts.encode(self.tokenizer, prompt, chat=chat)
+        return prompts.encode(self.tokenizer, prompt, chat=chat, max_tokens=self.spec.max_context)
 
     def _ids_tensor(self, ids: list[int] | torch.Tensor) -> torch.Tensor:
         try:
@@ -442,9 +443,11 @@ class Connector:
         zero-copy views of the message's buffer. POSITIONS and ATTENTION_MASK are honoured
         (padding, shifted positions) where the model can continue from them, else refused.
         """
+        msg = admit.read_kv(source, self.model_id, self.spec, verify=verify,
+                            max_batch=max_batch, max_context=max_context)
         ctx: Context = _install.install(
-            self, _install.decode(source, verify), device=device, dtype=dtype,
-            max_batch=max_batch, max_context=max_context, allow_non_finite=allow_non_finite)
+            self, msg, device=device, dtype=dtype, max_batch=max_batch, max_context=max_context,
+            allow_non_finite=allow_non_finite)
         return ctx
 
     # ------------------------------------------------------------ generation

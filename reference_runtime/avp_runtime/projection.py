@@ -17,6 +17,7 @@ state lives in the target's input space), PROJ_SOURCE_MODEL_ID the source's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,7 +166,8 @@ class Received:
     states: torch.Tensor
 
 
-def receive(msg: avp.Message, connector: Any, *, new_tokens: int = 0) -> Received:
+def receive(source: avp.Message | bytes | bytearray | memoryview, connector: Any, *,
+            new_tokens: int = 0, verify: bool = True) -> Received:
     """Every check a receiver makes on a projected HIDDEN_STATE, for `connector`'s model.
 
     Codes: KIND_CONSTRAINT (not a projection; no projected position; TOKEN_IDS and states
@@ -174,17 +176,22 @@ def receive(msg: avp.Message, connector: Any, *, new_tokens: int = 0) -> Receive
     infinity), MODEL_MISMATCH (another model or tokenizer, R-10.11 / R-14.8), ROLE_SHAPE (another
     hidden size), UNSUPPORTED_CAPABILITY (a batch other than 1; states that are not floating
     point; more positions, with `new_tokens` to generate, than the model's maximum).
+
+    Given bytes, the message is read with admit.read_bounded: the HEADER is checked first and
+    each tensor as it is read, so no more than the model's positions of states are inflated
+    (LIMIT_TENSOR for a tensor beyond that).
     """
     c = connector
-    ids, states = _read(msg, c.model_id, c.tokenizer_id,
-                        int(c.model.config.get_text_config().hidden_size), c.vocab_size,
-                        c.spec.max_context - new_tokens, receiving=True)
+    hidden = int(c.model.config.get_text_config().hidden_size)
+    room = c.spec.max_context - new_tokens
+    if not isinstance(source, avp.Message):
+        source = _read_bounded(source, c.model_id, c.tokenizer_id, hidden, room, verify)
+    ids, states = _read(source, c.model_id, c.tokenizer_id, hidden, c.vocab_size, room,
+                        receiving=True)
     return Received(ids, states)
 
 
-def _read(msg: avp.Message, model_id: bytes, tokenizer_id: bytes, hidden_size: int,
-          vocab_size: int | None, max_positions: int | None, *, receiving: bool
-          ) -> tuple[torch.Tensor, torch.Tensor]:
+def _check_head(msg: avp.Message, model_id: bytes, tokenizer_id: bytes) -> None:
     if msg.kind != avp.Kind.HIDDEN_STATE or msg.get(M.HIDDEN_SOURCE) != HIDDEN_SOURCE_PROJECTION:
         fail(avp.ErrorCode.KIND_CONSTRAINT, "not a projected HIDDEN_STATE message")
     if msg.get(M.PROJ_METHOD) != PROJ_METHOD_VOCAB:
@@ -192,6 +199,35 @@ def _read(msg: avp.Message, model_id: bytes, tokenizer_id: bytes, hidden_size: i
              path="PROJ_METHOD")
     # R-10.11 / R-10.12 / R-14.8: our own MODEL_ID and TOKENIZER_ID, else MODEL_MISMATCH.
     avp.check_model_id(msg, model_id, tokenizer_id)
+
+
+def _read_bounded(source: Any, model_id: bytes, tokenizer_id: bytes, hidden: int, room: int,
+                  verify: bool) -> avp.Message:
+    from . import admit
+
+    positions = max(room, 1)
+    limits = avp.Limits(max_tensor_bytes=positions * max(4 * hidden, 8))
+
+    def head(m: avp.Message) -> Callable[[int, avp.Tensor], None]:
+        _check_head(m, model_id, tokenizer_id)
+        used = [0]
+
+        def tensor(i: int, t: avp.Tensor) -> None:
+            # Each tensor's token axis counts against the model's positions as it arrives.
+            if t.role in (avp.Role.HIDDEN_STATE, avp.Role.TOKEN_IDS) and len(t.shape) >= 2:
+                used[0] += int(t.shape[1])
+            if used[0] > room:
+                fail(avp.ErrorCode.UNSUPPORTED_CAPABILITY, f"more than {room} positions, this "
+                     "model's maximum", path=f"tensors[{i}]")
+        return tensor
+
+    return admit.read_bounded(source, limits, verify, head)
+
+
+def _read(msg: avp.Message, model_id: bytes, tokenizer_id: bytes, hidden_size: int,
+          vocab_size: int | None, max_positions: int | None, *, receiving: bool
+          ) -> tuple[torch.Tensor, torch.Tensor]:
+    _check_head(msg, model_id, tokenizer_id)
     # Descriptors first: nothing is decompressed or converted for a message that cannot fit.
     hidden = [(i, t) for i, t in enumerate(msg.tensors) if t.role == avp.Role.HIDDEN_STATE]
     id_tensors = [(i, t) for i, t in enumerate(msg.tensors) if t.role == avp.Role.TOKEN_IDS]

@@ -12,6 +12,11 @@ ids are exactly the usual ones).
 
 A template whose surrounding text depends on the content (so that the content cannot be cut out
 of the rendered string) gets such text refused with INVALID_VALUE rather than guessed at.
+
+Text longer than the model can read is refused (UNSUPPORTED_CAPABILITY) before it is tokenized
+whole: a text of more characters than `max_tokens` x the longest token can never fit, and a
+longer text is first counted in bounded pieces, so a megabyte of received text costs the
+receiver a few megabytes and milliseconds, not hundreds.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import avp_codec as avp
 from ._errors import fail
 
 _SENTINEL = "\ue000AVP-TEXT\ue001"  # private-use code points: no template produces these
+PIECE = 16384  # characters tokenized at a time when a long text is counted
 
 
 @lru_cache(maxsize=16)
@@ -42,6 +48,28 @@ def _ids(encoded: Any) -> list[int]:
     return [int(i) for i in encoded]
 
 
+# A TEXT message carries no tensor: a receiver reading one inflates nothing, whatever arrives.
+TEXT_LIMITS = avp.Limits(max_tensor_bytes=0)
+
+
+def read_text(source: avp.Message | bytes | bytearray | memoryview) -> str:
+    """The text of a received TEXT message (KIND_CONSTRAINT for another kind). Bytes are read
+    HEADER first and decoded with TEXT_LIMITS: no tensor of any message is ever inflated."""
+    if isinstance(source, avp.Message):
+        msg = source
+    else:
+        kind = avp.IndexedReader(source, limits=TEXT_LIMITS).header.kind
+        if kind != avp.Kind.TEXT:
+            fail(avp.ErrorCode.KIND_CONSTRAINT, f"expected TEXT, got {avp.Kind(kind).name}")
+        msg = avp.decode(source, limits=TEXT_LIMITS)
+    if msg.kind != avp.Kind.TEXT:
+        fail(avp.ErrorCode.KIND_CONSTRAINT, f"expected TEXT, got {avp.Kind(msg.kind).name}")
+    text = msg.get(avp.MetaKey.TEXT)
+    if not isinstance(text, str):  # pragma: no cover - the codec requires TEXT in a TEXT message
+        fail(avp.ErrorCode.MISSING_ENTRY, "TEXT message without text", path="entries.TEXT")
+    return text
+
+
 def text_ids(tokenizer: Any, text: str) -> list[int]:
     """`text` as ordinary tokens (no special tokens added, none parsed)."""
     return _ids(tokenizer(text, add_special_tokens=False, split_special_tokens=True))
@@ -53,10 +81,60 @@ def spells_control(tokenizer: Any, text: str) -> bool:
     return any(i in specials for i in _ids(tokenizer(text, add_special_tokens=False)))
 
 
-def encode(tokenizer: Any, text: str, *, chat: bool = True) -> list[int]:
-    """Token ids of `text` as a user turn (through the chat template when there is one)."""
+@lru_cache(maxsize=16)
+def longest_token(tokenizer: Any) -> int:
+    """Characters of the longest vocabulary entry: no token covers more text than that."""
+    return max((len(t) for t in tokenizer.get_vocab()), default=1)
+
+
+def _pieces(text: str, size: int) -> list[str]:
+    """`text` cut into pieces of at most `size` characters, at whitespace where there is some."""
+    out, at = [], 0
+    while at < len(text):
+        end = min(len(text), at + size)
+        if end < len(text):
+            cut = text.rfind(" ", at + size // 2, end)
+            end = cut if cut > at else end
+        out.append(text[at:end])
+        at = end
+    return out
+
+
+def check_length(tokenizer: Any, text: str, max_tokens: int) -> None:
+    """UNSUPPORTED_CAPABILITY if `text` alone is more than `max_tokens` tokens, found without
+    tokenizing more than PIECE characters at a time."""
+    if len(text) > max_tokens * longest_token(tokenizer):
+        fail(avp.ErrorCode.UNSUPPORTED_CAPABILITY, f"a text of {len(text)} characters is longer "
+             f"than this model's {max_tokens} positions can hold")
+    if len(text) <= PIECE:
+        return
+    count = 0
+    for n, piece in enumerate(_pieces(text, PIECE), start=1):
+        count += len(text_ids(tokenizer, piece))
+        # Cutting can split a word into two tokens: allow one token per cut.
+        if count > max_tokens + n:
+            fail(avp.ErrorCode.UNSUPPORTED_CAPABILITY, f"the text is more than {max_tokens} "
+                 "tokens, this model's maximum")
+
+
+def encode(tokenizer: Any, text: str, *, chat: bool = True,
+           max_tokens: int | None = None) -> list[int]:
+    """Token ids of `text` as a user turn (through the chat template when there is one).
+
+    With `max_tokens`, text that cannot fit is refused (UNSUPPORTED_CAPABILITY), when it is
+    long before it is tokenized whole."""
     if not isinstance(text, str):
         fail(avp.ErrorCode.INVALID_VALUE, f"a prompt is text, got {type(text).__name__}")
+    if max_tokens is not None:
+        check_length(tokenizer, text, max_tokens)
+    ids = _encode(tokenizer, text, chat)
+    if max_tokens is not None and len(ids) > max_tokens:
+        fail(avp.ErrorCode.UNSUPPORTED_CAPABILITY, f"the prompt is {len(ids)} tokens, more than "
+             f"this model's {max_tokens} positions")
+    return ids
+
+
+def _encode(tokenizer: Any, text: str, chat: bool) -> list[int]:
     if not (chat and getattr(tokenizer, "chat_template", None)):
         # Special tokens the tokenizer adds by itself (BOS) are its own; none come from the text.
         return _ids(tokenizer(text, split_special_tokens=True))

@@ -373,3 +373,30 @@ def test_generate_refuses_what_would_crash_the_model(llama: Connector, wire: byt
     assert long_ctx.context_length == 246
     g = llama.generate([5], context=long_ctx, max_new_tokens=50, stop_ids=set())
     assert len(g.token_ids) == 256 - 247 + 1
+
+
+# ---------------------------------------------------------------- bounded reading
+
+
+def test_nothing_beyond_the_model_is_inflated(llama: Connector) -> None:
+    """CONTEXT_LENGTH fits, but 4096 heads cannot be this model's: the tensor limit derived from
+    the model (admit.read_kv) refuses the first one from its descriptor, before zstd runs."""
+    import tracemalloc
+
+    n, heads = 10, 4096
+    layers = [avp.Layer(i, avp.LayerKind.FULL_ATTENTION, 0, n) for i in range(2)]
+    ts = [avp.Tensor.from_array(np.zeros((1, heads, n, 16), np.float32), r, layer=i,
+                                layout=avp.Layout.BHTD, codec=avp.Codec.ZSTD)
+          for i in range(2) for r in (R.KEY, R.VALUE)]
+    data = avp.encode(avp.kv_cache_message(llama.model_id, n, layers, ts))
+    assert len(data) < 4 * 4096  # 10 MiB of float32 zeros, compressed
+    tracemalloc.start()
+    try:
+        err = _refused(llama, data, E.LIMIT_TENSOR)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak  # not one tensor's 2.5 MiB
+    assert err.path.startswith("tensors") or "raw_length" in str(err)
+    # A decoded Message is checked the same way (from its descriptors: MODEL_MISMATCH).
+    _refused(llama, avp.decode(data), E.MODEL_MISMATCH)

@@ -97,3 +97,25 @@ def test_a_prompt_that_is_not_text_is_refused(rx: Connector) -> None:
     with pytest.raises(avp.AvpError) as ei:
         rx.encode_prompt(b"bytes")  # type: ignore[arg-type]
     assert ei.value.code == E.INVALID_VALUE
+
+
+def test_reading_a_text_payload_inflates_nothing() -> None:
+    import numpy as np
+
+    assert prompts.read_text(avp.encode(avp.text_message(HOSTILE))) == HOSTILE
+    kv = avp.kv_cache_from_arrays(b"m" * 32, [np.zeros((1, 1, 2, 4), np.float32)],
+                                  [np.zeros((1, 1, 2, 4), np.float32)])
+    with pytest.raises(avp.AvpError) as ei:
+        prompts.read_text(avp.encode(kv))
+    assert ei.value.code == E.KIND_CONSTRAINT
+
+
+def test_a_text_longer_than_the_model_is_refused_before_tokenizing(rx: Connector) -> None:
+    limit = rx.spec.max_context
+    with pytest.raises(avp.AvpError) as ei:  # longer than max tokens x the longest token
+        rx.encode_prompt("x" * (limit * prompts.longest_token(rx.tokenizer) + 1))
+    assert ei.value.code == E.UNSUPPORTED_CAPABILITY
+    with pytest.raises(avp.AvpError) as ei:  # counted in pieces: stops at the first excess
+        rx.encode_prompt("word " * (limit + 100))
+    assert ei.value.code == E.UNSUPPORTED_CAPABILITY
+    assert len(rx.encode_prompt("word " * (limit // 2))) > limit // 2
