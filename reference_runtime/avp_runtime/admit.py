@@ -1,12 +1,13 @@
 """Admission: a received KV_CACHE is checked against the receiving model before it is installed.
 
-The codec has already checked that the message is a well-formed AVP message (structure, token
-tiling, roles by layer kind, R-10.1 to R-10.7). What it cannot know is whether the cache fits
-*this* model: a message may carry this model's MODEL_ID and still hold tensors of another shape
-(a buggy or hostile sender). Transformers does not check either; it fails deep inside attention
-(or, for raw int8 or NaN values, silently generates garbage). So everything is checked here,
-from the descriptors first (nothing is decompressed, dequantized or allocated for a message that
-does not fit), and only then are the tensor values read.
+The codec checks that a message is a well-formed AVP message (structure, token tiling, roles by
+layer kind, R-10.1 to R-10.7). What it cannot know is whether the cache fits *this* model: a
+message may carry this model's MODEL_ID and still hold tensors of another shape (a buggy or
+hostile sender). Transformers does not check either; it fails deep inside attention (or, for raw
+int8 or NaN values, silently generates garbage). So everything is checked here, from the
+descriptors first, and only then are tensor values read. Received bytes are read HEADER first
+and tensor by tensor under a tensor limit derived from the model (`read_kv`), so nothing is
+decompressed, dequantized or allocated beyond what a cache of this model can hold.
 
 What the model is, is learned once per model by a one-token probe pass on an empty cache
 (`ModelSpec.probe`): the cache layer classes give each layer's kind and window, the probe's

@@ -141,7 +141,7 @@ class Connector:
             self._tokenizer_id = identity.tokenizer_id(self.tokenizer)
         return self._tokenizer_id
 
-    # ------------------------------------------------------------ tokens
+    # ------------------------------------------------------------ what the model takes
 
     @property
     def vocab_size(self) -> int:
