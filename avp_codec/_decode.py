@@ -225,15 +225,19 @@ class Core:
         except ValueError:
             raise _err(ErrorCode.UNKNOWN_KIND, f"kind {f.kind}", off, "header.kind") from None
         p = 16
+        # Spec 6.1 / H.4: the entries end where the layer table starts, not at the body's end,
+        # so an entry_count one too high never reads a layer descriptor as an entry.
+        end = len(body) - 32 * f.layer_count
         entries: list[Entry] = []
         for i in range(f.entry_count):
             path = f"entries[{i}]"
-            if p + 8 > len(body):
-                raise _err(ErrorCode.HEADER_LAYOUT, "entries run past the header", off + p, path)
+            if p + 8 > end:
+                raise _err(ErrorCode.HEADER_LAYOUT, "entries run into the layer table",
+                           off + p, path)
             e = S.parse_entry_head(body, p)
             vend = p + 8 + e.length
-            if vend + (-e.length % 8) > len(body):
-                raise _err(ErrorCode.HEADER_LAYOUT, "entry value runs past the header",
+            if vend + (-e.length % 8) > end:
+                raise _err(ErrorCode.HEADER_LAYOUT, "entry value runs into the layer table",
                            off + p + 4, path + ".length")
             if e.flags & ~1:
                 raise _err(ErrorCode.RESERVED_NONZERO, "entry flag bits", off + p + 2,
@@ -370,6 +374,9 @@ class Core:
         stored_length = t.stored_length
         data_at = end + (-end % 64)
         stop = data_at + stored_length
+        if stop + (-stop % 8) > U64_MAX:  # T.15: only reachable with raised limits
+            raise _err(ErrorCode.LENGTH_OVERFLOW, "tensor data ends beyond 2^64 - 1", sec_at,
+                       f"tensor[{len(self.index)}].stored_length")
         total = stop + (-stop % 8) - end
         if not self._have(src, total):
             return NEED_DATA

@@ -8,7 +8,7 @@ value, recurses once per nesting level, and builds every value before any limit 
 time and constant extra memory per byte (C-level regular expressions; no Python loop per byte), and
 only then does the C parser run, with hooks that reject what RFC 8259 does not allow.
 
-The profile (spec 6.4 and 10.1, "JSON text"): UTF-8 text of one RFC 8259 value (any type) with
+The profile (spec 10.1, "JSON text", R-10.15): UTF-8 text of one RFC 8259 value (any type) with
 optional whitespace around it; no byte order mark; member names unique within an object; at most
 ``max_depth`` nested arrays/objects; at most ``max_values`` values (every object, array, string,
 number, ``true``, ``false`` and ``null`` counts one, the top-level value included; member names do

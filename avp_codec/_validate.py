@@ -115,6 +115,13 @@ def check_kind_layers(kind: Kind, layers: Sequence[Layer], tensor_count: int,
 
 
 _CONTEXT_ROLES = frozenset({Role.TOKEN_IDS, Role.POSITIONS, Role.ATTENTION_MASK})
+# Spec 10 (kinds table, R-10.14): roles of which a message carries at most one tensor (they
+# describe the message's one context), and roles of which it needs at least one (F.3).
+AT_MOST_ONE: dict[Kind, frozenset[Role]] = {
+    Kind.KV_CACHE: _CONTEXT_ROLES, Kind.HIDDEN_STATE: frozenset({Role.TOKEN_IDS})}
+AT_LEAST_ONE: dict[Kind, frozenset[Role]] = {Kind.HIDDEN_STATE: frozenset({Role.HIDDEN_STATE})}
+_BATCH_ROLES = frozenset({Role.HIDDEN_STATE, Role.TOKEN_IDS})  # in HIDDEN_STATE
+_BATCH = "batch"
 
 
 class _Fail(Protocol):
@@ -144,6 +151,8 @@ class TensorChecker:
         self.context_length = context_length
         self.seen: list[_Seen] = []
         self._kind_roles = KIND_INFO[kind].tensors
+        self._single = AT_MOST_ONE.get(kind, frozenset())
+        self._first: dict[object, tuple[int, ...]] = {}  # shapes the checks compare
         self._role_ok: set[tuple[object, ...]] = set()
         # A random-access read (spec 11.3) checks one tensor alone: the checks that need the
         # other tensors (order, parameter references, agreement) are skipped.
@@ -193,16 +202,29 @@ class TensorChecker:
         if t.role not in self._kind_roles:
             raise fail(ErrorCode.KIND_CONSTRAINT,
                        f"{self.kind.name} messages carry no {t.role.name} tensor", "role")
+        if t.role in self._single and not alone and t.role in self._first:
+            raise fail(ErrorCode.KIND_CONSTRAINT,
+                       f"a second {t.role.name} tensor ({self.kind.name} carries at most one)",
+                       "role")
         if (self.kind == Kind.KV_CACHE and t.role in _CONTEXT_ROLES
                 and self.context_length is not None and t.shape[1] != self.context_length):
             raise fail(ErrorCode.KIND_CONSTRAINT,
                        f"{t.role.name} must be [batch, CONTEXT_LENGTH]", "shape")
-        if self.kind == Kind.HIDDEN_STATE and t.role == Role.HIDDEN_STATE and not alone:
-            first = next((s for s in self.seen if s.role == Role.HIDDEN_STATE), None)
-            if first is not None and (first.shape[0], first.shape[2]) != (t.shape[0],
-                                                                          t.shape[2]):
-                raise fail(ErrorCode.KIND_CONSTRAINT,
-                           "HIDDEN_STATE tensors disagree on batch or hidden size", "shape")
+        if self.kind == Kind.HIDDEN_STATE and t.role in _BATCH_ROLES and not alone:
+            # the HIDDEN_STATE tensors and the TOKEN_IDS agree on batch, the
+            # HIDDEN_STATE tensors also on hidden size. Every earlier one agreed with the
+            # first, so comparing with the first of each is enough (and linear).
+            first = self._first.setdefault(_BATCH, t.shape)
+            if first[0] != t.shape[0]:
+                raise fail(ErrorCode.KIND_CONSTRAINT, f"{t.role.name} has batch {t.shape[0]}, "
+                           f"an earlier tensor {first[0]}", "shape")
+            if t.role == Role.HIDDEN_STATE:
+                hidden = self._first.setdefault(Role.HIDDEN_STATE, t.shape)
+                if hidden[2] != t.shape[2]:
+                    raise fail(ErrorCode.KIND_CONSTRAINT,
+                               "HIDDEN_STATE tensors disagree on hidden size", "shape")
+        if t.role in self._single:
+            self._first[t.role] = t.shape
         self.seen.append(_Seen(t.role, t.dtype, t.shape, t.layer, t.layout, t.token_offset))
 
     def _role_shape(self, t: Tensor, fail: _Fail) -> None:
@@ -311,10 +333,10 @@ class TensorChecker:
                 if li not in have:
                     raise AvpError(ErrorCode.KIND_CONSTRAINT, "a KV_CACHE layer carries no "
                                    "tensor", offset=offset, path=f"layers[{li}]")
-        if self.kind == Kind.HIDDEN_STATE and not any(
-                s.role == Role.HIDDEN_STATE for s in self.seen):
-            raise AvpError(ErrorCode.KIND_CONSTRAINT, "HIDDEN_STATE needs a HIDDEN_STATE tensor",
-                           offset=offset, path="tensors")
+        for role in AT_LEAST_ONE.get(self.kind, ()):
+            if not any(s.role == role for s in self.seen):
+                raise AvpError(ErrorCode.KIND_CONSTRAINT, f"{self.kind.name} needs a "
+                               f"{role.name} tensor", offset=offset, path="tensors")
 
     def _tiling(self, layer: int, role: Role, idx: list[int], offset: int | None) -> None:
         first = self.seen[idx[0]]

@@ -1,6 +1,7 @@
 """``avp-conform``: run the AVP conformance vectors against an implementation under test.
 
-Exit status: 0 conforming, 1 not conforming, 2 usage or harness error.
+Exit status: 0 CONFORMING (or PARTIAL: every selected case passed, but the selection left out
+required cases), 1 NOT CONFORMING, 2 usage or harness error (TESTEE-PROTOCOL.md section 4).
 """
 
 from __future__ import annotations
@@ -64,17 +65,33 @@ class _Progress:
 @click.option("--json", "json_out", is_flag=True, help="Print the results as JSON on stdout.")
 @click.option("--junit", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write a JUnit XML report to this file.")
+@click.option("--min-coverage", type=click.FloatRange(0.0, 1.0), default=0.0,
+              show_default=True, metavar="FRACTION",
+              help="NOT CONFORMING unless this share of the whole suite ran and passed "
+                   "(for CI: e.g. 0.9).")
 @click.option("-v", "--verbose", is_flag=True, help="List passing and skipped cases too.")
 def main(testee_cmd: str | None, tier: str, vectors: Path | None, level: str,
          run_globs: tuple[str, ...], skip_globs: tuple[str, ...], list_only: bool,
          known_failures: Path | None, timeout: float, json_out: bool, junit: Path | None,
-         verbose: bool) -> None:
-    """Run the AVP conformance suite against TESTEE and report case by case."""
+         min_coverage: float, verbose: bool) -> None:
+    """Run the AVP conformance suite against TESTEE and report case by case.
+
+    The verdict says what was tested: CONFORMING (for the capabilities the testee declares),
+    PARTIAL (every selected case passed, but required cases were left out) or NOT CONFORMING.
+    """
     try:
         suite = mf.load_suite(vectors, load_data=not list_only)
     except mf.ManifestError as exc:
         raise _HarnessFailure(str(exc)) from exc
     chosen, excluded = mf.select(suite.cases, level, run_globs, skip_globs)
+    if not chosen:
+        # Running nothing must never read as a result (issue 19: `--run 'nomatch*'`).
+        raise click.UsageError(
+            f"no case matches --level {level}"
+            + "".join(f" --run {g!r}" for g in run_globs)
+            + "".join(f" --skip {g!r}" for g in skip_globs)
+            + f"; the suite has {len(suite.cases)} cases (see --list), ids look like "
+              f"{suite.cases[0].id!r}")
     if list_only:
         for case in chosen:
             click.echo(f"{case.id}\t{case.level}\t{case.result}\t§{case.section}\t"
@@ -83,20 +100,27 @@ def main(testee_cmd: str | None, tier: str, vectors: Path | None, level: str,
         return
     try:
         known = load_known_failures(known_failures)
-        testee = open_testee(testee_cmd or REFERENCE_TESTEE, tier)
-        progress = _Progress(len(chosen), sys.stderr.isatty() and not json_out)
+        command = testee_cmd or REFERENCE_TESTEE
+        testee = open_testee(command, tier)
         try:
-            summary = run_suite(chosen, excluded, testee, timeout, known, progress)
+            problems = mf.capability_problems(testee.info.capabilities, suite.capability_names)
+            if problems:
+                raise HarnessError("the testee declares capabilities that do not exist "
+                                   "(TESTEE-PROTOCOL 1.5):\n  " + "\n  ".join(problems))
+            progress = _Progress(len(chosen), sys.stderr.isatty() and not json_out)
+            summary = run_suite(chosen, excluded, testee, timeout, known, progress,
+                                min_coverage)
         finally:
             testee.close()
     except HarnessError as exc:
         click.echo(f"avp-conform: harness error: {exc}", err=True)
         sys.exit(2)
+    summary.command, summary.tier = shlex.split(command), tier
     if junit is not None:
         junit.write_bytes(junit_xml(summary))
     if json_out:
         click.echo(dumps(results_json(summary)))
     else:
         click.echo(human_report(summary, verbose))
-    sys.exit(0 if summary.conforming else 1)
+    sys.exit(summary.exit_status)
 

@@ -27,11 +27,11 @@ NOT_BY_VECTORS: dict[str, str] = {
     "R-11.1": "streaming vs whole-message encoder equality: tests/codec",
     "R-11.2": "what a streaming receiver may act on before the end event: behaviour, not bytes",
     "R-11.3": "random-access reader bounds checks: tests/codec (decode_file and the index)",
-    "R-12.6": "bit-exact dequantization: needs a dequantize operation in the testee protocol "
-              "(proposed in spec/DECISIONS.md); tests/codec cover the reference",
     "R-13.1": "model identity needs model weights: tests/runtime",
     "R-13.2": "constant-time MODEL_ID comparison: implementation property",
     "R-13.4": "architecture-object canonical JSON: tests/runtime",
+    "R-15.5": "encoder refusal to reuse a stale tag: encoder behaviour, "
+              "tests/spec/test_resolutions.py and tests/hardening",
     "R-14.9": "a sender without the target's embeddings must not offer PROJECTION: sender "
               "behaviour, tests/runtime",
     "R-19.1": "never unpickle: implementation property (the reference has no such call)",

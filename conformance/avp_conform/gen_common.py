@@ -182,6 +182,9 @@ class CaseDef:
     roundtrip: bool = True
     fault: str | None = None  # name of a structure in Built.offsets, or "@<absolute offset>"
     features: list[str] = field(default_factory=list)
+    operations: list[str] = field(default_factory=list)  # beyond decode, e.g. "dequantize"
+    # (tensor index, {"values", "dtype", "shape"} or {"error": NAME}): the dequantize checks
+    dequantize: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
 
     def built(self) -> Built:
         if self.msg is not None and self.data is None:

@@ -165,9 +165,9 @@ def token_and_kind_cases() -> list[CaseDef]:
     m = kv_message()
     m.layers.append(WLayer(9, RECURRENT, 0, 4))
     m.tensors.append(WTensor(ROLES["QUANT_SCALE"], DTYPES["float32"], (1,), b"\0" * 4, layer=2))
-    out.append(invalid("10.4/layer-with-only-parameters", "10.4", ["R-10.7"],
-                       "a layer holding nothing but an (orphan) QUANT_SCALE", "QUANT_PARAMS",
-                       msg=m, any_of=["QUANT_PARAMS", "KIND_CONSTRAINT"], flags=["CodeChoice"]))
+    out.append(invalid("10.4/layer-with-only-parameters", "10.4", ["R-10.7", "R-12.5"],
+                       "a layer holding nothing but an (orphan) QUANT_SCALE: F.2 (QUANT_PARAMS)"
+                       " comes before F.3 (KIND_CONSTRAINT)", "QUANT_PARAMS", msg=m))
     m = kv_message()
     m.layers.append(WLayer(9, RECURRENT, 0, 4))
     out.append(invalid("10.4/layer-without-tensors", "10.4", ["R-10.7"],

@@ -306,7 +306,7 @@ def tensor_cases() -> list[CaseDef]:
          lambda t: put(t, "reserved_a", b"\1\0\0")),
         ("reserved-b", "R-1.2", "reserved u32 at 60 = 1", "RESERVED_NONZERO", 60,
          lambda t: put(t, "reserved_b", 1)),
-        ("tensor-index-wrong", "R-7.1", "tensor_index 1 for tensor 0", "TENSOR_INDEX", 0,
+        ("tensor-index-wrong", "R-7.15", "tensor_index 1 for tensor 0", "TENSOR_INDEX", 0,
          lambda t: put(t, "tensor_index", 1)),
         ("layer-out-of-range", "R-7.6", "layer ordinal 2 with 2 layers", "BAD_REFERENCE", 4,
          lambda t: put(t, "layer", 2)),

@@ -147,10 +147,11 @@ def receiver_cases() -> list[CaseDef]:
                        "NEGOTIATION_MISMATCH",
                        msg=accept_message(mode=1, MODEL_ID=OTHER_MODEL_ID, TOKENIZER_ID=None),
                        context={"local": dict(local, role="initiator")}, features=["handshake"]))
-    out.append(invalid("14.3/unsupported-dtype", "14.3", [],
-                       "KV_CACHE using float16 at a receiver that offered only float32",
-                       "UNSUPPORTED_CAPABILITY", msg=kv_message(),
-                       context={"local": dict(local, dtypes=[1])}, features=["handshake"]))
+    out.append(invalid("14.3/unsupported-dtype", "14.3", ["R-14.7"],
+                       "KV_CACHE using float16 in a KV_CACHE session, at a receiver that offered"
+                       " only float32", "UNSUPPORTED_CAPABILITY", msg=kv_message(),
+                       context={"local": dict(local, dtypes=[1], session_mode=1)},
+                       features=["handshake"]))
     return out
 
 

@@ -19,13 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import avp_codec as avp
+from avp_codec import quant
 
 from . import (
+    gen_dequant,
     gen_extra,
     gen_invalid_content,
     gen_invalid_framing,
     gen_invalid_quant,
+    gen_json,
     gen_model,
+    gen_pins,
     gen_valid,
 )
 from .gen_common import (
@@ -37,15 +41,11 @@ from .gen_common import (
     CaseDef,
     requirement_quotes,
 )
-from .manifest import DEFAULT_VECTORS, validate_manifest
+from .manifest import CONFORMANCE_DIR, DEFAULT_VECTORS, validate_manifest
 from .reference_testee import decode_with_context
 from .wire import Built
 
 NOTES = {
-    "AmbiguousLength": "A length field that is both past the input and past a limit or u64: "
-                       "the spec's check order (9.2) admits more than one code.",
-    "CodeChoice": "The spec requires rejection but names no single code for this fault; the "
-                  "codes listed are the defensible readings (see spec/DECISIONS.md).",
     "IncrementalMay": "LIMIT_BUFFER applies to incremental decoders only (16); a complete-buffer"
                       " decoder goes on and decodes the message.",
     "LargeDeclared": "Declares gigabytes it does not carry: a decoder must decide from the "
@@ -58,14 +58,30 @@ NOTES = {
                  "tokens); data digests pin the exact cache.",
     "ReceiverMay": "The spec lets a receiver choose to check this (MAY): accepting and rejecting"
                    " with the named code both conform.",
+    "TwoFaults": "Two faults on purpose: pins the order of checks the spec fixes (9.2, 14.3, "
+                 "7.3), which one-fault vectors cannot see; the expected code is the first "
+                 "check's.",
     "Unverified": "Decoded with verify=false (spec 9.3): tensor CRCs may be skipped.",
 }
+REGISTRIES = CONFORMANCE_DIR.parent / "spec" / "registries"
+
+
+def capability_names() -> dict[str, list[str]]:
+    """The only names a testee may declare (TESTEE-PROTOCOL 1.5): lower case, from the
+    registries for kinds, dtypes and codecs."""
+    def names(registry: str) -> list[str]:
+        doc = json.loads((REGISTRIES / f"{registry}.json").read_text("utf-8"))
+        return [str(e["name"]).lower() for e in doc["entries"]]
+    return {"operations": ["decode", "encode", "dequantize"], "kinds": names("kinds"),
+            "dtypes": names("dtypes"), "codecs": names("codecs"),
+            "features": ["unverified", "limits", "auth", "model_check", "handshake"]}
 LEVELS_FOR_FEATURE = {"unverified": "optional", "handshake": "required"}
 
 
 def all_cases() -> list[CaseDef]:
     return (gen_valid.cases() + gen_invalid_framing.cases() + gen_invalid_content.cases()
-            + gen_invalid_quant.cases() + gen_extra.cases() + gen_model.cases())
+            + gen_invalid_quant.cases() + gen_extra.cases() + gen_model.cases()
+            + gen_pins.cases() + gen_json.cases() + gen_dequant.cases())
 
 
 def _resolve(fault: str | None, built: Built) -> int | None:
@@ -79,11 +95,11 @@ def _resolve(fault: str | None, built: Built) -> int | None:
 
 
 def _requires(case: CaseDef) -> dict[str, list[str]]:
-    req: dict[str, list[str]] = {"operations": ["decode"]}
+    req: dict[str, list[str]] = {"operations": ["decode", *case.operations]}
     msg = case.msg
     if msg is not None:
         if msg.kind in KIND_NAMES:
-            req["kinds"] = [KIND_NAMES[msg.kind]]
+            req["kinds"] = [KIND_NAMES[msg.kind].lower()]
         req["dtypes"] = sorted({DTYPE_NAMES[t.dtype] for t in msg.tensors
                                 if t.dtype in DTYPE_NAMES})
         req["codecs"] = sorted({CODEC_NAMES[t.codec] for t in msg.tensors
@@ -161,7 +177,36 @@ def case_record(case: CaseDef, quotes: dict[str, str], problems: list[str]
         rec["expected"] = {"any_of": [
             dict(_outcome(case, data, problems), tensor_data=tensor_data) if n == "valid"
             else _error_outcome(n) for n in case.any_of]}
+    if case.dequantize:
+        rec["dequantize"] = [_dequantize_record(case, data, i, want, problems)
+                             for i, want in case.dequantize]
     return rec, data
+
+
+def dequantized_file(case_id: str, index: int) -> str:
+    return f"dequantized/{case_id.replace('/', '__')}__t{index}.bin"
+
+
+def _dequantize_record(case: CaseDef, data: bytes, index: int, want: dict[str, Any],
+                       problems: list[str]) -> dict[str, Any]:
+    """The manifest entry of one dequantize check; the reference codec is only compared."""
+    try:
+        got: bytes | str = quant.dequantize_tensor(decode_with_context(data, case.context),
+                                                   index).tobytes()
+    except avp.AvpError as exc:
+        got = exc.code.name
+    if "error" in want:
+        if got != want["error"]:
+            problems.append(f"{case.id}: reference dequantizes tensor {index} to {got!r:.40}, "
+                            f"case expects {want['error']}")
+        return {"tensor": index, "expected": _error_outcome(want["error"])}
+    values: bytes = want["values"]
+    if got != values:
+        problems.append(f"{case.id}: reference dequantizes tensor {index} differently")
+    return {"tensor": index, "expected": {
+        "dtype": want["dtype"], "shape": want["shape"], "length": len(values),
+        "sha256": hashlib.sha256(values).hexdigest(),
+        "file": dequantized_file(case.id, index)}}
 
 
 def index_slices(data: bytes) -> list[list[int]]:
@@ -181,23 +226,31 @@ def generate(out_dir: Path) -> list[str]:
     quotes = requirement_quotes()
     problems: list[str] = []
     records = []
+    written: set[Path] = set()
     for case in all_cases():
         rec, data = case_record(case, quotes, problems)
         path = out_dir / rec["file"]
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
+        written.add(path)
+        for (_, want), entry in zip(case.dequantize, rec.get("dequantize", []), strict=True):
+            if "values" in want:
+                bin_path = out_dir / entry["expected"]["file"]
+                bin_path.parent.mkdir(parents=True, exist_ok=True)
+                bin_path.write_bytes(want["values"])
+                written.add(bin_path)
         records.append(rec)
     manifest = {
         "suite": "AVP conformance vectors", "format_version": "1.0",
-        "protocol": "conformance/TESTEE-PROTOCOL.md",
+        "protocol": "conformance/TESTEE-PROTOCOL.md", "protocol_version": "1.1",
+        "capability_names": capability_names(),
         "notes": NOTES,
         "test_keys": {TEST_KEY_ID.hex(): TEST_KEY.hex()},
         "cases": records,
     }
     validate_manifest(manifest)
-    written = {out_dir / r["file"] for r in records}
-    for old in out_dir.glob("*/*.avp"):  # a renamed or removed case leaves no orphan file
-        if old not in written:
+    for old in [*out_dir.glob("*/*.avp"), *out_dir.glob("dequantized/*.bin")]:
+        if old not in written:  # a renamed or removed case leaves no orphan file
             old.unlink()
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n",
                                            "utf-8")

@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 
 LEVELS = ("required", "recommended", "optional")
+CAPABILITY_MEMBERS = ("operations", "kinds", "dtypes", "codecs", "features")
 PACKAGE_DIR = Path(__file__).resolve().parent
 CONFORMANCE_DIR = PACKAGE_DIR.parent
 DEFAULT_VECTORS = CONFORMANCE_DIR / "vectors"
@@ -42,6 +43,11 @@ class Case:
     fault_offset: int | None
     data: bytes = field(default=b"", repr=False)
     test_keys: dict[str, str] = field(default_factory=dict)  # the manifest's public test keys
+    # Protocol 1.1 dequantize checks: [{"tensor": i, "expected": {...}}], and the expected
+    # values of each (tensor index -> bytes), read from vectors/dequantized/.
+    dequantize: list[dict[str, Any]] = field(default_factory=list)
+    dequantized: dict[int, bytes] = field(default_factory=dict, repr=False)
+    path: Path | None = None  # the vector file on disk, for reports
 
     @property
     def allowed(self) -> list[dict[str, Any]]:
@@ -57,6 +63,7 @@ class Suite:
     notes: dict[str, str]
     cases: list[Case]
     test_keys: dict[str, str]
+    capability_names: dict[str, list[str]]  # the only names a testee may declare (1.5)
 
 
 def load_suite(vectors_dir: Path | None = None, *, load_data: bool = True) -> Suite:
@@ -75,14 +82,20 @@ def load_suite(vectors_dir: Path | None = None, *, load_data: bool = True) -> Su
             flags=raw["flags"], comment=raw["comment"], file=raw["file"],
             context=raw.get("context", {}), requires=raw["requires"], expected=raw["expected"],
             fault_offset=raw.get("fault_offset"), test_keys=doc.get("test_keys", {}),
+            dequantize=raw.get("dequantize", []), path=base / raw["file"],
         )
         if load_data:
             try:
                 case.data = (base / case.file).read_bytes()
+                for d in case.dequantize:
+                    if "file" in d["expected"]:
+                        case.dequantized[d["tensor"]] = (base / d["expected"]["file"]
+                                                         ).read_bytes()
             except OSError as exc:
                 raise ManifestError(f"case {case.id}: {exc}") from exc
         cases.append(case)
-    return Suite(manifest_path, doc["notes"], cases, doc.get("test_keys", {}))
+    return Suite(manifest_path, doc["notes"], cases, doc.get("test_keys", {}),
+                 doc["capability_names"])
 
 
 def validate_manifest(doc: Any) -> None:
@@ -116,6 +129,28 @@ def select(cases: list[Case], level: str, run: tuple[str, ...], skip: tuple[str,
             ok = False
         (chosen if ok else excluded).append(case)
     return chosen, excluded
+
+
+def capability_problems(caps: Any, names: dict[str, list[str]]) -> list[str]:
+    """What is wrong with a testee's declared capabilities (TESTEE-PROTOCOL 1.5): unknown
+    members, names that do not exist (in any other spelling), members that are not arrays."""
+    if not isinstance(caps, dict):
+        return ["capabilities is not a JSON object"]
+    problems = [f"unknown member {m!r} (valid: {', '.join(CAPABILITY_MEMBERS)})"
+                for m in caps if m not in CAPABILITY_MEMBERS]
+    for member in CAPABILITY_MEMBERS:
+        declared = caps.get(member)
+        if not isinstance(declared, list) or not all(isinstance(n, str) for n in declared):
+            problems.append(f"{member} must be an array of names")
+            continue
+        valid = names[member]
+        for name in declared:
+            if name in valid:
+                continue
+            hint = (f" (names are lower case: {name.lower()!r})"
+                    if name.lower() in valid else "")
+            problems.append(f"{member}: unknown name {name!r}{hint}; valid: {', '.join(valid)}")
+    return problems
 
 
 def missing_capabilities(case: Case, caps: dict[str, Any]) -> list[str]:

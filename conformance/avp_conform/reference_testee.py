@@ -5,14 +5,15 @@
 
 ``--break NAME`` turns it into a deliberately broken implementation, so that the suite can prove it
 catches real bugs: ``ignore-data-crc`` never verifies tensor CRCs, ``accept-trailing`` ignores
-bytes after the Trailer, ``crash-on:GLOB`` / ``hang-on:GLOB`` exit / stall on matching case ids
-(harness tests).
+bytes after the Trailer, ``dequantize-binary64`` dequantizes with one rounding at the end (the
+mistake R-12.6 forbids), ``json-text-as-string`` answers decode with the canonical JSON as a
+string, ``crash-on:GLOB`` / ``hang-on:GLOB`` exit / stall on matching case ids (harness
+tests).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import struct
@@ -22,36 +23,45 @@ from typing import IO, Any
 
 import avp_codec as avp
 
-from .testee import read_frame, write_frame
+from .testee import PROTOCOL_MINOR, read_frame, write_frame
 
 NAME = "avp_codec reference"
 
 
 def capabilities() -> dict[str, Any]:
+    """Everything, in the protocol's lower-case names (TESTEE-PROTOCOL 1.5)."""
     return {
-        "operations": ["decode", "encode"],
-        "kinds": [k.name for k in avp.Kind],
+        "operations": ["decode", "encode", "dequantize"],
+        "kinds": [k.name.lower() for k in avp.Kind],
         "dtypes": [d.name.lower() for d in avp.Dtype],
         "codecs": [c.name.lower() for c in avp.Codec],
         "features": ["unverified", "limits", "auth", "model_check", "handshake"],
     }
 
 
+def start_object(breaks: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"avp_testee": 1, "minor": PROTOCOL_MINOR, "name": NAME, "version": _version(breaks),
+            "capabilities": capabilities()}
+
+
 def _keys(context: dict[str, Any]) -> dict[bytes, bytes]:
     return {bytes.fromhex(k): bytes.fromhex(v) for k, v in context.get("keys", {}).items()}
 
 
+def _hex(value: Any) -> bytes | None:
+    return bytes.fromhex(value) if value else None
+
+
 def _local_hello(local: dict[str, Any]) -> avp.Message:
-    def opt(name: str) -> bytes | None:
-        value = local.get(name)
-        return bytes.fromhex(value) if value else None
-    return avp.hello_message("conformance-receiver", versions=local.get("versions", [0x10000]),
-                             max_message_bytes=local.get("max_message_bytes", 1 << 40),
-                             dtypes=local.get("dtypes", [int(d) for d in avp.Dtype]),
-                             codecs=local.get("codecs", [int(c) for c in avp.Codec]),
-                             modes=local.get("modes", [int(m) for m in avp.Mode]),
-                             model_id=opt("model_id"), tokenizer_id=opt("tokenizer_id"),
-                             nonce=opt("nonce"))
+    """The testee's own HELLO, as TESTEE-PROTOCOL 1.4 describes it from ``local``."""
+    limit = local.get("max_message_bytes")
+    return avp.hello_message("conformance-receiver", versions=local["versions"],
+                             max_message_bytes=(1 << 64) - 1 if limit is None else limit,
+                             dtypes=local["dtypes"], codecs=local["codecs"],
+                             modes=local["modes"], model_id=_hex(local.get("model_id")),
+                             tokenizer_id=_hex(local.get("tokenizer_id")),
+                             vocabulary=_hex(local.get("vocabulary")),
+                             nonce=_hex(local["nonce"]))
 
 
 def decode_with_context(data: bytes, context: dict[str, Any], breaks: tuple[str, ...] = ()
@@ -69,13 +79,18 @@ def decode_with_context(data: bytes, context: dict[str, Any], breaks: tuple[str,
             msg = avp.decode(data[:exc.offset], **kwargs)  # type: ignore[arg-type]
         else:
             raise
-    if context.get("expected_model_id"):
-        avp.check_model_id(msg, bytes.fromhex(context["expected_model_id"]))
-    if context.get("expected_model_id") and msg.kind == avp.Kind.HIDDEN_STATE \
-            and msg.get(avp.MetaKey.MODEL_ID) != bytes.fromhex(context["expected_model_id"]):
-        raise avp.AvpError(avp.ErrorCode.MODEL_MISMATCH, "HIDDEN_STATE of another model")
-    if context.get("local") is not None:
-        check_session(msg, context["local"], len(data))
+    local = context.get("local")
+    if local is not None and check_session(msg, local, len(data)):
+        return msg  # a handshake message, or an ERROR ending one: no identity to check
+    model_id = _hex(context.get("expected_model_id")) or _hex((local or {}).get("model_id"))
+    tokenizer_id = (_hex(context.get("expected_tokenizer_id"))
+                    or _hex((local or {}).get("tokenizer_id")))
+    if model_id is not None:  # R-10.4, R-10.11, R-10.12, R-14.8 (TESTEE-PROTOCOL 1.3)
+        avp.check_model_id(msg, model_id, tokenizer_id)
+    elif tokenizer_id is not None and msg.kind == avp.Kind.HIDDEN_STATE \
+            and msg.get(avp.MetaKey.HIDDEN_SOURCE) == 2 \
+            and msg.get(avp.MetaKey.PROJ_TARGET_TOKENIZER_ID) != tokenizer_id:
+        raise _fail(avp.ErrorCode.MODEL_MISMATCH, "projection made for another tokenizer")
     return msg
 
 
@@ -83,42 +98,26 @@ def _fail(code: avp.ErrorCode, text: str) -> avp.AvpError:
     return avp.AvpError(code, text)
 
 
-def check_session(msg: avp.Message, local: dict[str, Any], size: int) -> None:
-    """The receiver's checks of spec 14.2-14.3 (handshake) and R-14.6/R-14.7 (session)."""
+def check_session(msg: avp.Message, local: dict[str, Any], size: int) -> bool:
+    """The receiver's checks of spec 14.2-14.3 for the state ``local`` describes
+    (TESTEE-PROTOCOL 1.4). Returns True when the message is not a payload (a handshake
+    message, or the ERROR that ends one), so the identity checks do not apply."""
     hello = _local_hello(local)
-    K, E = avp.MetaKey, avp.ErrorCode
-    if msg.kind in (avp.Kind.HELLO, avp.Kind.ACCEPT):
-        expected = avp.Kind.HELLO if local.get("role", "responder") == "responder" \
-            else avp.Kind.ACCEPT
-        if msg.kind != expected:
-            raise _fail(E.KIND_CONSTRAINT, f"{msg.kind.name} where {expected.name} belongs")
-        if local.get("nonce") and msg.get(K.NONCE) == bytes.fromhex(local["nonce"]):
-            raise _fail(E.NEGOTIATION_MISMATCH, "the peer reflected our own NONCE")
-        vocab, digest = msg.get(K.VOCABULARY), msg.get(K.VOCAB_DIGEST)
-        if isinstance(vocab, bytes) and isinstance(digest, bytes) \
-                and hashlib.sha256(vocab).digest() != digest:
-            raise _fail(E.INVALID_VALUE, "VOCAB_DIGEST is not the SHA-256 of VOCABULARY")
-        modes = msg.get(K.CAP_MODES)
-        if msg.kind == avp.Kind.HELLO and isinstance(modes, tuple) and avp.Mode.TEXT not in modes:
-            raise _fail(E.UNSUPPORTED_CAPABILITY, "HELLO without TEXT in CAP_MODES")
-        mine = avp.resolve_mode(hello, msg)  # NO_COMMON_VERSION comes from here
-        if msg.kind == avp.Kind.ACCEPT:
-            theirs = msg.get(K.MODE)
-            own = hello.get(K.CAP_MODES)
-            # R-14.2: a mode we did not offer, or one ranked above our own result (a lower
-            # code is a higher mode), is a mismatch; a downgrade is accepted.
-            if not isinstance(theirs, int) or (isinstance(own, tuple) and theirs not in own
-                                               and theirs != avp.Mode.TEXT) or theirs < mine:
-                raise _fail(E.NEGOTIATION_MISMATCH, f"peer resolved {theirs!r}, we resolve {mine}")
-        return
-    mode = local.get("session_mode")
-    payload_kind = {1: avp.Kind.KV_CACHE, 2: avp.Kind.HIDDEN_STATE, 3: avp.Kind.TEXT}
-    if mode is not None and msg.kind not in (payload_kind[mode], avp.Kind.ERROR):
-        raise _fail(E.UNSUPPORTED_CAPABILITY, f"{msg.kind.name} in a session of mode {mode}")
-    limit = local.get("max_message_bytes")
-    if limit is not None and size > limit:
-        raise _fail(E.UNSUPPORTED_CAPABILITY, f"{size} bytes > MAX_MESSAGE_BYTES {limit}")
-    avp.check_capabilities(msg, hello)
+    mode, kind, E = local.get("session_mode"), msg.kind, avp.ErrorCode
+    if mode is None:  # WAIT_HELLO or WAIT_ACCEPT
+        expected = avp.Kind.HELLO if local["role"] == "responder" else avp.Kind.ACCEPT
+        if kind == expected:
+            avp.verify_peer(hello, msg, expected)  # spec 14.3 steps 3-8, in order
+            return True
+        if kind == avp.Kind.ERROR and expected == avp.Kind.ACCEPT:
+            return True  # the handshake ends with the peer's ERROR_CODE
+        raise _fail(E.KIND_CONSTRAINT, f"{kind.name} where {expected.name} belongs")
+    if kind == avp.Kind.HELLO:  # renegotiation: checked as a responder, whatever the role
+        avp.verify_peer(hello, msg, avp.Kind.HELLO)
+        return True
+    # check_payload: R-14.6 (kind), then R-14.7 (size, dtypes, codecs).
+    avp.check_payload(msg, avp.Mode(mode), hello, size)
+    return False
 
 
 def _entry_value(vtype: Any, value: Any) -> Any:
@@ -170,6 +169,40 @@ def _error(exc: avp.AvpError) -> dict[str, Any]:
             "offset": exc.offset, "path": exc.path}
 
 
+def dequantize(data: bytes, index: int, context: dict[str, Any], breaks: tuple[str, ...]
+               ) -> tuple[dict[str, Any], bytes]:
+    """Protocol 1.1: decode as for a decode request, then spec 12.2 on tensor ``index``."""
+    from avp_codec import quant  # numpy and ml_dtypes: only a dequantize request pays for them
+
+    msg = decode_with_context(data, context, breaks)
+    if not 0 <= index < len(msg.tensors):
+        raise _fail(avp.ErrorCode.BAD_REFERENCE, f"no tensor {index}")
+    values = quant.dequantize_tensor(msg, index)
+    t = msg.tensors[index]
+    if "dequantize-binary64" in breaks and t.quant is not None:
+        values = _binary64_dequantize(msg, index, values.dtype)
+    dtype = t.quant.dequant_dtype if t.quant is not None else t.dtype
+    return ({"dtype": avp.Dtype(dtype).name.lower(), "shape": list(t.shape)},
+            values.astype(values.dtype.newbyteorder("<")).tobytes())
+
+
+def _binary64_dequantize(msg: avp.Message, index: int, out: Any) -> Any:
+    """A deliberately wrong dequantization for harness tests: (q - z) * s computed in binary64
+    and rounded once, where spec 12.2 rounds to binary32 after each operation."""
+    import numpy as np
+    t = msg.tensors[index]
+    assert t.quant is not None and t.quant.scale_tensor is not None
+    codes = t.values().astype(np.float64)
+    scale = msg.tensors[t.quant.scale_tensor].array().astype(np.float64)
+    zero = (msg.tensors[t.quant.zero_point_tensor].array().astype(np.float64)
+            if t.quant.zero_point_tensor is not None else np.zeros_like(scale))
+    dim = t.shape[t.quant.axis]
+    pick = (np.arange(dim) // t.quant.group_size if t.quant.group_size
+            else np.zeros(dim, dtype=np.int64))
+    s, z = scale.take(pick, axis=t.quant.axis), zero.take(pick, axis=t.quant.axis)
+    return ((codes - z) * s).astype(out)
+
+
 def handle(header: dict[str, Any], payload: bytes, breaks: tuple[str, ...]
            ) -> tuple[dict[str, Any], bytes]:
     case_id = str(header.get("id", ""))
@@ -184,12 +217,18 @@ def handle(header: dict[str, Any], payload: bytes, breaks: tuple[str, ...]
     try:
         if header.get("op") == "decode":
             msg = decode_with_context(payload, context, breaks)
-            reply.update(status="ok", json=avp.to_canonical_json(msg))
+            doc = avp.to_canonical_json(msg)
+            reply.update(status="ok", json=json.dumps(doc) if "json-text-as-string" in breaks
+                         else doc)
             return reply, b""
         if header.get("op") == "encode":
             data = encode_from_json(header["json"], payload, context)
             reply.update(status="ok")
             return reply, data
+        if header.get("op") == "dequantize":
+            described, values = dequantize(payload, int(header["tensor"]), context, breaks)
+            reply.update(status="ok", **described)
+            return reply, values
         reply.update(status="unsupported", reason=f"unknown op {header.get('op')!r}")
     except avp.AvpError as exc:
         reply.update(_error(exc))
@@ -197,8 +236,7 @@ def handle(header: dict[str, Any], payload: bytes, breaks: tuple[str, ...]
 
 
 def serve(breaks: tuple[str, ...], stdin: IO[bytes], stdout: IO[bytes]) -> int:
-    write_frame(stdout, {"avp_testee": 1, "name": NAME, "version": _version(breaks),
-                         "capabilities": capabilities()})
+    write_frame(stdout, start_object(breaks))
     while True:
         try:
             header, payload = read_frame(stdin)
@@ -220,11 +258,16 @@ def simple(argv: list[str], breaks: tuple[str, ...]) -> int:
     cmd, args = argv[0], argv[1:]
     out = sys.stdout.buffer
     if cmd == "capabilities":
-        out.write(json.dumps({"avp_testee": 1, "name": NAME, "version": _version(breaks),
-                              "capabilities": capabilities()}).encode())
+        out.write(json.dumps(start_object(breaks)).encode())
         return 0
     data = sys.stdin.buffer.read()
-    if cmd == "encode":
+    if cmd == "dequantize":
+        if len(args) < 2 or args[0] != "--tensor":
+            raise SystemExit("dequantize needs --tensor N first")
+        header = {"op": "dequantize", "tensor": int(args[1]),
+                  "context": _parse_context_args(args[2:])}
+        payload = data
+    elif cmd == "encode":
         (n,) = struct.unpack_from("<I", data)
         header = {"op": "encode", "json": json.loads(data[4:4 + n]),
                   "context": _parse_context_args(args)}
@@ -240,7 +283,7 @@ def simple(argv: list[str], breaks: tuple[str, ...]) -> int:
         return 3
     if reply["status"] != "ok":
         return 4
-    out.write(encoded if cmd == "encode" else json.dumps(reply["json"]).encode())
+    out.write(json.dumps(reply["json"]).encode() if cmd == "decode" else encoded)
     return 0
 
 
@@ -260,6 +303,8 @@ def _parse_context_args(args: list[str]) -> dict[str, Any]:
             ctx.setdefault("keys", {})[key_id] = key
         elif a == "--expected-model-id":
             ctx["expected_model_id"] = next(it)
+        elif a == "--expected-tokenizer-id":
+            ctx["expected_tokenizer_id"] = next(it)
         elif a == "--local":
             ctx["local"] = json.loads(next(it))
         else:

@@ -18,7 +18,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 1  # the major version; TESTEE-PROTOCOL.md is 1.1
+PROTOCOL_MINOR = 1
 MAX_JSON_FRAME = 1 << 26
 MAX_CONSECUTIVE_FAILURES = 5
 STDERR_KEEP = 4096
@@ -41,6 +42,30 @@ class TesteeInfo:
     name: str
     version: str
     capabilities: dict[str, Any]
+    minor: int = 0
+
+
+_HINT_SIMPLE = ("hint: a persistent-tier testee writes a start frame first (TESTEE-PROTOCOL "
+                "3.2); if this testee implements only the simple tier, run with --tier simple")
+_HINT_PERSISTENT = ("hint: `CMD capabilities` must print the start object (TESTEE-PROTOCOL "
+                    "2.4); if this testee implements only the persistent tier, run with "
+                    "--tier persistent (the default)")
+
+
+def _start_info(start: Any, where: str) -> TesteeInfo:
+    """Check the start object (TESTEE-PROTOCOL 3.2) and return what it says."""
+    if not isinstance(start, dict):
+        raise HarnessError(f"{where} is not a JSON object")
+    if start.get("avp_testee") != PROTOCOL_VERSION:
+        raise HarnessError(f"{where}: testee speaks protocol {start.get('avp_testee')!r}, "
+                           f"not {PROTOCOL_VERSION}")
+    minor = start.get("minor", 0)
+    if not isinstance(minor, int) or isinstance(minor, bool) or minor < 0:
+        raise HarnessError(f"{where}: minor must be a non-negative integer, not {minor!r}")
+    caps = start.get("capabilities")
+    if not isinstance(caps, dict):
+        raise HarnessError(f"{where} has no capabilities object")
+    return TesteeInfo(str(start.get("name", "?")), str(start.get("version", "?")), caps, minor)
 
 
 def _split(command: str | list[str]) -> list[str]:
@@ -134,16 +159,14 @@ class PersistentTestee:
         got = self._wait(self.start_timeout)
         if not isinstance(got, tuple):
             self._kill()
-            raise HarnessError(f"testee start handshake failed: {got}\n{self.stderr_tail()}")
-        header, _ = got
-        if header.get("avp_testee") != PROTOCOL_VERSION:
+            why = "no start frame within the time limit" if got is None else got
+            raise HarnessError(f"testee start handshake failed: {why}\n{_HINT_SIMPLE}\n"
+                               f"{self.stderr_tail()}".rstrip())
+        try:
+            return _start_info(got[0], "the start frame")
+        except HarnessError:
             self._kill()
-            raise HarnessError(f"testee speaks protocol {header.get('avp_testee')!r}, not 1")
-        caps = header.get("capabilities")
-        if not isinstance(caps, dict):
-            self._kill()
-            raise HarnessError("testee start frame has no capabilities object")
-        return TesteeInfo(str(header.get("name", "?")), str(header.get("version", "?")), caps)
+            raise
 
     def _wait(self, timeout: float) -> tuple[dict[str, Any], bytes] | BaseException | None:
         try:
@@ -225,9 +248,20 @@ def _context_args(context: dict[str, Any]) -> list[str]:
         args += ["--key", f"{key_id}={key}"]
     if context.get("expected_model_id"):
         args += ["--expected-model-id", str(context["expected_model_id"])]
+    if context.get("expected_tokenizer_id"):
+        args += ["--expected-tokenizer-id", str(context["expected_tokenizer_id"])]
     if context.get("local") is not None:
         args += ["--local", json.dumps(context["local"], separators=(",", ":"))]
     return args
+
+
+def simple_command(argv: list[str], header: dict[str, Any]) -> list[str]:
+    """The simple-tier argv that serves one request (TESTEE-PROTOCOL 2); failure reports show
+    it so that a case can be reproduced by hand."""
+    context = _context_args(header.get("context", {}))
+    if header["op"] == "dequantize":
+        return [*argv, "dequantize", "--tensor", str(header["tensor"]), *context]
+    return [*argv, header["op"], *context]
 
 
 def parse_error_line(text: str) -> dict[str, Any] | None:
@@ -252,28 +286,29 @@ class SimpleTestee:
     def __init__(self, command: str | list[str]) -> None:
         self.argv = _split(command)
         self.restarts = 0
+        where = f"`{shlex.join(self.argv)} capabilities`"
         try:
             out = subprocess.run(
                 [*self.argv, "capabilities"], capture_output=True, timeout=30, check=True
             )
             start = json.loads(out.stdout)
         except (OSError, subprocess.SubprocessError, ValueError) as exc:
-            raise HarnessError(f"`{shlex.join(self.argv)} capabilities` failed: {exc}") from exc
-        if not isinstance(start, dict) or start.get("avp_testee") != PROTOCOL_VERSION:
-            raise HarnessError("capabilities output is not a protocol-1 start object")
-        self.info = TesteeInfo(
-            str(start.get("name", "?")), str(start.get("version", "?")),
-            dict(start.get("capabilities", {})),
-        )
+            raise HarnessError(f"{where} failed: {exc}\n{_HINT_PERSISTENT}") from exc
+        try:
+            self.info = _start_info(start, f"the output of {where}")
+        except HarnessError as exc:
+            raise HarnessError(f"{exc}\n{_HINT_PERSISTENT}") from None
+
+    def command_line(self, header: dict[str, Any]) -> list[str]:
+        return simple_command(self.argv, header)
 
     def request(self, header: dict[str, Any], payload: bytes, timeout: float) -> Reply:
-        if header["op"] == "decode":
-            argv = [*self.argv, "decode", *_context_args(header.get("context", {}))]
-            stdin = payload
-        else:
+        argv = self.command_line(header)
+        if header["op"] == "encode":
             body = json.dumps(header["json"], separators=(",", ":")).encode("utf-8")
-            argv = [*self.argv, "encode", *_context_args(header.get("context", {}))]
             stdin = struct.pack("<I", len(body)) + body + payload
+        else:
+            stdin = payload
         try:
             out = subprocess.run(argv, input=stdin, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -282,7 +317,7 @@ class SimpleTestee:
             raise HarnessError(f"cannot run testee: {exc}") from exc
         tail = out.stderr[-STDERR_KEEP:].decode("utf-8", "replace")
         if out.returncode == 0:
-            if header["op"] == "encode":
+            if header["op"] in ("encode", "dequantize"):
                 return Reply("ok", {"status": "ok"}, out.stdout)
             try:
                 return Reply("ok", {"status": "ok", "json": json.loads(out.stdout)})

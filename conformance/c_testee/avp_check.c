@@ -155,17 +155,19 @@ static int parse_header(const uint8_t *buf, const section *s, const avp_options 
     m->layers = calloc((m->layer_count < max_layers ? m->layer_count : max_layers) + 1, sizeof *m->layers);
     if (!m->entries || !m->layers) return fail(err, E_LIMIT_BUFFER, at, "header");
     p = 16;
+    /* H.4: the entries end where the layer table starts (6.1), n - 32 x layer_count. */
+    uint64_t table = (uint64_t)m->layer_count * 32, end = n >= table ? n - table : 0;
     for (uint32_t i = 0; i < m->entry_count; i++) {
         avp_entry *e = &m->entries[i];
         uint64_t eoff = at + p, vlen, total;
-        if (n - p < 8) return fail(err, E_HEADER_LAYOUT, eoff, "entry[%u]", i);
+        if (end < p || end - p < 8) return fail(err, E_HEADER_LAYOUT, eoff, "entry[%u]", i);
         e->key = rd16(b + p);
         e->flags = b[p + 2];
         e->type = b[p + 3];
         e->length = rd32(b + p + 4);
         vlen = e->length;
         total = 8 + vlen + pad_to(vlen, 8);
-        if (total > n - p) return fail(err, E_HEADER_LAYOUT, eoff + 4, "entry[%u].length", i);
+        if (total > end - p) return fail(err, E_HEADER_LAYOUT, eoff + 4, "entry[%u].length", i);
         e->value = b + p + 8;
         if (e->flags & ~1u) return fail(err, E_RESERVED_NONZERO, eoff + 2, "entry[%u].flags", i);
         if (!all_zero(b + p + 8 + vlen, total - 8 - vlen))
@@ -271,11 +273,15 @@ int avp_check(const uint8_t *buf, size_t len, const avp_options *opt, avp_msg *m
     if (len - off < 16) return fail(err, E_TRUNCATED, off, "trailer");
     if (memcmp(buf + off + 8, END_MAGIC, 8)) return fail(err, E_BAD_TRAILER, off + 8, "trailer.end_magic");
     if (rd64(buf + off) != index_offset) return fail(err, E_BAD_TRAILER, off, "trailer.index_offset");
+    if (check_message(m, err)) return err->code; /* F, then Z: trailing bytes come last */
     if (len - off > 16) return fail(err, E_TRAILING_BYTES, off + 16, "trailer");
-    if (check_message(m, err)) return err->code;
-    /* receiver checks */
+    /* receiver checks (R-10.4, R-10.11, R-10.12; TESTEE-PROTOCOL 1.3) */
     if (opt->expected_model_id && (m->kind == 1 || m->kind == 2) && model &&
         memcmp(model->value, opt->expected_model_id, 32))
         return fail(err, E_MODEL_MISMATCH, 0, "entry[MODEL_ID]");
+    const avp_entry *target = find_entry(m, 20);
+    if (opt->expected_tokenizer_id && m->kind == 2 && entry_u64(m, 16) == 2 && target &&
+        memcmp(target->value, opt->expected_tokenizer_id, 32))
+        return fail(err, E_MODEL_MISMATCH, 0, "entry[PROJ_TARGET_TOKENIZER_ID]");
     return 0;
 }

@@ -41,6 +41,7 @@ typedef struct {
     const uint8_t *key;
     size_t key_len;
     const uint8_t *expected_model_id; /* 32 bytes, or NULL */
+    const uint8_t *expected_tokenizer_id; /* 32 bytes, or NULL (R-10.12 receiver check) */
 } avp_options;
 
 typedef struct {

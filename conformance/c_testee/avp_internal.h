@@ -19,6 +19,9 @@ static inline uint32_t rd32(const uint8_t *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 static inline uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+static inline void wr32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
 
 static inline int add64(uint64_t a, uint64_t b, uint64_t *r) {
     *r = a + b;
@@ -39,7 +42,7 @@ int all_zero(const uint8_t *p, size_t n);
 enum { T_U64 = 1, T_I64, T_F64, T_UTF8, T_BYTES, T_U32_LIST };
 /* Value constraints beyond the type (spec 10.1). */
 enum { C_NONE, C_ID32, C_NONCE16, C_UTF8, C_INCREASING, C_HIDDEN_SOURCE, C_PROJ_METHOD, C_MODE,
-       C_ERROR_CODE, C_POSITIVE, C_KEY_ID, C_VOCABULARY };
+       C_ERROR_CODE, C_POSITIVE, C_KEY_ID, C_VOCABULARY, C_JSON };
 
 typedef struct {
     int key, type, critical, constraint;

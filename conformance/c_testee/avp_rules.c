@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "avp_internal.h"
+#include "json_text.h"
 
 int fail(avp_error *err, int code, uint64_t offset, const char *fmt, ...) {
     va_list ap;
@@ -40,7 +41,7 @@ static const key_rule KEY_RULES[] = {
     {52, T_U32_LIST, 1, C_INCREASING}, {53, T_U64, 1, C_NONE}, {54, T_U64, 1, C_MODE},
     {55, T_BYTES, 0, C_ID32}, {56, T_BYTES, 0, C_VOCABULARY}, {57, T_U64, 0, C_NONE},
     {58, T_BYTES, 0, C_NONCE16}, {64, T_U64, 1, C_ERROR_CODE}, {65, T_UTF8, 0, C_NONE},
-    {80, T_UTF8, 0, C_NONE}, {96, T_BYTES, 1, C_KEY_ID},
+    {80, T_UTF8, 0, C_JSON}, {96, T_BYTES, 1, C_KEY_ID},
 };
 
 const key_rule *key_rule_for(int key) {
@@ -49,15 +50,14 @@ const key_rule *key_rule_for(int key) {
     return NULL;
 }
 
+/* The kinds table of spec 10 (spec/registries/kinds.json); required keys in key order. */
 static const kind_rule KIND_RULES[] = {
     {1, {1, 5}, {2, 3, 4, 6, 80, 96}},
-    {2, {1, 16}, {2, 3, 4, 17, 18, 19, 20, 21, 22, 96}},
+    {2, {1, 16}, {2, 3, 4, 5, 6, 17, 18, 19, 20, 21, 22, 96}},
     {3, {32}, {33, 3, 4, 96}},
-    /* NONCE required in HELLO/ACCEPT and CAP_MODES/VOCAB_DIGEST/VOCABULARY allowed in ACCEPT:
-     * lead decisions D1 and D4 (spec/NOTES-FOR-LEAD.md). Required keys are in key order. */
-    {16, {48, 49, 50, 51, 52, 53, 58}, {1, 2, 3, 55, 56}},
-    {17, {48, 49, 54, 58}, {1, 2, 50, 51, 52, 53, 55, 56, 57}},
-    {18, {64}, {65, 48}},
+    {16, {48, 49, 50, 51, 52, 53, 58}, {1, 2, 3, 55, 56, 96}},
+    {17, {48, 49, 54, 58}, {1, 2, 50, 51, 52, 53, 55, 56, 57, 96}},
+    {18, {64}, {65, 48, 96}},
 };
 
 const kind_rule *kind_rule_for(int kind) {
@@ -150,6 +150,7 @@ int check_constraint(const avp_entry *e, const key_rule *rule, uint64_t off, avp
         for (uint32_t i = 4; i < n; i += 4)
             if (rd32(v + i) <= rd32(v + i - 4)) bad = 1;
         break;
+    case C_JSON: bad = !json_text_ok(v, n); break; /* */
     case C_VOCABULARY: {
         uint64_t p = 0;
         while (p < n && !bad) {

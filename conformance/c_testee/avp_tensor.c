@@ -7,7 +7,8 @@
 
 /* ---- T: TENSOR (spec 7, 10.2, 12) ------------------------------------------------------------ */
 
-/* T.6: quantization fields that need no other tensor. */
+/* T.6: exactly three checks: fields set with scheme NONE, an unregistered scheme, an
+ * unregistered dequant_dtype (the rest of R-12.2 is T.12). */
 static int check_quant_fields(const avp_tensor *t, uint32_t i, uint64_t at, avp_error *err) {
     if (t->quant_scheme == 0) {
         if (t->quant_axis || t->group_size || t->scale_tensor != NO_REF ||
@@ -15,18 +16,20 @@ static int check_quant_fields(const avp_tensor *t, uint32_t i, uint64_t at, avp_
             return fail(err, E_QUANT_PARAMS, at + 14, "tensor[%u].quant", i);
         return 0;
     }
-    int d = t->dtype, ok_dtype = t->quant_scheme == 1 ? (d >= 6 && d <= 10) :
-                                 t->quant_scheme == 2 ? (d == 4 || d == 5) : 0;
-    if (!ok_dtype || !is_float_dtype(t->dequant_dtype) || t->rank == 0 ||
-        t->quant_axis >= t->rank || t->role == 32 || t->role == 33)
+    if (t->quant_scheme > 2 || !dtype_bits(t->dequant_dtype))
         return fail(err, E_QUANT_PARAMS, at + 14, "tensor[%u].quant", i);
     return 0;
 }
 
-/* T.12: the references to parameter tensors (R-12.3 - R-12.5). */
+/* T.12: R-12.2 (role, stored dtype, dequant dtype, rank and axis), then the references to
+ * parameter tensors (R-12.3 - R-12.5). */
 static int check_quant_refs(const avp_msg *m, uint32_t i, uint64_t at, avp_error *err) {
     const avp_tensor *t = &m->tensors[i];
     if (t->quant_scheme == 0) return 0;
+    int d = t->dtype, ok_dtype = t->quant_scheme == 1 ? (d >= 6 && d <= 10) : (d == 4 || d == 5);
+    if (t->role == 32 || t->role == 33 || !ok_dtype || !is_float_dtype(t->dequant_dtype) ||
+        t->rank == 0 || t->quant_axis >= t->rank)
+        return fail(err, E_QUANT_PARAMS, at + 14, "tensor[%u].quant", i);
     if (t->scale_tensor == NO_REF || t->scale_tensor >= i ||
         (t->zero_point_tensor != NO_REF && (t->zero_point_tensor >= i || t->quant_scheme == 2)))
         return fail(err, E_QUANT_PARAMS, at + 20, "tensor[%u].scale_tensor", i);
@@ -51,7 +54,8 @@ static int check_quant_refs(const avp_msg *m, uint32_t i, uint64_t at, avp_error
     return 0;
 }
 
-/* T.14: the role in the message kind, and the shapes fix. */
+/* T.14: the role in the message kind, at most one context tensor of each role (R-10.14), and
+ * the shapes R-10.3, R-10.6 (axis 1 only: the batch is F.3) and R-10.10 fix. */
 static int check_tensor_kind(const avp_msg *m, uint32_t i, uint64_t at, avp_error *err) {
     const avp_tensor *t = &m->tensors[i];
     int r = t->role, quant = r == 32 || r == 33;
@@ -59,12 +63,16 @@ static int check_tensor_kind(const avp_msg *m, uint32_t i, uint64_t at, avp_erro
         return fail(err, E_KIND_CONSTRAINT, at + 8, "tensor[%u].role", i);
     if (m->kind == 2 && !quant && r != 16 && r != 17)
         return fail(err, E_KIND_CONSTRAINT, at + 8, "tensor[%u].role", i);
+    int single = (m->kind == 1 && r >= 17 && r <= 19) || (m->kind == 2 && r == 17);
+    for (uint32_t j = 0; j < i && single; j++)
+        if (m->tensors[j].role == r) return fail(err, E_KIND_CONSTRAINT, at + 8, "tensor[%u].role", i);
     if (m->kind == 1 && r >= 17 && r <= 19 && avp_dim(t, 1) != entry_u64(m, 5))
         return fail(err, E_KIND_CONSTRAINT, at + 72, "tensor[%u].shape[1]", i);
-    for (uint32_t j = 0; j < i && m->kind == 2; j++) {
-        const avp_tensor *u = &m->tensors[j];
-        if (r == 17 && u->role == 17) return fail(err, E_KIND_CONSTRAINT, at + 8, "tensor[%u].role", i);
-        if (r == 16 && u->role == 16 && (avp_dim(u, 0) != avp_dim(t, 0) || avp_dim(u, 2) != avp_dim(t, 2)))
+    for (uint32_t j = 0; j < i && m->kind == 2 && (r == 16 || r == 17); j++) {
+        const avp_tensor *u = &m->tensors[j]; /* batch (and hidden size) agree */
+        if ((u->role == 16 || u->role == 17) && avp_dim(u, 0) != avp_dim(t, 0))
+            return fail(err, E_KIND_CONSTRAINT, at + 64, "tensor[%u].shape[0]", i);
+        if (r == 16 && u->role == 16 && avp_dim(u, 2) != avp_dim(t, 2))
             return fail(err, E_KIND_CONSTRAINT, at + 64, "tensor[%u].shape", i);
     }
     return 0;

@@ -50,6 +50,7 @@ static void put_f64(sbuf *o, uint64_t bits) {
     memcpy(&d, &bits, sizeof d);
     if (isnan(d)) { sb_puts(o, "\"NaN\""); return; }
     if (isinf(d)) { sb_puts(o, d > 0 ? "\"Infinity\"" : "\"-Infinity\""); return; }
+    if (d == 0 && signbit(d)) { sb_puts(o, "-0.0"); return; } /* keep the sign */
     char tmp[40];
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(tmp, sizeof tmp, "%.*g", prec, d);

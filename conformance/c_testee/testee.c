@@ -5,22 +5,26 @@
  *   avp-c-testee capabilities    print the start object
  *   avp-c-testee decode [OPTS]   simple tier: decode stdin, print canonical JSON or AVP-ERROR
  *
- * Only decoding is implemented, without zstd: the capabilities say so, and the harness skips
- * the cases that need more. */
+ *   avp-c-testee dequantize --tensor N [OPTS]   simple tier: dequantize (protocol 1.1)
+ *
+ * Decoding and dequantization are implemented, without zstd or the handshake: the capabilities
+ * say so, and the harness skips the cases that need more. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "avp_check.h"
 #include "canon_json.h"
+#include "dequant.h"
 #include "mini_json.h"
 
 #define TESTEE_NAME "avp-c-testee"
-#define TESTEE_VERSION "1.0.0"
+#define TESTEE_VERSION "1.1.0"
 
+/* TESTEE-PROTOCOL 1.5: every name in lower case. */
 static const char CAPABILITIES[] =
-    "{\"operations\":[\"decode\"],"
-    "\"kinds\":[\"KV_CACHE\",\"HIDDEN_STATE\",\"TEXT\",\"HELLO\",\"ACCEPT\",\"ERROR\"],"
+    "{\"operations\":[\"decode\",\"dequantize\"],"
+    "\"kinds\":[\"kv_cache\",\"hidden_state\",\"text\",\"hello\",\"accept\",\"error\"],"
     "\"dtypes\":[\"float32\",\"float16\",\"bfloat16\",\"float8_e4m3fn\",\"float8_e5m2\",\"int8\","
     "\"uint8\",\"int4\",\"uint4\",\"uint2\",\"int32\",\"int64\"],"
     "\"codecs\":[\"raw\"],"
@@ -29,7 +33,7 @@ static const char CAPABILITIES[] =
 /* Storage for the decoded key material of one request. */
 typedef struct {
     avp_options opt;
-    uint8_t key_id[64], key[256], model_id[32];
+    uint8_t key_id[64], key[256], model_id[32], tokenizer_id[32];
 } request_options;
 
 static int set_limit(avp_limits *lim, const char *name, size_t name_len, uint64_t value) {
@@ -89,16 +93,33 @@ static int parse_context(const char *ctx, size_t len, request_options *r) {
         if (hex_decode(v.p + 1, v.n - 2, r->model_id, 32) != 32) return -1;
         r->opt.expected_model_id = r->model_id;
     }
+    if (json_get(ctx, len, "expected_tokenizer_id", &v) == 0 && v.p[0] == '"') {
+        if (hex_decode(v.p + 1, v.n - 2, r->tokenizer_id, 32) != 32) return -1;
+        r->opt.expected_tokenizer_id = r->tokenizer_id;
+    }
     return 0;
 }
 
-/* Decodes one message and writes the JSON response object (without framing) into out.
- * Returns 0 on success, the error code otherwise. */
-static int decode_to(const uint8_t *msg, size_t len, const request_options *r, sbuf *out,
-                     avp_error *err) {
+/* One request: decode (tensor < 0), or decode then dequantize tensor `tensor`. On success out
+ * gets the canonical JSON (decode) or the JSON members and *values the bytes (dequantize).
+ * Returns 0, or the error code with err filled in. */
+static int run_request(const uint8_t *msg, size_t len, const request_options *r, long long tensor,
+                       sbuf *out, uint8_t **values, size_t *values_len, avp_error *err) {
     avp_msg m;
     int rc = avp_check(msg, len, &r->opt, &m, err);
-    if (!rc) canon_json(out, &m);
+    if (!rc && tensor < 0) canon_json(out, &m);
+    if (!rc && tensor >= 0) {
+        rc = avp_dequantize(&m, (uint32_t)tensor, values, values_len, err);
+        {
+            if (!rc) {
+                const avp_tensor *t = &m.tensors[tensor];
+                sb_printf(out, "\"dtype\":\"%s\",\"shape\":[", avp_dequant_dtype_name(&m, (uint32_t)tensor));
+                for (int a = 0; a < t->rank; a++)
+                    sb_printf(out, "%s%llu", a ? "," : "", (unsigned long long)avp_dim(t, a));
+                sb_puts(out, "]");
+            }
+        }
+    }
     avp_free(&m);
     return rc;
 }
@@ -120,7 +141,7 @@ static void write_frame(const sbuf *json, const uint8_t *payload, uint64_t paylo
 
 static int serve(void) {
     sbuf out = {0};
-    sb_puts(&out, "{\"avp_testee\":1,\"name\":\"" TESTEE_NAME "\",\"version\":\"" TESTEE_VERSION
+    sb_puts(&out, "{\"avp_testee\":1,\"minor\":1,\"name\":\"" TESTEE_NAME "\",\"version\":\"" TESTEE_VERSION
                   "\",\"capabilities\":");
     sb_puts(&out, CAPABILITIES);
     sb_puts(&out, "}");
@@ -137,10 +158,14 @@ static int serve(void) {
         uint8_t *payload = malloc(plen ? plen : 1);
         if (!payload || read_exact(payload, plen)) return 1;
 
-        json_span id = {"null", 4}, op = {"\"\"", 2}, ctx = {"", 0};
+        json_span id = {"null", 4}, op = {"\"\"", 2}, ctx = {"", 0}, tv = {"", 0};
         json_get(req, jlen, "id", &id);
         json_get(req, jlen, "op", &op);
         json_get(req, jlen, "context", &ctx);
+        uint64_t tensor = 0;
+        int dq = json_str_eq(op, "dequantize");
+        if (dq && (json_get(req, jlen, "tensor", &tv) || json_u64(tv, &tensor) || tensor > 0xFFFFFFFFu))
+            dq = -1;
         out.n = 0;
         sb_puts(&out, "{\"id\":");
         sb_put(&out, id.p, id.n);
@@ -152,12 +177,16 @@ static int serve(void) {
         request_options r;
         avp_error err;
         sbuf body = {0};
-        if (!json_str_eq(op, "decode")) {
-            sb_puts(&out, ",\"status\":\"unsupported\",\"reason\":\"only decode is implemented\"}");
+        uint8_t *values = NULL;
+        size_t values_len = 0;
+        if (!json_str_eq(op, "decode") && dq != 1) {
+            sb_puts(&out, ",\"status\":\"unsupported\",\"reason\":\"only decode and dequantize "
+                          "are implemented\"}");
         } else if (parse_context(ctx.p, ctx.n, &r)) {
             sb_puts(&out, ",\"status\":\"unsupported\",\"reason\":\"unreadable context\"}");
-        } else if (decode_to(payload, plen, &r, &body, &err) == 0) {
-            sb_puts(&out, ",\"status\":\"ok\",\"json\":");
+        } else if (run_request(payload, plen, &r, dq == 1 ? (long long)tensor : -1, &body, &values,
+                               &values_len, &err) == 0) {
+            sb_puts(&out, dq == 1 ? ",\"status\":\"ok\"," : ",\"status\":\"ok\",\"json\":");
             sb_put(&out, body.p, body.n);
             sb_puts(&out, "}");
         } else if (err.code == E_UNSUPPORTED) {
@@ -167,7 +196,8 @@ static int serve(void) {
                             "\"path\":\"%s\"}",
                       err.code, avp_error_name(err.code), (unsigned long long)err.offset, err.path);
         }
-        write_frame(&out, NULL, 0);
+        write_frame(&out, values, values_len);
+        free(values);
         free(body.p);
         free(req);
         free(payload);
@@ -178,10 +208,20 @@ static int serve(void) {
 
 /* ---- simple tier ------------------------------------------------------------------------------ */
 
-static int simple_decode(int argc, char **argv) {
+/* decode [OPTIONS], or dequantize --tensor N [OPTIONS] (TESTEE-PROTOCOL 2.1, 2.3). */
+static int simple_request(int argc, char **argv) {
     request_options r;
+    long long tensor = -1;
+    int first = 2;
     init_options(&r);
-    for (int i = 2; i < argc; i++) {
+    if (!strcmp(argv[1], "dequantize")) {
+        char *end = NULL;
+        if (argc < 4 || strcmp(argv[2], "--tensor")) return 2;
+        tensor = strtoll(argv[3], &end, 10);
+        if (*end || tensor < 0 || tensor > 0xFFFFFFFFll) return 2;
+        first = 4;
+    }
+    for (int i = first; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : "";
         const char *eq = strchr(val, '=');
         if (!strcmp(a, "--no-verify")) r.opt.verify = 0;
@@ -200,6 +240,10 @@ static int simple_decode(int argc, char **argv) {
             i++;
             if (hex_decode(val, strlen(val), r.model_id, 32) != 32) return 2;
             r.opt.expected_model_id = r.model_id;
+        } else if (!strcmp(a, "--expected-tokenizer-id") && i + 1 < argc) {
+            i++;
+            if (hex_decode(val, strlen(val), r.tokenizer_id, 32) != 32) return 2;
+            r.opt.expected_tokenizer_id = r.tokenizer_id;
         } else if (!strcmp(a, "--local")) {
             puts("handshake resolution is not implemented");
             return 4;
@@ -217,29 +261,34 @@ static int simple_decode(int argc, char **argv) {
     if (!buf) return 2;
     sbuf out = {0};
     avp_error err;
-    int rc = decode_to(buf, len, &r, &out, &err);
-    if (!rc) fwrite(out.p, 1, out.n, stdout);
+    uint8_t *values = NULL;
+    size_t values_len = 0;
+    int rc = run_request(buf, len, &r, tensor, &out, &values, &values_len, &err);
+    if (!rc && tensor < 0) fwrite(out.p, 1, out.n, stdout);
+    else if (!rc) fwrite(values, 1, values_len, stdout);
     else if (err.code == E_UNSUPPORTED) puts(err.path);
     else
         printf("AVP-ERROR %d %s %llu %s\n", err.code, avp_error_name(err.code),
                (unsigned long long)err.offset, err.path[0] ? err.path : "-");
     free(buf);
     free(out.p);
+    free(values);
     return !rc ? 0 : err.code == E_UNSUPPORTED ? 4 : 3;
 }
 
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "serve")) return serve();
     if (!strcmp(argv[1], "capabilities")) {
-        printf("{\"avp_testee\":1,\"name\":\"%s\",\"version\":\"%s\",\"capabilities\":%s}\n",
+        printf("{\"avp_testee\":1,\"minor\":1,\"name\":\"%s\",\"version\":\"%s\",\"capabilities\":%s}\n",
                TESTEE_NAME, TESTEE_VERSION, CAPABILITIES);
         return 0;
     }
-    if (!strcmp(argv[1], "decode")) return simple_decode(argc, argv);
+    if (!strcmp(argv[1], "decode") || !strcmp(argv[1], "dequantize")) return simple_request(argc, argv);
     if (!strcmp(argv[1], "encode")) {
         puts("encoding is not implemented");
         return 4;
     }
-    fprintf(stderr, "usage: %s [serve | capabilities | decode [OPTIONS]]\n", argv[0]);
+    fprintf(stderr, "usage: %s [serve | capabilities | decode [OPTIONS] | dequantize --tensor N "
+                    "[OPTIONS]]\n", argv[0]);
     return 2;
 }

@@ -27,6 +27,7 @@ def c_testee(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert cc is not None, "a C compiler (cc) is required to build conformance/c_testee"
     out = tmp_path_factory.mktemp("c_testee") / "avp-c-testee"
     sources = sorted(str(p) for p in C_SOURCES.glob("*.c"))
-    subprocess.run([cc, "-O2", "-std=c99", "-Wall", "-Werror", "-o", str(out), *sources, "-lm"],
+    flags = ["-O2", "-std=c99", "-Wall", "-Werror", "-ffp-contract=off"]  # as its Makefile
+    subprocess.run([cc, *flags, "-o", str(out), *sources, "-lm"],
                    check=True, capture_output=True, text=True)
     return out

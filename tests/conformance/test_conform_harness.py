@@ -1,10 +1,12 @@
-"""avp-conform itself: selection, grading, restart after a crash, timeouts, known failures, and
-the human, JSON and JUnit reports."""
+"""avp-conform itself: selection, grading, restart after a crash, timeouts, known failures, the
+human, JSON and JUnit reports, and a verdict that cannot be green by accident (issue 19.1)."""
 
 from __future__ import annotations
 
 import json
 import shlex
+import sys
+import textwrap
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -35,13 +37,96 @@ def test_list_selects_by_glob_and_level() -> None:
     assert "bad-magic" not in skipped
 
 
-def test_json_report_of_a_conforming_run() -> None:
+def test_a_partial_selection_is_not_a_conformance_verdict() -> None:
     code, out = cli("--testee", REF, "--run", "3/*", "--json")
     doc = json.loads(out)
-    assert code == 0 and doc["conforming"] is True
     ran = [r for r in doc["results"] if r["grade"] != "skip"]
     assert ran and all(r["grade"] == "pass" for r in ran)
-    assert doc["counts"]["pass"] == len(ran)
+    assert doc["counts"]["pass"] == len(ran) == doc["ran"]
+    # Every selected case passed, but required cases the testee declares were left out.
+    assert code == 0 and doc["verdict"] == "PARTIAL" and doc["conforming"] is False
+    assert doc["skipped"] == {"not selected": doc["cases"] - len(ran)}
+    assert "10/text-basic" in doc["required_not_run"]
+    code, out = cli("--testee", REF, "--run", "3/*")
+    assert "PARTIAL: every case that ran passed, but" in out
+    assert "skipped, not selected:" in out
+
+
+def test_an_empty_selection_is_a_usage_error() -> None:
+    # Issue 19: `--run 'nomatch*'` printed "CONFORMING: 311 cases: 311 skip" and exited 0.
+    for args in (("--testee", REF, "--run", "nomatch*"), ("--list", "--run", "nomatch*"),
+                 ("--testee", REF, "--skip", "*")):
+        code, out = cli(*args)
+        assert code == 2, args
+        assert "no case matches" in out and "CONFORMING" not in out
+
+
+def _fake_testee(tmp_path: Path, capabilities: dict[str, object]) -> str:
+    """A persistent-tier testee that only says who it is (no request is ever answered)."""
+    script = tmp_path / "fake_testee.py"
+    script.write_text(textwrap.dedent(f"""
+        import json, struct, sys
+        start = json.dumps({{"avp_testee": 1, "minor": 1, "name": "fake", "version": "0",
+                            "capabilities": {capabilities!r}}}).encode()
+        sys.stdout.buffer.write(struct.pack("<I", len(start)) + start + struct.pack("<Q", 0))
+        sys.stdout.buffer.flush()
+        sys.stdin.buffer.read()
+    """))
+    return shlex.join([sys.executable, str(script)])
+
+
+def test_unknown_capability_names_are_usage_errors(tmp_path: Path) -> None:
+    caps = {"operations": ["decode"], "kinds": ["kv_cache"], "dtypes": ["FLOAT16"],
+            "codecs": ["RAW"], "features": ["kv_cache"]}
+    code, out = cli("--testee", _fake_testee(tmp_path, caps), "--run", "3/*")
+    assert code == 2
+    assert "unknown name 'FLOAT16' (names are lower case: 'float16')" in out
+    assert "unknown name 'RAW' (names are lower case: 'raw')" in out
+    assert "features: unknown name 'kv_cache'; valid: unverified, limits" in out
+    # The old, upper-case kind names are refused too: one convention, nothing else accepted.
+    caps = {"operations": ["decode"], "kinds": ["KV_CACHE"], "dtypes": [], "codecs": [],
+            "features": [], "extra": []}
+    code, out = cli("--testee", _fake_testee(tmp_path, caps), "--run", "3/*")
+    assert code == 2 and "'KV_CACHE' (names are lower case: 'kv_cache')" in out
+    assert "unknown member 'extra'" in out
+
+
+def test_nothing_ran_is_not_conforming(tmp_path: Path) -> None:
+    caps = {"operations": ["decode"], "kinds": [], "dtypes": [], "codecs": [], "features": []}
+    code, out = cli("--testee", _fake_testee(tmp_path, caps), "--run", "10/text-*")
+    assert code == 1
+    assert "NOT CONFORMING: nothing ran" in out
+    assert "skipped, needs kinds:text:" in out
+
+
+def test_min_coverage_for_ci() -> None:
+    code, out = cli("--testee", REF, "--run", "3/*", "--min-coverage", "0.5")
+    assert code == 1 and "NOT CONFORMING: coverage" in out and "below --min-coverage 50.0%" in out
+    assert cli("--testee", REF, "--run", "3/*", "--min-coverage", "1.5")[0] == 2
+
+
+def test_a_failure_names_its_file_and_how_to_reproduce_it() -> None:
+    code, out = cli("--testee", REF + " --break accept-trailing", "--run", "2/trailing-one-*")
+    assert code == 1
+    assert "file:        " in out and "invalid/2__trailing-one-zero-byte.avp" in out
+    assert 'request:     {"id":"2/trailing-one-zero-byte","op":"decode","context":{}}' in out
+    assert "reproduce (simple tier): " in out and " decode < " in out
+    assert "rerun:       avp-conform --testee" in out and "--run 2/trailing-one-zero-byte" in out
+
+
+def test_a_json_member_given_as_a_string_fails() -> None:
+    code, out = cli("--testee", REF + " --break json-text-as-string", "--run", "10/text-basic")
+    assert code == 1
+    assert "the json member is a string, not a JSON object" in out
+
+
+def test_a_testee_of_the_other_tier_gets_a_hint(tmp_path: Path) -> None:
+    # A simple-tier testee started as persistent prints JSON text where a frame belongs.
+    code, out = cli("--testee", REF + " capabilities", "--run", "3/*")
+    assert code == 2 and "--tier simple" in out
+    code, out = cli("--testee", shlex.join([sys.executable, "-c", "pass"]), "--tier", "simple",
+                    "--run", "3/*")
+    assert code == 2 and "--tier persistent" in out
 
 
 def test_broken_testee_human_report_and_junit(tmp_path: Path) -> None:
@@ -112,6 +197,8 @@ def test_first_difference_points_at_the_field() -> None:
     assert first_difference({"a": [1, {"b": 2}]}, {"a": [1, {"b": 3}]}) == \
         "$.a[1].b: expected 2, got 3"
     assert first_difference({"a": 1}, {"a": 1.0}) is None  # numbers compare by value (R-18.2)
+    assert first_difference({"a": -0.0}, {"a": 0}) is not None  # binary64 values: sign too
+    assert first_difference({"a": -0.0}, {"a": -0.0}) is None
     assert first_difference({"a": True}, {"a": 1}) is not None
     assert first_difference({"a": 1}, {}) == "$.a missing"
     assert first_difference([1], [1, 2]) == "$ has 2 items, expected 1"

@@ -36,12 +36,19 @@ def test_manifest_shape_and_counts() -> None:
     doc = json.loads((mf.DEFAULT_VECTORS / "manifest.json").read_text("utf-8"))
     mf.validate_manifest(doc)
     results = Counter(c["result"] for c in doc["cases"])
-    assert len(doc["cases"]) >= 150
+    assert len(doc["cases"]) >= 400
     assert results["invalid"] >= 60
     assert results["valid"] >= 40 and results["acceptable"] >= 3
     for case in doc["cases"]:
         data = (mf.DEFAULT_VECTORS / case["file"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == case["sha256"], case["id"]
+        for check in case.get("dequantize", []):
+            want = check["expected"]
+            assert "dequantize" in case["requires"]["operations"], case["id"]
+            if "file" in want:
+                values = (mf.DEFAULT_VECTORS / want["file"]).read_bytes()
+                assert hashlib.sha256(values).hexdigest() == want["sha256"], case["id"]
+                assert len(values) == want["length"], case["id"]
         if case["result"] == "invalid":
             assert case["requirement_ids"] or case["section"].startswith("14"), case["id"]
 
@@ -86,3 +93,38 @@ def test_schema_rejects_a_bad_manifest() -> None:
     flagged["flags"] = ["NoSuchFlag"]
     with pytest.raises(mf.ManifestError, match="notes"):
         mf.validate_manifest(doc)
+
+
+def test_capability_names_are_one_lower_case_vocabulary() -> None:
+    # TESTEE-PROTOCOL 1.5: the manifest's names are the registries' names in lower case, and
+    # every case asks only for names from that list.
+    doc = json.loads((mf.DEFAULT_VECTORS / "manifest.json").read_text("utf-8"))
+    names = doc["capability_names"]
+    registries = Path(mf.CONFORMANCE_DIR).parent / "spec" / "registries"
+    for member, registry in (("kinds", "kinds"), ("dtypes", "dtypes"), ("codecs", "codecs")):
+        entries = json.loads((registries / f"{registry}.json").read_text("utf-8"))["entries"]
+        assert names[member] == [e["name"].lower() for e in entries]
+    for case in doc["cases"]:
+        for member, needed in case["requires"].items():
+            assert set(needed) <= set(names[member]), case["id"]
+    assert mf.capability_problems({m: list(v) for m, v in names.items()}, names) == []
+    assert mf.capability_problems({**names, "kinds": ["KV_CACHE"]}, names)
+
+
+def test_the_generators_registry_tables_agree_with_the_registries() -> None:
+    # The vector writer keeps its own copy of the registries (it shares no code with the
+    # codec); it must still say what spec/registries says.
+    from avp_conform import gen_common as g
+    registries = Path(mf.CONFORMANCE_DIR).parent / "spec" / "registries"
+
+    def load(name: str) -> list[dict[str, object]]:
+        entries: list[dict[str, object]] = json.loads(
+            (registries / f"{name}.json").read_text("utf-8"))["entries"]
+        return entries
+    types = {e["name"]: e["code"] for e in load("value_types")}
+    assert {e["name"]: (e["key"], types[e["type"]], e["critical"])
+                      for e in load("metadata_keys")} == g.KEYS
+    assert {e["name"]: e["code"] for e in load("kinds")} == g.KINDS
+    assert {e["name"]: e["code"] for e in load("dtypes")} == g.DTYPES
+    assert {e["code"]: e["name"] for e in load("codecs")} == g.CODEC_NAMES
+    assert {e["name"]: e["code"] for e in load("roles")} == g.ROLES

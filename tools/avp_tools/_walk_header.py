@@ -30,7 +30,9 @@ def header_body(ctx: Ctx, b0: int, b1: int) -> None:
     w.tensor_count = ctx.field(b0 + 12, 4, "header.tensor_count", _SEC, "6.1")
     if w.kind not in S.KIND_NAMES:
         ctx.issue("UNKNOWN_KIND", b0, "header.kind", "R-6.2", f"unregistered kind {w.kind}")
-    pos = _entries(ctx, b0 + 16, b1, w.entry_count)
+    # Spec 6.1 / H.4: the entries end where the layer table starts (review item 2).
+    pos = _entries(ctx, b0 + 16, b1, w.entry_count,
+                   max(b0 + 16, b1 - S.LAYER_SIZE * w.layer_count))
     if pos is not None:
         need = pos + S.LAYER_SIZE * w.layer_count
         if need != b1:
@@ -43,13 +45,14 @@ def header_body(ctx: Ctx, b0: int, b1: int) -> None:
     _kind_checks(ctx, b0)
 
 
-def _entries(ctx: Ctx, pos: int, end: int, count: int) -> int | None:
-    """Walk the entries; returns the offset after the last one, None if the layout broke."""
+def _entries(ctx: Ctx, pos: int, end: int, count: int, table: int) -> int | None:
+    """Walk the entries, which end at ``table`` (the layer table's start); returns the offset
+    after the last one, None if the layout broke."""
     prev_key = -1
     for i in range(count):
         p = f"header.entries[{i}]"
-        if pos + 8 > end:
-            ctx.issue("HEADER_LAYOUT", pos, p, "R-6.1", "entry runs past the header body")
+        if pos + 8 > table:
+            ctx.issue("HEADER_LAYOUT", pos, p, "R-6.1", "entry runs into the layer table")
             ctx.span(pos, end - pos, p, _SEC, "6.2", SpanKind.UNPARSED)
             return None
         key = ctx.field(pos, 2, f"{p}.key", _SEC, "6.2")
@@ -58,9 +61,9 @@ def _entries(ctx: Ctx, pos: int, end: int, count: int) -> int | None:
         vlen = ctx.field(pos + 4, 4, f"{p}.length", _SEC, "6.2")
         voff = pos + 8
         pend = voff + vlen + S.pad8(vlen)
-        if pend > end:
+        if pend > table:
             ctx.issue("HEADER_LAYOUT", pos + 4, f"{p}.length", "R-6.1",
-                      f"entry value of {vlen} bytes runs past the header body")
+                      f"entry value of {vlen} bytes runs into the layer table")
             ctx.span(voff, end - voff, f"{p}.value", _SEC, "6.2", SpanKind.UNPARSED)
             return None
         raw = bytes(ctx.buf[voff:voff + vlen])

@@ -115,6 +115,10 @@ def _kind_roles(ctx: Ctx, t: TensorInfo) -> None:
         ctx.issue("KIND_CONSTRAINT", t.section_offset, f"{sec}.role", "10",
                   f"{S.KIND_NAMES[w.kind or 0]} messages carry no {S.role_name(t.role)} tensor")
         return
+    if (w.kind == S.KIND_KV_CACHE and t.role in S.CONTEXT_ROLES
+            and any(p.role == t.role for p in w.tensors)):
+        ctx.issue("KIND_CONSTRAINT", t.section_offset, f"{sec}.role", "R-10.14",
+                  f"a KV_CACHE message carries at most one {S.role_name(t.role)} tensor")
     ce = w.entry(S.KEY_CONTEXT_LENGTH)
     if (w.kind == S.KIND_KV_CACHE and t.role in S.CONTEXT_ROLES and ce is not None
             and isinstance(ce.value, int) and (len(t.shape) != 2 or t.shape[1] != ce.value)):
@@ -127,12 +131,19 @@ def _kind_roles(ctx: Ctx, t: TensorInfo) -> None:
 
 
 def _hidden_consistency(ctx: Ctx, t: TensorInfo) -> None:
-    """R-10.10: HIDDEN_STATE tensors agree on batch and hidden size; at most one TOKEN_IDS."""
+    """R-10.10: HIDDEN_STATE tensors agree on batch and hidden size, the TOKEN_IDS on batch;
+    at most one TOKEN_IDS (R-10.14)."""
     sec = f"tensor[{t.ordinal}]"
     earlier = [p for p in ctx.walk.tensors if p.role == t.role]
     if t.role == S.ROLE_TOKEN_IDS and earlier:
-        ctx.issue("KIND_CONSTRAINT", t.section_offset, f"{sec}.role", "R-10.10",
+        ctx.issue("KIND_CONSTRAINT", t.section_offset, f"{sec}.role", "R-10.14",
                   "a HIDDEN_STATE message carries at most one TOKEN_IDS tensor")
+    pair = (S.ROLE_HIDDEN_STATE, S.ROLE_TOKEN_IDS)
+    other = next((p for p in ctx.walk.tensors if p.role in pair and p.role != t.role
+                  and p.shape), None)
+    if t.role in pair and t.shape and other is not None and other.shape[0] != t.shape[0]:
+        ctx.issue("KIND_CONSTRAINT", t.section_offset, f"{sec}.shape[0]", "R-10.10",
+                  f"batch {t.shape[0]} differs from tensor {other.ordinal}'s {other.shape[0]}")
     if t.role == S.ROLE_HIDDEN_STATE and earlier and len(t.shape) == 3:
         first = earlier[0]
         if len(first.shape) == 3 and (first.shape[0], first.shape[2]) != (t.shape[0],
@@ -282,7 +293,10 @@ def tensor_data(ctx: Ctx, t: TensorInfo, pos: int) -> int | None:
     end = data + t.stored_length
     nxt = end + S.pad8(t.stored_length)
     t.data_offset = data
-    if nxt > ctx.n:
+    if nxt > S.U64_MAX:  # T.15: an end past 2^64 - 1 is LENGTH_OVERFLOW (review item 19)
+        ctx.issue("LENGTH_OVERFLOW", t.section_offset + 16 + 48, f"{sec}.stored_length",
+                  "R-1.1", f"the data would end at {nxt}, past 2^64 - 1")
+    if nxt > ctx.n:  # (always so after an overflow: the spans below cover what is there)
         ctx.issue("TRUNCATED", data, f"{sec}.data", "5",
                   f"{t.stored_length} data bytes (+ padding) run past the end of the input")
         ctx.padding(pos, min(data, ctx.n) - pos, f"{sec}.pad64", sec, "5")
