@@ -144,6 +144,8 @@ def _projection(env: Any, *, states: Any = None, ids: Any = (5, 6, 7), id_rows: 
         arr = np.asarray([list(ids)] * id_rows, dtype=np.int64).reshape(id_rows, -1)
         msg.tensors.insert(0, avp.Tensor.from_array(arr, avp.Role.TOKEN_IDS,
                                                     layout=avp.Layout.BT))
+    if id_rows != np.asarray(st).shape[0]:  # the encoder refuses to write it
+        return w.msg(w.from_message(msg))
     return avp.encode(msg)
 
 

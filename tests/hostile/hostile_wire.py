@@ -57,6 +57,31 @@ def f32(shape: tuple[int, ...], value: float = 0.5) -> bytes:
     return np.full(shape, value, np.float32).tobytes()
 
 
+def from_message(m: object) -> WMessage:
+    """A decoded avp_codec Message as raw writer input, so a case can then change one field
+    that the codec's encoder would refuse to write."""
+    import avp_codec as avp
+
+    assert isinstance(m, avp.Message)
+    entries = [WEntry(e.key, int(e.type), g.encode_value(int(e.type), e.value), e.critical)
+               for e in m.entries]
+    layers = [WLayer(la.index, int(la.kind), la.token_start, la.token_count, la.window)
+              for la in m.layers]
+    tensors = []
+    for t in m.tensors:
+        q = t.quant
+        tensors.append(WTensor(
+            int(t.role), int(t.dtype), t.shape, bytes(t.stored),
+            layer=NO_REF if t.layer is None else t.layer, codec=int(t.codec),
+            layout=int(t.layout), token_offset=t.token_offset,
+            **({} if q is None else {
+                "quant_scheme": int(q.scheme), "quant_axis": q.axis, "group_size": q.group_size,
+                "scale_tensor": NO_REF if q.scale_tensor is None else q.scale_tensor,
+                "zero_point_tensor": NO_REF if q.zero_point_tensor is None
+                else q.zero_point_tensor, "dequant_dtype": int(q.dequant_dtype)})))
+    return WMessage(int(m.kind), entries, layers, tensors)
+
+
 # ---------------------------------------------------------------- valid, but many sections
 
 
