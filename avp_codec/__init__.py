@@ -16,7 +16,14 @@ from ._builders import (
     kv_cache_message,
     text_message,
 )
-from ._encode import StreamEncoder, encode, encode_into, encode_to, encoded_size
+from ._encode import (
+    StreamEncoder,
+    compress_message,
+    encode,
+    encode_into,
+    encode_to,
+    encoded_size,
+)
 from ._events import NEED_DATA, EndEvent, HeaderEvent, TensorEvent
 from ._handshake import (
     check_accept,
@@ -55,6 +62,7 @@ from .limits import Limits
 from .model import Entry, Layer, Message, Quant, Tensor
 
 __all__ = [
+    "compress_message",
     "FORMAT_MAJOR", "FORMAT_MINOR", "VERSION_1_0",
     "Kind", "LayerKind", "Role", "Dtype", "Codec", "Layout", "QuantScheme", "MetaKey",
     "ValueType", "Mode", "ErrorCode", "SectionType",

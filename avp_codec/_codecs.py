@@ -1,44 +1,96 @@
-"""Storage codecs (spec section 7.3): zstd and byte-plane split + zstd, with bounded output.
+"""Storage codecs (spec section 7.3): zstd, byteplane_zstd and floatplane_zstd.
 
-Decompression never produces or holds more than ``raw_length + 1`` bytes (the +1 detects a
-frame that would overrun): the output is pulled from a streaming reader in chunks, so a 6 KB
-frame that claims or expands to 200 MiB costs at most raw_length, which the limits already
-bounded. The frame is also walked block by block first so that trailing bytes, a second frame
-or a skippable frame are rejected instead of silently ignored.
+Decompression writes straight into one output buffer of exactly ``raw_length`` bytes (R-7.8): the
+frame is pulled through a streaming reader into that buffer (zstd), or in fixed-size chunks that
+are scattered into it (the plane codecs), so a 32 KB frame that claims or expands to 1 GiB costs
+at most raw_length, which the limits already bounded, plus a constant. One more byte is asked
+for at the end to detect a frame that would overrun. The frame is also walked block by block
+first so that trailing bytes, a second frame or a skippable frame are rejected instead of
+silently ignored.
+
+Compression keeps zstd compressors per thread (they are not thread-safe), so tensors may be
+compressed on several threads at once; zstd releases the GIL. A tensor of at least ``MT_MIN``
+bytes is compressed by zstd's multi-threaded mode, whose output is the same for any number of
+workers: which mode is used depends only on the size, so the bytes never depend on ``threads``.
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+
 import numpy as np
 import zstandard
 
-from ._registry import Codec, ErrorCode
+from . import _floatplane
+from ._registry import DTYPE_BITS, Codec, Dtype, ErrorCode
 from .errors import AvpError
 
-ZSTD_LEVEL = 3  # spec 9.3: level 3, content size set, no frame checksum, one frame per tensor
+ZSTD_LEVEL = 3  # R-9.3: level 3, content size set, no frame checksum, one frame per tensor
+MT_MIN = 8 << 20  # raw bytes from which zstd runs multi-threaded (same bytes for 1-N workers)
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_CHUNK = 1 << 22
+_CHUNK = 1 << 20  # scatter granularity of the plane decoders
+# floatplane_zstd's default zstd parameters: the streams are nearly free of repeats, so the
+# cheapest match finder (tiny hash table, 7-byte matches) leaves almost every byte to Huffman
+# coding, which is what pays here; faster than level 1 and closer to the streams' entropy.
+_FLOATPLANE_PARAMS = dict(window_log=17, hash_log=6, chain_log=6, search_log=1, min_match=7,
+                          target_length=0, strategy=zstandard.STRATEGY_FAST)
+_local = threading.local()
 
-_compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True,
-                                       write_checksum=False)
+
+def dtype_error(codec: Codec, dtype: Dtype) -> str | None:
+    """Why ``codec`` cannot store ``dtype`` (CODEC_DTYPE, R-7.9 / R-7.16), or None."""
+    if codec == Codec.BYTEPLANE_ZSTD and DTYPE_BITS[dtype] not in (16, 32, 64):
+        return "byteplane_zstd needs a 16, 32 or 64-bit dtype"
+    if codec == Codec.FLOATPLANE_ZSTD and dtype not in _floatplane.FORMATS:
+        return "floatplane_zstd needs float32, float16 or bfloat16"
+    return None
+
+
+def _compressor(codec: Codec, level: int | None, size: int, threads: int
+                ) -> zstandard.ZstdCompressor:
+    workers = max(1, threads) if size >= MT_MIN and codec != Codec.FLOATPLANE_ZSTD else 0
+    key = (codec == Codec.FLOATPLANE_ZSTD, level, workers)
+    cache: dict[tuple[bool, int | None, int], zstandard.ZstdCompressor] | None = getattr(
+        _local, "compressors", None)
+    if cache is None:
+        cache = _local.compressors = {}
+    c = cache.get(key)
+    if c is None:
+        if key[0] and level is None:
+            params = zstandard.ZstdCompressionParameters(
+                write_content_size=True, write_checksum=False, **_FLOATPLANE_PARAMS)
+            c = zstandard.ZstdCompressor(compression_params=params)
+        else:
+            c = zstandard.ZstdCompressor(level=ZSTD_LEVEL if level is None else level,
+                                         write_content_size=True, write_checksum=False,
+                                         threads=workers)
+        cache[key] = c
+    return c
 
 
 def split_planes(raw: bytes | memoryview, k: int) -> bytes:
     """Plane j holds byte j of every k-byte element, planes concatenated j = 0..k-1."""
     a = np.frombuffer(raw, dtype=np.uint8).reshape(-1, k)
-    return a.T.tobytes()
+    out = np.empty((k, a.shape[0]), np.uint8)
+    for j in range(k):  # one strided gather per plane beats a 2-D transpose copy
+        out[j] = a[:, j]
+    return out.tobytes()
 
 
-def join_planes(planes: bytes | bytearray | memoryview, k: int) -> bytes:
-    a = np.frombuffer(planes, dtype=np.uint8).reshape(k, -1)
-    return a.T.tobytes()
+def compress(raw: bytes | memoryview, codec: Codec, dtype: Dtype, shape: tuple[int, ...], *,
+             level: int | None = None, threads: int = 1) -> bytes:
+    """The stored bytes of ``raw`` (a tensor of ``dtype`` and ``shape``) under ``codec``.
 
-
-def compress(raw: bytes | memoryview, codec: Codec, elem_bytes: int) -> bytes:
+    ``level`` is zstd's level (default: 3 for zstd and byteplane_zstd, tuned parameters for
+    floatplane_zstd); ``threads`` is how many workers zstd may use for one large tensor."""
+    c = _compressor(codec, level, len(raw), threads)
     if codec == Codec.ZSTD:
-        return _compressor.compress(raw)
+        return c.compress(raw)
     if codec == Codec.BYTEPLANE_ZSTD:
-        return _compressor.compress(split_planes(raw, elem_bytes))
+        return c.compress(split_planes(raw, DTYPE_BITS[dtype] // 8))
+    if codec == Codec.FLOATPLANE_ZSTD:
+        return _floatplane.compress(raw, dtype, shape, c)
     raise ValueError(f"codec {codec!r} does not compress")
 
 
@@ -69,9 +121,18 @@ def _frame_size(data: memoryview, path: str) -> int:
     return pos
 
 
-def decompress(stored: memoryview, codec: Codec, raw_length: int, elem_bytes: int,
-               path: str = "") -> bytes:
-    """Undo ``codec``; the result is exactly raw_length bytes or an AvpError is raised."""
+def _decompressor() -> zstandard.ZstdDecompressor:
+    d: zstandard.ZstdDecompressor | None = getattr(_local, "decompressor", None)
+    if d is None:
+        d = _local.decompressor = zstandard.ZstdDecompressor()
+    return d
+
+
+def decompress(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
+               shape: tuple[int, ...], path: str = "", *,
+               out: memoryview | None = None) -> memoryview:
+    """Undo ``codec``: exactly raw_length bytes, written into ``out`` (a new buffer if None),
+    or an AvpError. Memory: the output plus a constant, whatever the frame claims."""
     if _frame_size(stored, path) != len(stored):
         raise AvpError(ErrorCode.DECOMPRESSION_FAILED,
                        "bytes follow the zstd frame", path=path)
@@ -82,24 +143,56 @@ def decompress(stored: memoryview, codec: Codec, raw_length: int, elem_bytes: in
                        path=path) from None
     if params.dict_id:  # R-7.13: a frame that needs a dictionary is not self-contained
         raise AvpError(ErrorCode.DECOMPRESSION_FAILED, "zstd frame uses a dictionary", path=path)
+    # The frame's content: the raw bytes, or floatplane_zstd's streams (a function of the shape).
+    content = (_floatplane.stream_length(dtype, shape) if codec == Codec.FLOATPLANE_ZSTD
+               else raw_length)
     declared = zstandard.frame_content_size(bytes(stored[:18]))
-    if declared >= 0 and declared != raw_length:
+    if declared >= 0 and declared != content:
         raise AvpError(ErrorCode.DECOMPRESSED_SIZE,
-                       f"frame declares {declared} bytes, raw_length is {raw_length}", path=path)
-    out = bytearray()
+                       f"frame declares {declared} bytes, {content} expected", path=path)
+    if out is None:
+        out = memoryview(bytearray(raw_length))
+    elif len(out) != raw_length:
+        raise ValueError("output buffer is not raw_length bytes")
+    got = [0]  # content bytes produced so far
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=False)
-        while len(out) <= raw_length:
-            chunk = reader.read(min(_CHUNK, raw_length + 1 - len(out)))
-            if not chunk:
-                break
-            out += chunk
+        reader = _decompressor().stream_reader(stored, read_across_frames=False)
+
+        def read(view: memoryview) -> None:
+            pos = 0
+            while pos < len(view):
+                n = reader.readinto(view[pos:])
+                if not n:
+                    raise AvpError(ErrorCode.DECOMPRESSED_SIZE, f"frame decompresses to "
+                                   f"{got[0] + pos} bytes, {content} expected", path=path)
+                pos += n
+            got[0] += pos
+
+        if codec == Codec.ZSTD:
+            read(out)
+        elif codec == Codec.BYTEPLANE_ZSTD:
+            _join_planes_into(read, out, DTYPE_BITS[dtype] // 8)
+        elif codec == Codec.FLOATPLANE_ZSTD:
+            _floatplane.decompress_into(read, dtype, shape, out, path)
+        else:
+            raise ValueError(f"codec {codec!r} does not compress")
+        if reader.read(1):
+            raise AvpError(ErrorCode.DECOMPRESSED_SIZE, f"frame decompresses to more than "
+                           f"{content} bytes", path=path)
     except zstandard.ZstdError as e:
         raise AvpError(ErrorCode.DECOMPRESSION_FAILED, f"zstd: {e}", path=path) from None
-    if len(out) != raw_length:
-        raise AvpError(ErrorCode.DECOMPRESSED_SIZE,
-                       f"frame decompresses to {'more than ' if len(out) > raw_length else ''}"
-                       f"{len(out)} bytes, raw_length is {raw_length}", path=path)
-    if codec == Codec.BYTEPLANE_ZSTD:
-        return join_planes(out, elem_bytes)
-    return bytes(out)
+    return out
+
+
+def _join_planes_into(read: Callable[[memoryview], None], out: memoryview, k: int) -> None:
+    """Read the k planes in order, chunk by chunk, scattering each into its byte column."""
+    cols = np.frombuffer(out, np.uint8).reshape(-1, k)
+    n = cols.shape[0]
+    chunk = bytearray(min(n, _CHUNK))
+    view = memoryview(chunk)
+    arr = np.frombuffer(chunk, np.uint8)
+    for j in range(k):
+        for i0 in range(0, n, _CHUNK):
+            m = min(_CHUNK, n - i0)
+            read(view[:m])
+            cols[i0:i0 + m, j] = arr[:m]

@@ -22,7 +22,6 @@ from . import _structs as S
 from ._auth import new_mac, tags_equal
 from ._events import NEED_DATA, EndEvent, Event, HeaderEvent, Source, TensorEvent
 from ._registry import (
-    DTYPE_BITS,
     END_MAGIC,
     FORMAT_MAJOR,
     MAGIC,
@@ -393,14 +392,12 @@ class Core:
                        f"tensor[{i}]")
         t._attach(data if isinstance(data, memoryview) else memoryview(data), src)
         if t.codec != Codec.RAW:
-            elem = max(1, DTYPE_BITS[t.dtype] // 8)
             try:
-                raw = _codecs.decompress(t.stored, t.codec, t.raw_length, elem,
-                                         f"tensor[{i}].data")
+                t._raw = _codecs.decompress(t.stored, t.codec, t.raw_length, t.dtype, t.shape,
+                                            f"tensor[{i}].data")
             except AvpError as e:
                 e.offset = data_at
                 raise
-            t._raw = memoryview(raw)
         if t.dtype in _dtypes.PACKED and not _dtypes.packed_tail_ok(
                 t.raw_bytes(), t.dtype, _prod(t.shape)):
             raise _err(ErrorCode.NONZERO_PADDING, "unused bits of the last packed byte",

@@ -15,12 +15,14 @@ from typing import Any, Protocol
 import crc32c
 import numpy as np
 
+from . import _codecs, _parallel
 from . import _structs as S
 from ._auth import new_mac
 from ._registry import (
     FORMAT_MAJOR,
     FORMAT_MINOR,
     NO_REF,
+    Codec,
     ErrorCode,
     Kind,
     MetaKey,
@@ -160,6 +162,64 @@ class StreamEncoder:
 
     def write_tensor(self, t: Tensor) -> None:
         i = len(self._index)
+        self._check_tensor(i, t)
+        start = self._pos
+        if isinstance(self._w, _Into) and self._mac is None and t._crc is None:
+            self._write_fused(i, t)
+        else:
+            self._out(section(SectionType.TENSOR, descriptor_body(i, t)))
+            self._out(_ZEROS[:pad64(self._pos)])
+            self._out(t.stored)
+            self._out(_ZEROS[:pad8(self._pos)])
+        data_at = start + 24 + 64 + 8 * len(t.shape)
+        data_at += pad64(data_at)
+        self._index.append(S.build_index_entry(start, data_at, t.stored_length))
+
+    def write_tensors(self, tensors: Sequence[Tensor], threads: int = 1) -> None:
+        """write_tensor for each, in order; the same bytes for any ``threads``.
+
+        Into a caller's buffer and without authentication, every tensor is laid out first (its
+        offsets depend on lengths only), then the tensors' data are copied with their CRC32C
+        computed chunk by chunk on ``threads`` threads, then the descriptors, which carry the
+        CRCs, are written in front of their data."""
+        w = self._w
+        if threads <= 1 or not isinstance(w, _Into) or self._mac is not None:
+            for t in tensors:
+                self.write_tensor(t)
+            return
+        jobs: list[tuple[int, Tensor, int, int, int]] = []
+        pos = self._pos
+        for t in tensors:
+            i = len(self._index) + len(jobs)
+            self._check_tensor(i, t)
+            sec_end = pos + 24 + 64 + 8 * len(t.shape)
+            data_at = sec_end + pad64(sec_end)
+            end = data_at + t.stored_length
+            end += pad8(end)
+            jobs.append((i, t, pos, data_at, end))
+            pos = end
+        if pos > len(w.buf):
+            raise ValueError("buffer too small for the encoded message")
+        buf = np.frombuffer(w.buf, np.uint8)
+
+        def copy(j: int) -> None:
+            _, t, _, data_at, end = jobs[j]
+            stop = data_at + t.stored_length
+            if t._crc is None:
+                t._crc = _parallel.copy_crc(buf[data_at:stop], t.stored)
+            else:
+                np.copyto(buf[data_at:stop], np.frombuffer(t.stored, np.uint8))
+            buf[stop:end] = 0
+
+        _parallel.map_ordered(copy, [t.stored_length for _, t, _, _, _ in jobs], threads)
+        for i, t, start, data_at, _ in jobs:
+            w.n = start
+            w.write(section(SectionType.TENSOR, descriptor_body(i, t)))
+            w.write(_ZEROS[:data_at - w.n])
+            self._index.append(S.build_index_entry(start, data_at, t.stored_length))
+        w.n = self._pos = pos
+
+    def _check_tensor(self, i: int, t: Tensor) -> None:
         if self._done or i >= self.tensor_count:
             raise AvpError(ErrorCode.KIND_CONSTRAINT, "more tensors than tensor_count",
                            path=f"tensor[{i}]")
@@ -173,17 +233,6 @@ class StreamEncoder:
                 np.frombuffer(t.raw_bytes(), np.uint8).max()) > 1:
             raise AvpError(ErrorCode.INVALID_VALUE, "ATTENTION_MASK holds only 0 and 1 (R-10.8)",
                            path=f"tensor[{i}]")
-        start = self._pos
-        if isinstance(self._w, _Into) and self._mac is None and t._crc is None:
-            self._write_fused(i, t)
-        else:
-            self._out(section(SectionType.TENSOR, descriptor_body(i, t)))
-            self._out(_ZEROS[:pad64(self._pos)])
-            self._out(t.stored)
-            self._out(_ZEROS[:pad8(self._pos)])
-        data_at = start + 24 + 64 + 8 * len(t.shape)
-        data_at += pad64(data_at)
-        self._index.append(S.build_index_entry(start, data_at, t.stored_length))
 
     def _write_fused(self, i: int, t: Tensor) -> None:
         """Into a random-access buffer: copy the data first, computing its CRC chunk by chunk
@@ -238,17 +287,32 @@ class _Parts:
         self.parts.append(data)
 
 
+def _precompute_crcs(tensors: Sequence[Tensor], threads: int) -> None:
+    """Compute the tensors' missing data CRCs on ``threads`` threads (CRC32C releases the GIL)."""
+    todo = [t for t in tensors if t._crc is None]
+    if threads > 1 and len(todo) > 1:
+        crcs = _parallel.map_ordered(lambda j: crc32c.crc32c(todo[j].stored),
+                                     [t.stored_length for t in todo], threads)
+        for t, c in zip(todo, crcs, strict=True):
+            t._crc = c
+
+
 def encode_to(msg: Message, writable: Writable, *,
-              auth_key: tuple[bytes, bytes] | None = None) -> int:
-    """Encode ``msg`` into ``writable`` (anything with .write); returns bytes written."""
+              auth_key: tuple[bytes, bytes] | None = None, threads: int | None = None) -> int:
+    """Encode ``msg`` into ``writable`` (anything with .write); returns bytes written.
+
+    ``threads`` (default: the CPUs this process may use) only changes how fast: the bytes are
+    the same for any value."""
+    n = _parallel.resolve(threads)
+    if not isinstance(writable, _Into) or auth_key is not None:
+        _precompute_crcs(msg.tensors, n)
     # A received tag covers the received bytes. It can be reused only when this encoder writes
     # those same bytes again: not when the sender wrote a newer minor version or sections this
     # encoder drops. Then re-encoding needs the key (AUTH_REQUIRED without one, from below).
     same_bytes = msg.minor == 0 and msg.skipped_sections == 0
     enc = StreamEncoder(writable, msg.kind, msg.entries, msg.layers, len(msg.tensors), auth_key,
                         _reuse_tag=msg.auth_tag if same_bytes else None)
-    for t in msg.tensors:
-        enc.write_tensor(t)
+    enc.write_tensors(msg.tensors, n)
     return enc.finish()
 
 
@@ -274,24 +338,58 @@ class _Into:
         self.n = end
 
 
-def encoded_size(msg: Message, *, auth_key: tuple[bytes, bytes] | None = None) -> int:
+def encoded_size(msg: Message, *, auth_key: tuple[bytes, bytes] | None = None,
+                 threads: int | None = None) -> int:
     """The exact encoded length of ``msg`` (computes and caches the tensors' CRCs)."""
-    return encode_to(msg, _Count(), auth_key=auth_key)
+    return encode_to(msg, _Count(), auth_key=auth_key, threads=threads)
 
 
 def encode_into(msg: Message, buf: bytearray | memoryview | Any, *,
-                auth_key: tuple[bytes, bytes] | None = None) -> int:
+                auth_key: tuple[bytes, bytes] | None = None, threads: int | None = None) -> int:
     """Encode into a preallocated writable buffer (bytearray, mmap, numpy uint8 array...);
-    returns the number of bytes written. Size it with ``encoded_size``."""
+    returns the number of bytes written. Size it with ``encoded_size``. Tensor data are copied
+    once, their CRCs computed as they are copied, on ``threads`` threads (default: the CPUs
+    this process may use); the bytes are the same for any value."""
     mv = memoryview(buf).cast("B")
     if mv.readonly:
         raise ValueError("encode_into needs a writable buffer")
-    return encode_to(msg, _Into(mv), auth_key=auth_key)
+    return encode_to(msg, _Into(mv), auth_key=auth_key, threads=threads)
 
 
-def encode(msg: Message, *, auth_key: tuple[bytes, bytes] | None = None) -> bytes:
-    """Encode ``msg`` to its one canonical byte string."""
+def encode(msg: Message, *, auth_key: tuple[bytes, bytes] | None = None,
+           threads: int | None = None) -> bytes:
+    """Encode ``msg`` to its one canonical byte string (the same for any ``threads``)."""
     sink = _Parts()
-    encode_to(msg, sink, auth_key=auth_key)
+    encode_to(msg, sink, auth_key=auth_key, threads=threads)
     return b"".join(sink.parts)
 
+
+
+def compress_message(msg: Message, codec: Codec | int, *, level: int | None = None,
+                     threads: int | None = None) -> Message:
+    """A copy of ``msg`` whose RAW tensors are stored with ``codec`` (lossless), where the codec
+    accepts their dtype and makes them smaller; the other tensors are kept as they are.
+
+    Tensors are compressed on ``threads`` threads (default: the CPUs this process may use), each
+    by one zstd context; ``level`` is zstd's level (default: the codec's, see _codecs). The
+    stored bytes are the same for any ``threads``."""
+    c = Codec(codec)
+    n = _parallel.resolve(threads)
+    todo = [i for i, t in enumerate(msg.tensors)
+            if t.codec == Codec.RAW and c != Codec.RAW and _codecs.dtype_error(c, t.dtype) is None]
+
+    def run(j: int) -> Tensor:
+        t = msg.tensors[todo[j]]
+        stored = _codecs.compress(t.stored, c, t.dtype, t.shape, level=level)
+        if len(stored) >= t.stored_length:
+            return t
+        out = Tensor(t.role, t.dtype, t.shape, stored, layer=t.layer, codec=c, layout=t.layout,
+                     token_offset=t.token_offset, quant=t.quant, raw_length=t.raw_length)
+        out._raw, out._owner = t._raw, t._owner
+        return out
+
+    done = _parallel.map_ordered(run, [msg.tensors[i].stored_length for i in todo], n)
+    tensors = list(msg.tensors)
+    for i, t in zip(todo, done, strict=True):
+        tensors[i] = t
+    return Message(msg.kind, list(msg.entries), list(msg.layers), tensors)

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from . import _codecs, _parallel, _quant_fast
 from . import _quant_core as core
+from ._dtypes import PACKED
 from ._quant_settings import QuantPolicy, QuantSetting
 from ._registry import (
     FLOAT_PARAM_DTYPES,
@@ -52,7 +54,7 @@ def quant_axis(setting: QuantSetting, tensor: Tensor) -> int:
 
 
 def quantize_array(
-    arr: np.ndarray, setting: QuantSetting, axis: int
+    arr: np.ndarray, setting: QuantSetting, axis: int, *, threads: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(codes, scale, zero point or None) for one array; codes are unpacked integers or fp8."""
     if setting.scheme == QuantScheme.SCALED_FLOAT:
@@ -64,7 +66,7 @@ def quantize_array(
         r = core.quantize_affine(
             arr, _name(setting.dtype), axis, setting.group_size,
             zero_point=setting.zero_point, param_dtype=_name(setting.param_dtype),
-            clip_ratios=CLIP_RATIOS if setting.clip_search else (1.0,),
+            clip_ratios=CLIP_RATIOS if setting.clip_search else (1.0,), threads=threads,
         )
     return r.codes, r.scale, r.zero_point
 
@@ -84,7 +86,7 @@ def _quantize_tile(
 ) -> list[Tensor]:
     """[scale, (zero point,) codes] for one tile; `first` is the scale tensor's final index."""
     axis = quant_axis(setting, t)
-    codes, scale, zp = quantize_array(arr, setting, axis)
+    codes, scale, zp = quantize_array(arr, setting, axis, threads=1)
     # Parameters are 16/32-bit floats: byte planes split their exponent bytes out for zstd.
     pcodec = Codec.BYTEPLANE_ZSTD if setting.compress else Codec.RAW
     out = [_tensor(scale, Role.QUANT_SCALE, pcodec, layer=t.layer)]
@@ -94,11 +96,29 @@ def _quantize_tile(
         setting.scheme, axis, setting.group_size, first,
         first + 1 if zp is not None else None, t.dtype,
     )
-    out.append(_tensor(
-        codes, t.role, Codec.ZSTD if setting.compress else Codec.RAW, layer=t.layer,
-        layout=t.layout, token_offset=token_offset, dtype=setting.dtype, quant=q,
-    ))
+    codec = Codec.ZSTD if setting.compress else Codec.RAW
+    if setting.dtype in (Dtype.INT4, Dtype.UINT4):  # codes are in range: pack them directly
+        out.append(_packed_tensor(_quant_fast.pack4(codes), codes.shape, t.role, codec,
+                                  setting.dtype, layer=t.layer, layout=t.layout,
+                                  token_offset=token_offset, quant=q))
+    else:
+        out.append(_tensor(codes, t.role, codec, layer=t.layer, layout=t.layout,
+                           token_offset=token_offset, dtype=setting.dtype, quant=q))
     return out
+
+
+def _packed_tensor(packed: bytes, shape: tuple[int, ...], role: Role, codec: Codec,
+                   dtype: Dtype, **kw: Any) -> Tensor:
+    """Like _tensor, from codes already packed."""
+    raw = Tensor.from_bytes(packed, role, dtype, shape, **kw)
+    if codec == Codec.RAW:
+        return raw
+    stored = _codecs.compress(packed, codec, dtype, shape)
+    if len(stored) >= len(packed):
+        return raw
+    t = Tensor(role, dtype, shape, stored, codec=codec, raw_length=len(packed), **kw)
+    t._raw = memoryview(packed)
+    return t
 
 
 def segments(t: Tensor, setting: QuantSetting, token_count: int
@@ -150,7 +170,8 @@ def _with_entry(entries: list[Entry], key: MetaKey, text: str | None) -> list[En
     return sorted(kept, key=lambda e: e.key)
 
 
-def quantize_message(msg: Message, policy: QuantPolicy) -> Message:
+def quantize_message(msg: Message, policy: QuantPolicy, *,
+                     threads: int | None = None) -> Message:
     """A copy of a KV_CACHE-style message with its KEY / VALUE tensors quantized per `policy`
     and the policy recorded in QUANT_POLICY. Other tensors are carried over unchanged.
 
@@ -159,7 +180,10 @@ def quantize_message(msg: Message, policy: QuantPolicy) -> Message:
     """
     if any(t.quant is not None or t.role in QUANT_ROLES for t in msg.tensors):
         raise AvpError(ErrorCode.QUANT_PARAMS, "message is already quantized; dequantize first")
-    out: list[Tensor] = []
+    # Each tensor's output count is known in advance (its tiles, and 2 or 3 tensors per
+    # quantized tile), so its references are too: tensors are quantized on threads.
+    jobs: list[tuple[Tensor, QuantSetting | None, int, int]] = []
+    count = 0
     for t in msg.tensors:
         setting = None
         if t.layer is not None and t.role in _KV_ROLES:
@@ -168,10 +192,25 @@ def quantize_message(msg: Message, policy: QuantPolicy) -> Message:
             layer = msg.layers[t.layer]
             ls = policy.for_layer(layer.index)
             setting = ls.key if t.role == Role.KEY else ls.value
+        tokens = 0 if t.layer is None else msg.layers[t.layer].token_count
+        jobs.append((t, setting, tokens, count))
         if setting is None:
-            out.append(t)
+            count += 1
         else:
-            out += _quantize_kv(t, setting, msg.layers[t.layer].token_count, len(out))  # type: ignore[index]
+            if t.dtype not in FLOAT_PARAM_DTYPES:
+                raise AvpError(ErrorCode.QUANT_PARAMS,
+                               f"cannot quantize a {_name(t.dtype)} tensor")
+            count += sum(3 if q and setting.zero_point else 2 if q else 1
+                         for _, _, q in segments(t, setting, tokens)[1])
+
+    def run(j: int) -> list[Tensor]:
+        t, setting, tokens, first = jobs[j]
+        return [t] if setting is None else _quantize_kv(t, setting, tokens, first)
+
+    parts = _parallel.map_ordered(run, [t.raw_length for t, _, _, _ in jobs],
+                                  _parallel.resolve(threads))
+    out = [x for part in parts for x in part]
+    assert len(out) == count
     return Message(
         msg.kind,
         _with_entry(msg.entries, MetaKey.QUANT_POLICY, policy.to_json()),
@@ -199,7 +238,7 @@ def _param_array(msg: Message, ref: int | None, role: Role, want: tuple[int, ...
     return values
 
 
-def dequantize_tensor(msg: Message, index: int) -> np.ndarray:
+def dequantize_tensor(msg: Message, index: int, *, threads: int | None = None) -> np.ndarray:
     """The dequantized values of tensor `index` of `msg`, bit-exact per spec 12.2, as an array of
     its dequant_dtype (a non-quantized tensor comes back as its own array)."""
     t = msg.tensors[index]
@@ -217,8 +256,13 @@ def dequantize_tensor(msg: Message, index: int) -> np.ndarray:
                       path + ".zero_point_tensor")
     if q.scheme == QuantScheme.SCALED_FLOAT and zp is not None:
         raise AvpError(ErrorCode.QUANT_PARAMS, "SCALED_FLOAT has no zero point", path=path)
-    codes = t.values()
-    return core.dequantize(codes, scale, zp, q.axis, q.group_size, _name(q.dequant_dtype))
+    if t.dtype in PACKED:  # widened straight from the packed bytes, segment by segment
+        shape_only = np.broadcast_to(np.zeros((), np.uint8), t.shape)
+        return core.dequantize(shape_only, scale, zp, q.axis, q.group_size,
+                               _name(q.dequant_dtype), packed=(t.raw_bytes(), _name(t.dtype)),
+                               threads=threads)
+    return core.dequantize(t.values(), scale, zp, q.axis, q.group_size, _name(q.dequant_dtype),
+                           threads=threads)
 
 
 def _merge_tiles(tensors: list[Tensor]) -> list[Tensor]:
@@ -253,7 +297,8 @@ def _merge_tiles(tensors: list[Tensor]) -> list[Tensor]:
     return out
 
 
-def dequantize_message(msg: Message, *, merge_tiles: bool = True) -> Message:
+def dequantize_message(msg: Message, *, merge_tiles: bool = True,
+                       threads: int | None = None) -> Message:
     """A copy of `msg` with every quantized tensor replaced by its dequantized float tensor, the
     QUANT_SCALE / QUANT_ZERO_POINT tensors and the QUANT_POLICY entry removed, and (by default)
     each layer's KEY / VALUE tiles joined into one tensor."""
@@ -264,7 +309,7 @@ def dequantize_message(msg: Message, *, merge_tiles: bool = True) -> Message:
         if t.quant is None:
             out.append(t)
             continue
-        values = dequantize_tensor(msg, i)
+        values = dequantize_tensor(msg, i, threads=threads)
         out.append(Tensor.from_array(
             values, t.role, layer=t.layer, layout=t.layout, token_offset=t.token_offset,
         ))

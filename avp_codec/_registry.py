@@ -76,6 +76,7 @@ class Codec(IntEnum):
     RAW = 0
     ZSTD = 1
     BYTEPLANE_ZSTD = 2
+    FLOATPLANE_ZSTD = 3
 
 
 class Layout(IntEnum):

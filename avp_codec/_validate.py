@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from . import _codecs
 from ._registry import (
     ATTENTION_ROLES,
     DTYPE_BITS,
@@ -181,9 +182,8 @@ class TensorChecker:
         if t.codec == Codec.RAW and t.stored_length != t.raw_length:
             raise fail(ErrorCode.SIZE_MISMATCH, "raw codec: stored_length != raw_length",
                        "stored_length")
-        if t.codec == Codec.BYTEPLANE_ZSTD and DTYPE_BITS[t.dtype] not in (16, 32, 64):
-            raise fail(ErrorCode.CODEC_DTYPE, "byteplane_zstd needs a 16, 32 or 64-bit dtype",
-                       "codec")
+        if t.codec >= Codec.BYTEPLANE_ZSTD and (why := _codecs.dtype_error(t.codec, t.dtype)):
+            raise fail(ErrorCode.CODEC_DTYPE, why, "codec")
         # The role rules depend only on these values: check each combination once.
         key = (t.role, t.layout, len(t.shape), t.dtype, t.layer is None,
                None if t.layer is None else self.layers[t.layer].kind)

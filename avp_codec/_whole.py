@@ -13,9 +13,10 @@ from typing import Any
 
 import crc32c
 
+from . import _codecs, _parallel
 from . import _decode as D
 from ._decode import Core
-from ._dtypes import PACKED
+from ._dtypes import PACKED, packed_tail_ok
 from ._events import EndEvent, HeaderEvent, TensorEvent
 from ._registry import NO_REF, Codec, ErrorCode, SectionType
 from .errors import AvpError
@@ -45,8 +46,13 @@ class _Whole:
 
 def decode(buf: bytes | bytearray | memoryview | mmap.mmap, *, verify: bool = True,
            limits: Limits | None = None, keys: Mapping[bytes, bytes] | None = None,
-           require_auth: bool = False) -> Message:
-    """Decode one complete message. ``keys`` maps AUTH_KEY_ID values to HMAC keys."""
+           require_auth: bool = False, threads: int | None = None) -> Message:
+    """Decode one complete message. ``keys`` maps AUTH_KEY_ID values to HMAC keys.
+
+    ``threads`` (default: the CPUs this process may use) spreads the tensors' data CRC32Cs over
+    threads; the result, and the error raised for an invalid message, are the same for any
+    value."""
+    n_threads = _parallel.resolve(threads)
     mv = memoryview(buf)
     if mv.ndim != 1 or mv.itemsize != 1:
         mv = mv.cast("B")
@@ -60,20 +66,65 @@ def decode(buf: bytes | bytearray | memoryview | mmap.mmap, *, verify: bool = Tr
     if not isinstance(header, HeaderEvent):
         raise AssertionError(f"{header!r} before the HEADER")
     tensors: list[Tensor] = []
-    while True:
-        _plain_tensors(core, mv, src, tensors)
-        ev = core.step(src)
-        if isinstance(ev, TensorEvent):
-            tensors.append(ev.tensor)
-        elif isinstance(ev, EndEvent):
-            return Message(header.kind, header.entries, header.layers, tensors,
-                           authenticated=ev.authenticated, auth_tag=ev.auth_tag,
-                           minor=header.minor, skipped_sections=ev.skipped_sections)
-        else:  # a complete source never asks for more data, and has one HEADER
-            raise AssertionError(f"{ev!r} after the HEADER")
+    # Data work the fast path deferred, to run on threads (see _Deferred).
+    deferred: list[_Deferred] | None = (
+        [] if n_threads > 1 and len(mv) >= _parallel.MIN_PARALLEL_BYTES else None)
+    try:
+        while True:
+            _plain_tensors(core, mv, src, tensors, deferred)
+            ev = core.step(src)
+            if isinstance(ev, TensorEvent):
+                tensors.append(ev.tensor)
+            elif isinstance(ev, EndEvent):
+                break
+            else:  # a complete source never asks for more data, and has one HEADER
+                raise AssertionError(f"{ev!r} after the HEADER")
+    except AvpError:
+        # A data CRC failure comes before anything found later in the message (spec 9.2).
+        _check_deferred(mv, deferred, n_threads)
+        raise
+    _check_deferred(mv, deferred, n_threads)
+    return Message(header.kind, header.entries, header.layers, tensors,
+                   authenticated=ev.authenticated, auth_tag=ev.auth_tag,
+                   minor=header.minor, skipped_sections=ev.skipped_sections)
 
 
-def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor]) -> None:
+# (tensor index, data_at, stop, data CRC to check or None, tensor to decompress or None)
+_Deferred = tuple[int, int, int, "int | None", "Tensor | None"]
+
+
+def _check_deferred(mv: memoryview, deferred: list[_Deferred] | None, threads: int) -> None:
+    """Run deferred data checks (CRC, then decompression and its checks, as the core's data
+    stage orders them) on ``threads`` threads; raise the first tensor's error, in order."""
+    if not deferred:
+        return
+    crc = crc32c.crc32c
+
+    def run(j: int) -> AvpError | None:
+        i, data_at, stop, want, t = deferred[j]
+        if want is not None and crc(mv[data_at:stop]) != want:
+            return AvpError(ErrorCode.DATA_CHECKSUM, "tensor data CRC32C mismatch",
+                            offset=data_at, path=f"tensor[{i}].data")
+        if t is not None:
+            try:
+                t._raw = _codecs.decompress(t.stored, t.codec, t.raw_length, t.dtype, t.shape,
+                                            f"tensor[{i}].data")
+            except AvpError as e:
+                e.offset = data_at
+                return e
+            if t.dtype in PACKED and not packed_tail_ok(t._raw, t.dtype, D._prod(t.shape)):
+                return AvpError(ErrorCode.NONZERO_PADDING, "unused bits of the last packed "
+                                "byte", offset=stop - 1, path=f"tensor[{i}].data")
+        return None
+
+    weights = [(stop - at) * (1 if t is None else 8) for _, at, stop, _, t in deferred]
+    for err in _parallel.map_ordered(run, weights, threads):
+        if err is not None:
+            raise err
+
+
+def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor],
+                   deferred: list[_Deferred] | None = None) -> None:
     """Accept the run of well-formed TENSOR sections at ``core.pos``, appending to ``out``.
 
     The fast path of ``decode`` (issue 2: unverified decode < 1 ms): with every byte present
@@ -83,12 +134,15 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor]) -
     checks that section in the spec 9.2 order and raises the precise error. The tensor rules
     (``checker.check``) and quantization fields run the core's own code, and a tensor whose data
     is not plain zero-copy RAW bytes with zero padding (or fails its CRC) goes through the
-    core's data stage, so each check has exactly one implementation with its error.
+    core's data stage, so each check has exactly one implementation with its error. With
+    ``deferred``, a tensor's data CRC and decompression are not done here but listed there,
+    for ``decode`` to run on threads (a failure then raises the same error as the core would).
     """
     checker = core.checker
     if core.state != "sections" or checker is None:
         return
-    check, index, verify, mac, lim = checker.check, core.index, core.verify, core.mac, core.lim
+    check, index, mac, lim = checker.check, core.index, core.mac, core.lim
+    verify = core.verify and deferred is None  # inline CRCs, or none here (deferred)
     size, count, pos = len(mv), core.tensor_count, core.pos
     max_rank, max_bytes, max_desc = lim.max_rank, lim.max_tensor_bytes, D._MAX_DESC
     # Module attributes bound to locals: this loop runs once per tensor.
@@ -128,8 +182,17 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor]) -
         check(t, at + 16)
         stop = data_at + stored_length
         data_end = stop + (-stop % 8)
-        if (data_end > size or codec is not _RAW or dtype in PACKED
-                or (data_end > stop and from_bytes(mv[stop:data_end], "little"))
+        padded = data_end > size or (data_end > stop and from_bytes(mv[stop:data_end], "little"))
+        if deferred is not None and codec is not _RAW and not padded:
+            deferred.append((i, data_at, stop, data_crc if core.verify else None, t))
+            t._attach(mv[data_at:stop], src)
+            index.append((at, data_at, stored_length))
+            if mac is not None:
+                mac.update(mv[at:data_end])
+            out.append(t)
+            pos, i = data_end, i + 1
+            continue
+        if (padded or codec is not _RAW or dtype in PACKED
                 or (verify and crc(mv[data_at:stop]) != data_crc)):
             # The section is accepted: consume it as _section does, then let the core's data
             # stage decompress, or find the error in order.
@@ -141,6 +204,8 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor]) -
             out.append(ev.tensor)
             pos, i = core.pos, i + 1
             continue
+        if deferred is not None and core.verify:
+            deferred.append((i, data_at, stop, data_crc, None))
         t._attach(mv[data_at:stop], src)
         index.append((at, data_at, stored_length))
         if mac is not None:
@@ -156,12 +221,13 @@ _RAW = Codec.RAW
 
 def decode_file(path: str | os.PathLike[str], *, verify: bool = True,
                 limits: Limits | None = None, keys: Mapping[bytes, bytes] | None = None,
-                require_auth: bool = False) -> Message:
+                require_auth: bool = False, threads: int | None = None) -> Message:
     """Decode a file through a read-only mmap; tensor arrays are views of the mapping."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             return decode(b"", verify=verify, limits=limits, keys=keys,
-                          require_auth=require_auth)
+                          require_auth=require_auth, threads=threads)
         m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    return decode(m, verify=verify, limits=limits, keys=keys, require_auth=require_auth)
+    return decode(m, verify=verify, limits=limits, keys=keys, require_auth=require_auth,
+                  threads=threads)

@@ -16,7 +16,6 @@ import numpy as np
 
 from . import _codecs, _dtypes
 from ._registry import (
-    DTYPE_BITS,
     KEY_INFO,
     NO_REF,
     Codec,
@@ -148,9 +147,8 @@ class Tensor:
     def raw_bytes(self) -> memoryview:
         """The raw bytes, decompressed on first use (bounded by raw_length, spec R-7.8)."""
         if self._raw is None:
-            elem = max(1, DTYPE_BITS[self.dtype] // 8)
-            self._raw = memoryview(_codecs.decompress(self._stored, self.codec, self.raw_length,
-                                                      elem))
+            self._raw = _codecs.decompress(self._stored, self.codec, self.raw_length,
+                                           self.dtype, self.shape)
         return self._raw
 
     def array(self) -> np.ndarray:
@@ -209,11 +207,11 @@ class Tensor:
             owner = a
         shape = tuple(int(x) for x in a.shape)
         if codec != Codec.RAW:
-            elem = DTYPE_BITS[d] // 8
-            if codec == Codec.BYTEPLANE_ZSTD and DTYPE_BITS[d] not in (16, 32, 64):
-                raise AvpError(ErrorCode.CODEC_DTYPE, "byteplane_zstd needs 16/32/64-bit dtypes")
+            why = _codecs.dtype_error(codec, d)
+            if why:
+                raise AvpError(ErrorCode.CODEC_DTYPE, why)
             raw_len = len(raw)
-            stored: bytes | memoryview = _codecs.compress(raw, codec, elem)
+            stored: bytes | memoryview = _codecs.compress(raw, codec, d, shape)
             t = cls(role, d, shape, stored, layer=layer, codec=codec, layout=layout,
                     token_offset=token_offset, quant=quant, raw_length=raw_len)
             t._raw = raw if isinstance(raw, memoryview) else memoryview(raw)

@@ -8,6 +8,11 @@ memory, is listed too: it is the floor for anything that returns a new bytes obj
 
     python benchmarks/codec_bench.py [--reps N] [--json]
 
+Every AVP path runs with its default ``threads`` (the CPUs the process may use); the ``*_1t``
+paths are the same with threads=1, for reference. A second table times the compact codecs on the
+same cache (lossless codecs through ``compress_message`` and ``decode``, quantization through
+``quant.quantize_message`` / ``dequantize_message``) in MB/s of bf16 input, also interleaved.
+
 Writes benchmarks/results/codec_bench.json and codec_bench.md.
 """
 
@@ -99,6 +104,13 @@ def main() -> None:
         m = avp.decode(encoded, verify=False)
         [t.array() for t in m.tensors]
 
+    def avp_encode_into_1t() -> None:
+        avp.encode_into(build(keys, values), prealloc, threads=1)
+
+    def avp_decode_verified_1t() -> None:
+        m = avp.decode(encoded, threads=1)
+        [t.array() for t in m.tensors]
+
     def avp_decode_file_verified() -> None:
         m = avp.decode_file(avp_file)
         [t.array() for t in m.tensors]
@@ -126,6 +138,8 @@ def main() -> None:
         "avp_decode_verified": avp_decode_verified,
         "avp_decode_unverified": avp_decode_unverified,
         "avp_decode_file_verified": avp_decode_file_verified,
+        "avp_encode_into_prealloc_1t": avp_encode_into_1t,
+        "avp_decode_verified_1t": avp_decode_verified_1t,
         "safetensors_save_bytes": st_save, "safetensors_save_file": st_save_file,
         "safetensors_load_bytes": st_load,
         "torch_save_bytesio": torch_save, "torch_load_bytesio": torch_load,
@@ -161,16 +175,21 @@ def main() -> None:
     readers = ["safetensors_load_bytes", "torch_load_bytesio"]
     avp_writers = ["avp_encode_bytes", "avp_encode_into_prealloc", "avp_encode_file"]
     avp_readers = ["avp_decode_verified", "avp_decode_unverified", "avp_decode_file_verified"]
-    targets = {
-        "encode_into_prealloc_le_2x_memcpy": ratios["avp_encode_into_prealloc"] <= 2.0,
-        "encode_bytes_le_2x_alloc_copy": med["avp_encode_bytes"] <= 2.0 * med["alloc_copy"],
-        "decode_verified_le_2x_memcpy": ratios["avp_decode_verified"] <= 2.0,
-        "decode_unverified_lt_1ms": med["avp_decode_unverified"] < 1.0,
-        "avp_writers_faster_than_safetensors_and_torch_writers":
-            max(med[k] for k in avp_writers) < min(med[k] for k in writers),
-        "avp_readers_faster_than_safetensors_and_torch_readers":
-            max(med[k] for k in avp_readers) < min(med[k] for k in readers),
-    }
+    # Issue 18 point 1: (name, measured, limit, unit); met when measured <= limit (< for ms).
+    checks = [
+        ("encode_into_prealloc_le_1.25x_memcpy", ratios["avp_encode_into_prealloc"], 1.25, "x"),
+        ("decode_verified_le_0.6x_memcpy", ratios["avp_decode_verified"], 0.6, "x"),
+        ("decode_unverified_lt_0.5ms_cold", med["avp_decode_unverified"], 0.5, "ms"),
+        ("encode_bytes_le_1.2x_alloc_copy",
+         med["avp_encode_bytes"] / med["alloc_copy"], 1.2, "x alloc_copy"),
+        ("avp_writers_faster_than_safetensors_and_torch_writers",
+         max(med[k] for k in avp_writers) / min(med[k] for k in writers), 1.0, "x"),
+        ("avp_readers_faster_than_safetensors_and_torch_readers",
+         max(med[k] for k in avp_readers) / min(med[k] for k in readers), 1.0, "x"),
+    ]
+    targets = {name: (v < lim if unit == "ms" else v <= lim) for name, v, lim, unit in checks}
+    compact = compact_codecs(keys, values, args.reps)
+    targets.update(compact["targets_met"])
     result: dict[str, Any] = {
         "workload": {"layers": LAYERS, "kv_heads": HEADS, "tokens": TOKENS,
                      "head_dim": HEAD_DIM, "dtype": "bfloat16", "tensors": 2 * LAYERS,
@@ -188,6 +207,8 @@ def main() -> None:
                 "path that returns new bytes (avp_encode_bytes, safetensors/torch save)",
         "memcpy_gb_per_s": round(nbytes / base / 1e6, 2),
         "targets_met": targets,
+        "target_values": {name: [round(v, 3), lim, unit] for name, v, lim, unit in checks},
+        "compact_codecs": compact,
         "warm_back_to_back_ms": {k: {"median": round(statistics.median(v), 3),
                                      "min": round(min(v), 3), "reps": len(v)}
                                  for k, v in warm.items()},
@@ -202,8 +223,23 @@ def main() -> None:
              "| path | median ms | min ms | x memcpy |", "|---|---:|---:|---:|"]
     for k in paths:
         lines.append(f"| {k} | {med[k]:.3f} | {min(times[k]):.3f} | {ratios[k]:.2f} |")
-    lines += ["", "| target | met |", "|---|---|"]
-    lines += [f"| {k} | {'yes' if v else 'NO'} |" for k, v in targets.items()]
+    lines += ["", "| target (issue 18 point 1) | measured | limit | met |", "|---|---:|---:|---|"]
+    lines += [f"| {name} | {v:.3f} {unit} | {lim} | {'met' if targets[name] else 'MISSED'} |"
+              for name, v, lim, unit in checks]
+    lines += ["", f"Compact codecs on the same cache, {compact['threads']} threads, median of "
+              f"{args.reps} interleaved reps (MB/s of bf16 input; ratio = bf16 bytes / stored "
+              "bytes, on this synthetic Gaussian cache; real-KV ratios are in "
+              "lossless_bench.md). MB per CPU-s divides by the process's CPU time (all threads):"
+              " the code's cost apart from waiting for a core on a shared machine.", "",
+              "| path | median ms | MB/s | CPU ms | MB per CPU-s | ratio |",
+              "|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {v['ms']:.1f} | {v['mb_s']:.0f} | {v['cpu_ms']:.1f} | "
+              f"{v['mb_per_cpu_s']:.0f} | {v.get('ratio', '')} |"
+              for k, v in compact["paths"].items()]
+    lines += ["", "| target (issue 18 point 2) | measured MB/s | limit MB/s | met |",
+              "|---|---:|---:|---|"]
+    lines += [f"| {k} | {v:.0f} | {lim} | {'met' if compact['targets_met'][k] else 'MISSED'} |"
+              for k, (v, lim) in compact["target_values"].items()]
     lines += ["", f"Informational (not a target): unverified decode {WARM_REPS} times back to back "
               "(warm caches), with and without `.array()` on every tensor.", "",
               "| path | median ms | min ms |", "|---|---:|---:|"]
@@ -217,6 +253,62 @@ def main() -> None:
         print(json.dumps(result))
     else:
         print("\n".join(lines))
+
+
+def compact_codecs(keys: list[np.ndarray], values: list[np.ndarray], reps: int
+                   ) -> dict[str, Any]:
+    """Lossless codecs and quantization on the cache, each path's medians in one interleaved
+    run; MB/s of bf16 input (the raw KV bytes) on the threads the process may use."""
+    from avp_codec import quant
+
+    msg = build(keys, values)
+    nbytes = sum(t.raw_length for t in msg.tensors)
+    lossless = {"zstd": avp.Codec.ZSTD, "byteplane_zstd": avp.Codec.BYTEPLANE_ZSTD,
+                "floatplane_zstd": avp.Codec.FLOATPLANE_ZSTD}
+    wires = {name: avp.encode(avp.compress_message(msg, c)) for name, c in lossless.items()}
+    quantized = {name: quant.quantize_message(msg, quant.preset(name)) for name in ("int8", "int4")}
+    paths: dict[str, Callable[[], object]] = {}
+    for name, c in lossless.items():
+        paths[f"{name}_encode"] = lambda c=c: avp.compress_message(build(keys, values), c)
+        paths[f"{name}_decode"] = lambda w=wires[name]: [
+            t.array() for t in avp.decode(w).tensors]
+    for name in ("int8", "int4"):
+        paths[f"{name}_quantize"] = lambda n=name: quant.quantize_message(
+            build(keys, values), quant.preset(n))
+        paths[f"{name}_dequantize"] = lambda q=quantized[name]: quant.dequantize_message(q)
+    times: dict[str, list[float]] = {k: [] for k in paths}
+    cpu: dict[str, list[float]] = {k: [] for k in paths}
+    order = list(paths)
+    rnd = random.Random(2)
+    for _ in range(reps):
+        rnd.shuffle(order)
+        for name in order:
+            t0, c0 = time.perf_counter(), time.process_time()
+            paths[name]()
+            times[name].append((time.perf_counter() - t0) * 1e3)
+            cpu[name].append((time.process_time() - c0) * 1e3)
+    out: dict[str, dict[str, Any]] = {}
+    for k, v in times.items():
+        ms = statistics.median(v)
+        cpu_ms = statistics.median(cpu[k])
+        # MB per CPU-second of this process (all its threads): what the code costs, apart from
+        # waiting for a core on a shared machine. Informational; the targets use wall time.
+        out[k] = {"ms": round(ms, 2), "mb_s": round(nbytes / ms / 1e3, 1),
+                  "cpu_ms": round(cpu_ms, 2), "mb_per_cpu_s": round(nbytes / cpu_ms / 1e3, 1)}
+        codec = k.rsplit("_", 1)[0]
+        if codec in wires and k.endswith("_encode"):
+            out[k]["ratio"] = round(nbytes / len(wires[codec]), 4)
+    limits = {"int8_quantize_ge_1000": ("int8_quantize", 1000),
+              "int4_quantize_ge_700": ("int4_quantize", 700),
+              "int8_dequantize_ge_1500": ("int8_dequantize", 1500),
+              "int4_dequantize_ge_1500": ("int4_dequantize", 1500)}
+    for name in lossless:
+        limits[f"{name}_encode_ge_400"] = (f"{name}_encode", 400)
+        limits[f"{name}_decode_ge_800"] = (f"{name}_decode", 800)
+    values_ = {k: (out[p]["mb_s"], lim) for k, (p, lim) in limits.items()}
+    return {"threads": len(os.sched_getaffinity(0)), "bytes": nbytes, "paths": out,
+            "target_values": values_,
+            "targets_met": {k: v >= lim for k, (v, lim) in values_.items()}}
 
 
 if __name__ == "__main__":

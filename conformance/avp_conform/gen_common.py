@@ -39,7 +39,7 @@ KIND_NAMES = {v: k for k, v in KINDS.items()}
 DTYPES = {"float32": 1, "float16": 2, "bfloat16": 3, "float8_e4m3fn": 4, "float8_e5m2": 5,
           "int8": 6, "uint8": 7, "int4": 8, "uint4": 9, "uint2": 10, "int32": 11, "int64": 12}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
-CODEC_NAMES = {0: "raw", 1: "zstd", 2: "byteplane_zstd"}
+CODEC_NAMES = {0: "raw", 1: "zstd", 2: "byteplane_zstd", 3: "floatplane_zstd"}
 ROLES = {"KEY": 1, "VALUE": 2, "LATENT_KV": 3, "CONV_STATE": 4, "SSM_STATE": 5,
          "HIDDEN_STATE": 16, "TOKEN_IDS": 17, "POSITIONS": 18, "ATTENTION_MASK": 19,
          "QUANT_SCALE": 32, "QUANT_ZERO_POINT": 33}

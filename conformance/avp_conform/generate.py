@@ -24,6 +24,7 @@ from avp_codec import quant
 from . import (
     gen_dequant,
     gen_extra,
+    gen_floatplane,
     gen_invalid_content,
     gen_invalid_framing,
     gen_invalid_quant,
@@ -81,7 +82,8 @@ LEVELS_FOR_FEATURE = {"unverified": "optional", "handshake": "required"}
 def all_cases() -> list[CaseDef]:
     return (gen_valid.cases() + gen_invalid_framing.cases() + gen_invalid_content.cases()
             + gen_invalid_quant.cases() + gen_extra.cases() + gen_model.cases()
-            + gen_pins.cases() + gen_json.cases() + gen_dequant.cases())
+            + gen_pins.cases() + gen_json.cases() + gen_dequant.cases()
+            + gen_floatplane.cases())
 
 
 def _resolve(fault: str | None, built: Built) -> int | None:

@@ -1,24 +1,28 @@
-"""An AVP agent process: handshake, then hand work over in the negotiated mode.
+"""An AVP agent process over HTTP (spec/avp-http.md): handshake, then hand work over in the
+negotiated mode.
 
-    python -m avp_runtime.agent serve --model smollm2     # prints "AVP-AGENT LISTENING <port>"
-    python -m avp_runtime.agent send  --model smollm2 --port P --prompt "..." [--target gemma]
+    python -m avp_runtime.agent serve --model smollm2 --port 0   # "AVP-AGENT LISTENING <port>"
+    python -m avp_runtime.agent send  --model smollm2 --url http://127.0.0.1:P/avp/v1 \\
+        --prompt "..." [--target gemma]
 
-A session (one connection) carries one length-prefixed AVP message per frame (transport.py) and,
-as spec 14.2 / R-14.6 require, only the negotiated mode's payloads after the handshake:
+The responder is an ``avp_http`` server (hypercorn: HTTP/1.1, h2c, h2 over TLS) hosting an
+``AgentReceiver``; the initiator is an ``avp_http.AvpClient`` (HTTP/2). One exchange:
 
-    initiator -> HELLO            responder -> ACCEPT (or ERROR, and the session ends)
-    initiator -> one payload:
+    initiator  POST handshake  HELLO          responder  ACCEPT + AVP-Session (or a problem)
+    initiator  POST deliver    one payload:   responder  200 {"answer": ...} (or a problem)
         KV_CACHE      its context after reading the question and `steps` latent steps
         HIDDEN_STATE  (PROJECTION) its last hidden state projected into the responder's input
                       space, with TOKEN_IDS = the question in the responder's tokenizer
         TEXT          the question and the answer it decoded as text
-    initiator half-closes; the responder consumes the payload, prints
-    "AVP-AGENT ANSWER {json}" and closes, or sends ERROR with the refusal's code.
 
-The initiator is the sender: a projection is computed by the side that holds the source model and
-the target's embeddings (R-14.9), so `--target` names a local copy of the peer's model. A received
-payload is checked against the negotiated mode, this agent's own capabilities and its own model
-identity whatever the peer claims to have checked (R-14.6-14.8); every socket read has a timeout.
+Before sending a payload the initiator asks whether the responder already stores those exact
+bytes (HEAD messages/{digest}) and then delivers by reference instead (R-H2.10): a repeated
+handoff costs no transfer. The initiator is the sender: a projection is computed by the side that
+holds the source model and the target's embeddings (R-14.9), so `--target` names a local copy of
+the peer's model. The responder checks a payload against the negotiated mode, its own
+capabilities and its own model identity whatever the peer claims to have checked (R-14.6-14.8):
+the binding does the mode and capability checks as the HEADER and each tensor arrive, the
+receiver's MODEL_ID check runs at the HEADER, and the model runs only after the end event.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import avp_http
 import torch
 
 import avp_codec as avp
@@ -39,10 +44,10 @@ from . import identity, models
 from . import projection as proj
 from ._msg import build
 from .connector import Connector
-from .transport import DEFAULT_TIMEOUT, FramedSocket, listen
 
 M = avp.MetaKey
 MAX_MESSAGE = 1 << 31
+DEFAULT_TIMEOUT = 300.0
 
 
 def load_connector(name: str) -> Connector:
@@ -88,41 +93,6 @@ class Agent:
 
     # ------------------------------------------------------------------ responder
 
-    def serve(self, conn: FramedSocket) -> list[dict[str, Any]]:
-        """One session as responder; returns what it answered (also printed by the CLI)."""
-        try:
-            hello, _ = conn.recv_message()
-        except avp.AvpError as e:  # R-14.2 state machine: a decoding error ends it with ERROR
-            conn.send_message(hs.error_message(e.code, e.detail, self.name))
-            return []
-        reply, res = hs.Responder(self.local).handle_hello(hello)
-        conn.send_message(reply)
-        if res is None:
-            return []
-        self.log.append(f"negotiated {res.mode.name} with {res.peer.agent_name}")
-        answers = []
-        for _ in range(1000):  # bounded: a session carries a handful of payloads
-            try:
-                data = conn.recv()
-            except EOFError:
-                break
-            try:
-                msg = avp.decode(data)
-                if msg.kind == avp.Kind.ERROR:
-                    self.log.append(f"peer reported {msg.get(M.ERROR_CODE)!r}")
-                    continue
-                assert res.offered is not None
-                avp.check_payload(msg, res.mode, res.offered, len(data))
-                t0 = time.perf_counter()
-                text = self.answer(msg)
-            except avp.AvpError as e:
-                conn.send_message(hs.error_message(e.code, e.detail, self.name))
-                break
-            answers.append({"mode": res.mode.name, "peer": res.peer.agent_name,
-                            "payload_bytes": len(data), "answer": text,
-                            "seconds": round(time.perf_counter() - t0, 3)})
-        return answers
-
     def answer(self, msg: avp.Message) -> str:
         c = self.connector
         if msg.kind == avp.Kind.KV_CACHE:
@@ -138,38 +108,34 @@ class Agent:
 
     # ------------------------------------------------------------------ initiator
 
-    def handshake(self, conn: FramedSocket) -> hs.Resolution:
+    def handshake(self, client: avp_http.AvpClient) -> hs.Resolution:
+        """HELLO, then our own check of the ACCEPT (R-14.2); a refused ACCEPT is reported to
+        the peer as an ERROR in the session before the error is raised here."""
         init = hs.Initiator(self.local)
-        conn.send_message(init.hello())
-        accept, _ = conn.recv_message()
+        accept = client.handshake(init.hello())
         try:
             return init.handle_accept(accept)
         except avp.AvpError as e:
-            if accept.kind != avp.Kind.ERROR:  # tell the peer why we hang up
-                conn.send_message(hs.error_message(e.code, e.detail, self.name))
+            client.deliver(hs.error_message(e.code, e.detail, self.name))
             raise
 
-    def send(self, conn: FramedSocket, question: str) -> dict[str, Any]:
-        """One task as initiator: handshake, one payload, then wait for the peer to finish."""
-        res = self.handshake(conn)
+    def send(self, client: avp_http.AvpClient, question: str) -> dict[str, Any]:
+        """One task as initiator: handshake, one payload, the responder's answer."""
+        res = self.handshake(client)
         t0 = time.perf_counter()
         payload = self.payload(res, question)
         # The peer's capabilities and size limit bind what we send (R-14.6, R-14.7).
         assert res.peer_message is not None
         avp.check_payload(avp.decode(payload, verify=False), res.mode, res.peer_message,
                           len(payload))
-        conn.send(payload)
-        conn.finish_sending()
-        try:  # the peer closes once it has consumed the payload, or says why it refused it
-            reply, _ = conn.recv_message()
-        except EOFError:
-            reply = None
-        if reply is not None and reply.kind == avp.Kind.ERROR:
-            code = avp.ErrorCode(int(reply.get(M.ERROR_CODE)))  # type: ignore[arg-type]
-            raise avp.AvpError(code, f"peer refused the payload: {reply.get(M.ERROR_TEXT)!s}")
+        digest = avp_http.message_digest(payload)
+        by_reference = client.has(digest)  # the peer already holds these bytes: skip them
+        reply = client.deliver_reference(digest) if by_reference else client.deliver(payload)
+        answer = reply.json()
         return {"mode": res.mode.name, "peer": res.peer.agent_name,
                 "shared_vocab": res.shared_vocab, "peer_shared_vocab": res.peer.shared_vocab_size,
-                "payload_bytes": len(payload), "seconds": round(time.perf_counter() - t0, 3)}
+                "payload_bytes": len(payload), "by_reference": by_reference,
+                "answer": answer.get("answer"), "seconds": round(time.perf_counter() - t0, 3)}
 
     def payload(self, res: hs.Resolution, question: str) -> bytes:
         c = self.connector
@@ -196,6 +162,56 @@ class Agent:
         return avp.encode(build(avp.Kind.TEXT, {M.TEXT: text, M.TEXT_ROLE: "user"}))
 
 
+class AgentReceiver(avp_http.Receiver):
+    """An ``Agent`` as the responder of the HTTP binding.
+
+    The handshake is the runtime's own (hs.Responder: CAP_MODES and, for PROJECTION between
+    different tokenizers, its VOCABULARY in ACCEPT, R-14.10); a refusal becomes the problem of
+    its code. Deliveries run the model one at a time (``concurrent_deliveries = 1``) and answer
+    ``{"mode", "peer", "payload_bytes", "answer", "seconds"}``; each answer is also printed as
+    ``AVP-AGENT ANSWER {json}`` for whoever watches the process. Delivered payloads are kept in
+    the server's store, so a peer that hands over the same bytes again sends only their digest.
+    """
+
+    keep_deliveries = True
+    concurrent_deliveries = 1
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.name = agent.name
+        self.model_id = agent.connector.model_id
+        self.tokenizer_id = agent.connector.tokenizer_id
+        self.modes = agent.modes
+
+    def negotiate(self, hello: avp.Message, max_message_bytes: int) -> avp_http.Negotiated:
+        reply, res = hs.Responder(self.agent.local).handle_hello(hello)
+        if res is None:  # the runtime answered ERROR: the binding answers its problem
+            code = avp.ErrorCode(int(reply.get(M.ERROR_CODE)))  # type: ignore[arg-type]
+            raise avp.AvpError(code, str(reply.get(M.ERROR_TEXT) or "handshake refused"))
+        self.agent.log.append(f"negotiated {res.mode.name} with {res.peer.agent_name}")
+        return avp_http.Negotiated(reply, res.mode, reply, res)
+
+    def deliver(self, session: avp_http.Session, msg: avp.Message,
+                info: avp_http.Delivery) -> avp_http.Answer:
+        t0 = time.perf_counter()
+        text = self.agent.answer(msg)
+        peer = session.state.peer.agent_name if session.state is not None else None
+        out = {"mode": session.mode.name, "peer": peer, "payload_bytes": info.length,
+               "by_reference": info.by_reference, "answer": text,
+               "seconds": round(time.perf_counter() - t0, 3)}
+        print(f"AVP-AGENT ANSWER {json.dumps(out)}", flush=True)
+        return avp_http.Answer.json(out)
+
+
+def receiver_for_model(model: str, *, name: str | None = None, threads: int = 1,
+                       modes: tuple[int, ...] = hs.ALL_MODES, max_new_tokens: int = 24
+                       ) -> avp_http.Receiver:
+    """What ``avp-serve --model NAME`` serves."""
+    torch.set_num_threads(threads)
+    return AgentReceiver(Agent(load_connector(model), name or f"serve:{model}", modes=modes,
+                               max_new_tokens=max_new_tokens))
+
+
 # ---------------------------------------------------------------------- CLI
 
 
@@ -211,49 +227,47 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default=models.DEFAULT_MODEL)
     ap.add_argument("--name", default=None)
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--port", type=int, default=0, help="serve: 0 lets the OS pick (printed)")
+    ap.add_argument("--url", help="send: the responder's base URL (default: --host/--port)")
+    ap.add_argument("--http1", action="store_true", help="send: HTTP/1.1 instead of HTTP/2")
     ap.add_argument("--modes", default="kv,projection,text")
-    ap.add_argument("--sessions", type=int, default=1, help="serve: sessions before exiting")
     ap.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT)
     ap.add_argument("--prompt", default="What is 2 + 3?")
     ap.add_argument("--target", action="append", default=[],
                     help="send: a local copy of a peer model to project onto (repeatable)")
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--instruction", default=Agent.instruction,
+                    help="serve: what the agent asks its model after an imported KV-cache")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 keeps two agents on a 2-core machine from thrashing)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     agent = Agent(load_connector(args.model), args.name or f"{args.command}:{args.model}",
                   modes=_modes(args.modes), max_new_tokens=args.max_new_tokens,
-                  steps=args.steps, targets=[load_connector(t) for t in args.target])
+                  steps=args.steps, targets=[load_connector(t) for t in args.target],
+                  instruction=args.instruction)
     if args.command == "serve":
-        srv = listen(args.host, args.port)
-        srv.settimeout(args.timeout)
-        print(f"AVP-AGENT LISTENING {srv.getsockname()[1]}", flush=True)
-        try:
-            for _ in range(args.sessions):
-                sock, _addr = srv.accept()
-                conn = FramedSocket(sock, max_frame=MAX_MESSAGE, timeout=args.timeout)
-                try:
-                    for a in agent.serve(conn):
-                        print(f"AVP-AGENT ANSWER {json.dumps(a)}", flush=True)
-                finally:
-                    conn.close()
-                for line in agent.log:
-                    print(f"AVP-AGENT {line}", file=sys.stderr, flush=True)
-        finally:
-            srv.close()
+        cfg = avp_http.ServerConfig(
+            limits=avp.Limits(max_message_bytes=MAX_MESSAGE, max_tensor_bytes=1 << 30,
+                              max_buffer_bytes=1 << 30),
+            answer_timeout=args.timeout)
+        app = avp_http.AvpApp(AgentReceiver(agent), cfg)
+        avp_http.serve(app, args.host, args.port, ready=lambda port: print(
+            f"AVP-AGENT LISTENING {port}", flush=True))
+        for line in agent.log:
+            print(f"AVP-AGENT {line}", file=sys.stderr, flush=True)
         return 0
-    conn = FramedSocket.connect(args.host, args.port, max_frame=MAX_MESSAGE,
-                                timeout=args.timeout, retry_for=args.timeout)
-    try:
-        result = agent.send(conn, args.prompt)
-    except avp.AvpError as e:
-        print(json.dumps({"error": e.code.name, "code": int(e.code), "detail": e.detail}))
-        return 2
-    finally:
-        conn.close()
+    url = args.url or f"http://{args.host}:{args.port}/avp/v1"
+    with avp_http.AvpClient(url, http2=not args.http1, timeout=args.timeout) as client:
+        try:
+            result = agent.send(client, args.prompt)
+        except avp.AvpError as e:
+            print(json.dumps({"error": e.code.name, "code": int(e.code), "detail": e.detail}))
+            return 2
+        except avp_http.HttpProblem as e:
+            print(json.dumps({"error": e.slug, "status": e.status, "detail": e.detail}))
+            return 2
     print(json.dumps(result))
     return 0
 

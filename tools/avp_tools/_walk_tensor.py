@@ -66,6 +66,9 @@ def tensor_descriptor(ctx: Ctx, ordinal: int, start: int, b0: int, b1: int) -> T
     if t.codec == 2 and dt is not None and dt.bits not in (16, 32, 64):
         ctx.issue("CODEC_DTYPE", b0 + 11, f"{sec}.codec", "R-7.9",
                   f"byteplane_zstd needs a 16/32/64-bit dtype, {dt.name} has {dt.bits} bits")
+    if t.codec == 3 and dt is not None and dt.name not in ("float32", "float16", "bfloat16"):
+        ctx.issue("CODEC_DTYPE", b0 + 11, f"{sec}.codec", "R-7.16",
+                  f"floatplane_zstd needs float32, float16 or bfloat16, not {dt.name}")
     _placement(ctx, t, b0)
     _quant(ctx, t, b0)
     _tokens(ctx, t, b0)
@@ -334,6 +337,8 @@ def _check_codec(ctx: Ctx, t: TensorInfo) -> None:
     last: int | None = data[-1] if t.codec == 0 and len(data) else None
     if t.codec in (1, 2):
         last = _check_frame(ctx, t, data)
+    elif t.codec == 3:
+        _check_floatplane(ctx, t, data)
     dt = S.DTYPES.get(t.dtype)
     if last is not None and dt is not None and dt.bits < 8:
         used = (_elements(t.shape) * dt.bits) % 8
@@ -421,6 +426,24 @@ def _check_frame(ctx: Ctx, t: TensorInfo, data: memoryview) -> int | None:
     # For byteplane_zstd the last decompressed byte is not the last raw byte, but the codec
     # only carries 16/32/64-bit dtypes, which have no packed tail to check.
     return last if t.codec == 1 else None
+
+
+def _check_floatplane(ctx: Ctx, t: TensorInfo, data: memoryview) -> None:
+    """floatplane_zstd (spec 7.3.1): the codec's own decoder checks the frame and R-7.17 (its
+    streams are not byte planes a walker could check in passing); its error becomes the issue."""
+    import avp_codec as avp
+    from avp_codec import _codecs
+
+    dt = S.DTYPES.get(t.dtype)
+    if dt is None or dt.name not in ("float32", "float16", "bfloat16"):
+        return  # CODEC_DTYPE was reported with the descriptor
+    try:
+        _codecs.decompress(data, avp.Codec.FLOATPLANE_ZSTD, t.raw_length,
+                           avp.Dtype[dt.name.upper()], tuple(t.shape))
+    except avp.AvpError as exc:
+        ctx.issue(exc.code.name, t.data_offset, f"tensor[{t.ordinal}].data",
+                  "R-7.17" if exc.code == avp.ErrorCode.DECOMPRESSION_FAILED else "R-7.13",
+                  exc.detail)
 
 
 def cross_checks(ctx: Ctx) -> None:
