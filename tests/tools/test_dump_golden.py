@@ -5,8 +5,8 @@ a change in avp-dump's output, to be reviewed and then accepted by regenerating:
 
     AVP_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/tools/test_dump_golden.py
 
-Colour is off (CliRunner is no terminal).  The --issues goldens leave out the reference-decoder
-line (--no-reference) so that they pin avp-dump alone.
+Colour is off (CliRunner is no terminal).  The --issues goldens have no reference-decoder line
+(it comes only with --reference), so that they pin avp-dump alone.
 """
 
 from __future__ import annotations
@@ -56,8 +56,8 @@ def _render() -> dict[str, dict[str, str]]:
     """golden file name -> {entry key -> text}."""
     cases = _cases()
     summary = {_key(c): _dump(_rel(c)) for c in cases if c["result"] != "invalid"}
-    issues = {_key(c): _dump(_rel(c), "--issues", "--no-reference") for c in cases}
-    issues_json = {_key(c): _dump(_rel(c), "--issues", "--no-reference", "--json")
+    issues = {_key(c): _dump(_rel(c), "--issues") for c in cases}
+    issues_json = {_key(c): _dump(_rel(c), "--issues", "--json")
                    for c in cases if c["result"] != "valid"}
     q = "conformance/vectors/valid/12__affine-int4-groups-zero-point.avp"
     bp = "conformance/vectors/valid/7.3__byteplane_zstd-bfloat16.avp"

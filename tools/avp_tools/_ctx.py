@@ -4,28 +4,37 @@ from __future__ import annotations
 
 import mmap
 import struct
+from collections.abc import Callable
+
+import avp_codec as avp
 
 from ._model import Issue, Span, SpanKind, Walk
-from ._spec import ERR, Limits
+from ._spec import ERR, SPEC_OF, Limits
 
 # A broken file can produce one issue per tensor; past this many the rest are only counted, so a
 # hostile input cannot make the report itself unbounded.
 MAX_ISSUES = 1000
+# Unknown skippable sections are counted; the first this many are also listed.
+SKIPPED_KEPT = 1000
 
 BufferLike = bytes | bytearray | memoryview | mmap.mmap
+SpanSink = Callable[[Span], None]
 
 _FMT = {1: "<B", 2: "<H", 4: "<I", 8: "<Q"}
 
 
 class Ctx:
-    def __init__(self, buf: BufferLike, limits: Limits, verify_data: bool, record_spans: bool):
+    def __init__(self, buf: BufferLike, limits: Limits, verify_data: bool,
+                 sink: SpanSink | None):
         self.buf = memoryview(buf).cast("B")
         self.n = len(self.buf)
         self.limits = limits
         self.verify_data = verify_data
-        self.walk = Walk(size=self.n, spans=[] if record_spans else None)
+        self.walk = Walk(size=self.n)
         self.walk.data_verified = verify_data
-        self.quant_refs: dict[int, int] = {}  # parameter tensor -> the tensor that uses it
+        # Spans go to the sink as they are found, in offset order (the walker records them
+        # front to back), so --map / --hex print as they walk and hold nothing.
+        self.sink = sink
 
     # -- findings -------------------------------------------------------------------------------
     def issue(self, name: str, offset: int | None, path: str, spec: str, message: str) -> None:
@@ -35,11 +44,15 @@ class Ctx:
             return
         w.issues.append(Issue(ERR[name], offset, path, spec, message))
 
+    def error(self, exc: avp.AvpError) -> None:
+        """Record an error raised by one of the codec's own checks, exactly as it reports it."""
+        self.issue(exc.code.name, exc.offset, exc.path, SPEC_OF.get(exc.code.name, "17"),
+                   exc.detail)
+
     def span(self, start: int, size: int, path: str, section: str, spec: str,
              kind: SpanKind = SpanKind.FIELD, value: object = None) -> None:
-        spans = self.walk.spans
-        if spans is not None and size > 0:
-            spans.append(Span(start, start + size, path, section, spec, kind, value))
+        if self.sink is not None and size > 0:
+            self.sink(Span(start, start + size, path, section, spec, kind, value))
 
     # -- reading --------------------------------------------------------------------------------
     def uint(self, off: int, size: int) -> int:
@@ -52,27 +65,26 @@ class Ctx:
         self.span(off, size, path, section, spec, SpanKind.FIELD, value)
         return value
 
-    def reserved(self, off: int, size: int, path: str, section: str, spec: str) -> None:
-        """A reserved field: must be zero (R-1.2)."""
-        raw = bytes(self.buf[off:off + size])
-        self.span(off, size, path, section, spec, SpanKind.FIELD, raw)
-        if any(raw):
-            self.issue("RESERVED_NONZERO", off, path, "R-1.2",
-                       f"reserved field is {raw.hex()}, must be zero")
-
-    def padding(self, off: int, size: int, path: str, section: str, spec: str) -> None:
-        """Zero padding (R-1.3).  Checked in chunks so a big pad never becomes one big copy."""
-        if size <= 0:
-            return
-        self.span(off, size, path, section, spec, SpanKind.PADDING)
+    def nonzero_at(self, off: int, size: int) -> int | None:
+        """Offset of the first nonzero byte in [off, off + size), read in 64 KiB pieces so a
+        large pad is never copied whole; None when all are zero."""
         chunk = 1 << 16
         for start in range(off, off + size, chunk):
             piece = self.buf[start:min(off + size, start + chunk)]
-            if any(piece):
-                first = start + next(i for i, b in enumerate(piece) if b)
-                self.issue("NONZERO_PADDING", first, path, "R-1.3",
-                           f"padding byte at offset {first} is {self.buf[first]:#04x}")
-                return
+            if int.from_bytes(piece, "little"):
+                return start + next(i for i, b in enumerate(piece) if b)
+        return None
+
+    def padding(self, off: int, size: int, path: str, section: str, spec: str,
+                issue_path: str = "") -> None:
+        """Zero padding (R-1.3), reported at its first byte as the decoder does."""
+        if size <= 0:
+            return
+        self.span(off, size, path, section, spec, SpanKind.PADDING)
+        first = self.nonzero_at(off, size)
+        if first is not None:
+            self.issue("NONZERO_PADDING", off, issue_path, "R-1.3",
+                       f"padding byte at offset {first} is {self.buf[first]:#04x}")
 
     def have(self, off: int, size: int) -> bool:
         return off + size <= self.n

@@ -1,11 +1,15 @@
-"""The default text view: a header-only summary built from a Walk (no tensor data is read)."""
+"""The default text view: a header-only summary built from a Walk (no tensor data is read).
+
+Lines are produced one at a time; tables take two passes over their records (one for the column
+widths, one to print), so no table is ever held as text.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from . import _spec as S
-from ._model import EntryInfo, Issue, TensorInfo, Walk
+from ._model import EntryInfo, Issue, Preview, TensorInfo, Walk
 
 Style = Callable[[str, str], str]  # (text, role) -> text; role in "head", "bad", "ok", "dim"
 
@@ -16,50 +20,79 @@ def plain(text: str, role: str) -> str:
     return text
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 entry``, ``2 entries``: a count with its noun."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
 def table(rows: Sequence[Sequence[str]], right: frozenset[int] = frozenset()) -> list[str]:
     """Left-aligned columns (right-aligned for the column numbers in ``right``)."""
-    if not rows:
-        return []
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    out = []
-    for r in rows:
+    return list(stream_table(lambda: iter(rows), right))
+
+
+def stream_table(rows: Callable[[], Iterator[Sequence[str]]],
+                 right: frozenset[int] = frozenset()) -> Iterator[str]:
+    """A table from a row source called twice: once for the widths, once to print."""
+    widths: list[int] = []
+    for r in rows():
+        if not widths:
+            widths = [0] * len(r)
+        for i, c in enumerate(r):
+            if len(c) > widths[i]:
+                widths[i] = len(c)
+    for r in rows():
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
                  enumerate(zip(r, widths, strict=True))]
-        out.append("  " + "  ".join(cells).rstrip())
-    return out
+        yield "  " + "  ".join(cells).rstrip()
 
 
 def fmt_value(e: EntryInfo, limit: int = 64) -> str:
     v = e.value
+    if isinstance(v, Preview):  # a large value: its prefix, shown like a small one
+        if isinstance(v.head, str):
+            return repr(v.head[:limit])[:-1] + "...'" + f" ({v.count} chars)"
+        if isinstance(v.head, tuple):
+            return fmt_value(EntryInfo(e.offset, e.key, e.flags, e.vtype, e.length,
+                                       e.value_offset, v.head), limit)[:-1] + \
+                f", ... ({v.count:,} values)]"
+        head = v.head if isinstance(v.head, (bytes, bytearray)) else b""
+        return f"{bytes(head)[:limit // 2].hex()}... ({v.length} bytes)"
     if e.key == 64 and isinstance(v, int):
         return f"{v} ({S.error_name(v)})"
     if e.key == 54 and isinstance(v, int):
         return f"{v} ({S.MODE_NAMES.get(v, '?')})"
     if e.key == 49 and isinstance(v, tuple):
-        return "[" + ", ".join(f"{x >> 16}.{x & 0xFFFF}" for x in v) + "]"
+        return _list(v, lambda x: f"{x >> 16}.{x & 0xFFFF}")
     if e.key in (50, 51, 52) and isinstance(v, tuple):
-        table = {50: {c: i.name for c, i in S.DTYPES.items()}, 51: S.CODEC_NAMES,
+        names = {50: {c: i.name for c, i in S.DTYPES.items()}, 51: S.CODEC_NAMES,
                  52: S.MODE_NAMES}[e.key]
-        return "[" + ", ".join(table.get(x, f"?{x}") for x in v) + "]"
+        return _list(v, lambda x: names.get(x, f"?{x}"))
+    if isinstance(v, tuple):
+        return _list(v, str)
     if isinstance(v, bytes):
         if e.key in _ID_KEYS and len(v) <= 64:
             return v.hex()
         text = v[:limit // 2].hex()
         return f"{text}... ({len(v)} bytes)" if len(v) > limit // 2 else text
     if isinstance(v, str):
-        r = repr(v)
-        return r if len(r) <= limit else r[:limit - 4] + "...'" + f" ({len(v)} chars)"
+        r = repr(v[:limit])
+        return r if len(v) <= limit else r[:-1] + "...'" + f" ({len(v)} chars)"
     return str(v)
+
+
+def _list(v: tuple[int, ...], name: Callable[[int], str], most: int = 16) -> str:
+    shown = ", ".join(name(x) for x in v[:most])
+    return f"[{shown}, ... ({len(v):,} values)]" if len(v) > most else f"[{shown}]"
 
 
 def issue_lines(issues: Sequence[Issue], dropped: int, style: Style) -> list[str]:
     rows = [["code", "name", "offset", "spec", "field", "problem"]]
-    rows += [[f"{i.code}", i.name, "-" if i.offset is None else str(i.offset), i.spec, i.path,
-              i.message] for i in issues]
+    rows += [[f"{i.code}", i.name, "-" if i.offset is None else str(i.offset), i.spec,
+              i.path or "-", i.message] for i in issues]
     lines = table(rows, right=frozenset({0, 2}))
     lines = lines[:1] + [style(line, "bad") for line in lines[1:]]
     if dropped:
-        lines.append(f"  ... and {dropped} more issues not listed")
+        lines.append(f"  ... and {plural(dropped, 'more issue')} not listed")
     return lines
 
 
@@ -77,68 +110,76 @@ def _tensor_row(t: TensorInfo, layers: int) -> list[str]:
             str(t.data_offset) if t.data_offset >= 0 else "-", t.crc_status]
 
 
-def summary(w: Walk, name: str, style: Style = plain) -> list[str]:
-    out: list[str] = []
+def status(w: Walk, style: Style) -> str:
+    if w.issues or w.issues_dropped:
+        n = len(w.issues) + w.issues_dropped
+        return style(f"INVALID ({plural(n, 'issue')})", "bad")
+    if not w.complete:
+        return style("INCOMPLETE", "bad")
+    if w.data_verified:
+        return style("valid", "ok")
+    return style("structure valid (tensor data not read; --verify checks it)", "ok")
 
+
+def summary(w: Walk, name: str, style: Style = plain) -> Iterator[str]:
     def h(text: str) -> str:
         return style(text, "head")
 
     version = "?" if w.major is None else f"{w.major}.{w.minor}"
     kind = "?" if w.kind is None else f"{S.KIND_NAMES.get(w.kind, 'UNKNOWN')} ({w.kind})"
-    if w.issues or w.issues_dropped:
-        n = len(w.issues) + w.issues_dropped
-        status = style(f"INVALID ({n} issue{'' if n == 1 else 's'})", "bad")
-    elif not w.complete:
-        status = style("INCOMPLETE", "bad")
-    elif w.data_verified:
-        status = style("valid", "ok")
-    else:
-        status = style("structure valid (tensor data not read; --verify checks it)", "ok")
-    out.append(f"{h('file')}     {name}  ({w.size:,} bytes)")
-    out.append(f"{h('format')}   AVP {version}   {h('kind')} {kind}   {h('status')} {status}")
+    yield f"{h('file')}     {name}  ({w.size:,} bytes)"
+    yield f"{h('format')}   AVP {version}   {h('kind')} {kind}   {h('status')} {status(w, style)}"
     parts = []
     if w.header_offset is not None:
         parts.append(f"header @{w.header_offset}")
-    parts.append(f"{len(w.tensors)} tensor sections")
-    if w.skipped_sections:
-        parts.append(f"{len(w.skipped_sections)} skipped unknown sections")
+    parts.append(plural(len(w.tensors), "tensor section"))
+    if w.skipped_count:
+        parts.append(plural(w.skipped_count, "unknown section"))
     if w.index is not None:
         parts.append(f"index @{w.index.offset}" + (" +auth tag" if w.index.auth_tag else ""))
     if w.trailer_offset is not None:
         parts.append(f"trailer @{w.trailer_offset}")
-    out.append(f"{h('layout')}   " + ", ".join(parts))
+    yield f"{h('layout')}   " + ", ".join(parts)
     ids = [e for e in w.entries if e.key in _ID_KEYS and isinstance(e.value, bytes)]
     if ids:
-        out.append("")
-        out.append(h("identities"))
-        out += table([[S.key_name(e.key), fmt_value(e)] for e in ids])
-    out.append("")
-    out.append(h(f"metadata ({len(w.entries)} entries)"))
-    rows = [["key", "name", "type", "crit", "value"]]
-    rows += [[str(e.key), S.key_name(e.key), S.VALUE_TYPE_NAMES.get(e.vtype, f"?{e.vtype}"),
-              "C" if e.flags & 1 else "", fmt_value(e)] for e in w.entries]
-    out += table(rows, right=frozenset({0}))
-    out.append("")
-    out.append(h(f"layers ({len(w.layers)})"))
+        yield ""
+        yield h("identities")
+        yield from table([[S.key_name(e.key), fmt_value(e)] for e in ids])
+    yield ""
+    yield h(f"metadata ({plural(len(w.entries), 'entry', 'entries')})")
+
+    def entry_rows() -> Iterator[list[str]]:
+        yield ["key", "name", "type", "crit", "value"]
+        for e in w.entries:
+            yield [str(e.key), S.key_name(e.key), S.VALUE_TYPE_NAMES.get(e.vtype, f"?{e.vtype}"),
+                   "C" if e.flags & 1 else "", fmt_value(e)]
+
+    yield from stream_table(entry_rows, right=frozenset({0}))
+    yield ""
+    yield h(f"layers ({len(w.layers):,})")
     if w.layers:
-        rows = [["#", "index", "kind", "window", "token_start", "token_count"]]
-        rows += [[str(j), str(la.layer_index), S.LAYER_KIND_NAMES.get(la.layer_kind, "?"),
-                  str(la.window), str(la.token_start), str(la.token_count)]
-                 for j, la in enumerate(w.layers)]
-        out += table(rows, right=frozenset({0, 1, 3, 4, 5}))
-    out.append("")
-    out.append(h(f"tensors ({len(w.tensors)})"))
+        def layer_rows() -> Iterator[list[str]]:
+            yield ["#", "index", "kind", "window", "token_start", "token_count"]
+            for j, la in enumerate(w.layers):
+                yield [str(j), str(la.layer_index), S.LAYER_KIND_NAMES.get(la.layer_kind, "?"),
+                       str(la.window), str(la.token_start), str(la.token_count)]
+
+        yield from stream_table(layer_rows, right=frozenset({0, 1, 3, 4, 5}))
+    yield ""
+    yield h(f"tensors ({len(w.tensors):,})")
     if w.tensors:
-        rows = [["#", "layer", "role", "dtype", "codec", "shape", "layout", "tok0", "stored",
-                 "raw", "data@", "crc"]]
-        rows += [_tensor_row(t, len(w.layers)) for t in w.tensors]
-        out += table(rows, right=frozenset({0, 7, 8, 9, 10}))
-    out += _totals(w, h)
+        def tensor_rows() -> Iterator[list[str]]:
+            yield ["#", "layer", "role", "dtype", "codec", "shape", "layout", "tok0", "stored",
+                   "raw", "data@", "crc"]
+            for t in w.tensors:
+                yield _tensor_row(t, len(w.layers))
+
+        yield from stream_table(tensor_rows, right=frozenset({0, 7, 8, 9, 10}))
+    yield from _totals(w, h)
     if w.issues or w.issues_dropped:
-        out.append("")
-        out.append(h("issues") + " (--issues for the full check with tensor data)")
-        out += issue_lines(w.issues, w.issues_dropped, style)
-    return out
+        yield ""
+        yield h("issues") + " (--issues for the full check with tensor data)"
+        yield from issue_lines(w.issues, w.issues_dropped, style)
 
 
 def _totals(w: Walk, h: Callable[[str], str]) -> list[str]:

@@ -18,8 +18,10 @@ from contextlib import contextmanager
 from typing import BinaryIO
 
 from ._ctx import BufferLike
+from ._spec import Limits
 
 _SPOOL_CHUNK = 1 << 20
+_MAX_SPOOL = Limits().max_message_bytes + 1
 
 
 class InputError(Exception):
@@ -72,11 +74,15 @@ def _open_stream(stream: BinaryIO) -> Iterator[BufferLike]:
             _close(buf)
         return
     with tempfile.TemporaryFile(prefix="avp-dump-") as spool:
-        while True:
-            chunk = stream.read(_SPOOL_CHUNK)
+        # An endless stream (/dev/zero, a runaway producer) stops one byte past the spec's
+        # max_message_bytes: enough for the walker to report LIMIT_MESSAGE, as decode would.
+        left = _MAX_SPOOL
+        while left > 0:
+            chunk = stream.read(min(_SPOOL_CHUNK, left))
             if not chunk:
                 break
             spool.write(chunk)
+            left -= len(chunk)
         spool.flush()
         buf = _map_fd(spool.fileno())
         try:

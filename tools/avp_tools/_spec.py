@@ -1,8 +1,9 @@
-"""Spec tables the lenient walker needs, as plain dicts keyed by registry code.
+"""Spec tables avp-dump needs, as plain dicts keyed by registry code.
 
-The walker has to describe files the codec refuses, so it cannot use the codec's decoder; but it
-takes every registry value from avp_codec (the one copy the codec's own drift test keeps equal to
-spec/avp-spec.md and spec/registries/), reshaped for lookups by raw, possibly unregistered, codes.
+The walker and the views describe files the codec refuses (unregistered codes included), so they
+look codes up by raw value; every value comes from avp_codec (the one copy the codec's own drift
+test keeps equal to spec/avp-spec.md and spec/registries/). The rules themselves are the codec's
+functions (_walk_header, _walk_tensor); nothing here decides validity.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from avp_codec import _registry as R
 MAGIC = R.MAGIC
 END_MAGIC = R.END_MAGIC
 MAJOR = R.FORMAT_MAJOR
-MINOR = R.FORMAT_MINOR
 NO_REF = R.NO_REF
 U64_MAX = (1 << 64) - 1
 
@@ -36,15 +36,30 @@ SECTION_TENSOR = int(avp.SectionType.TENSOR)
 SECTION_INDEX = int(avp.SectionType.INDEX)
 SECTION_NAMES = {int(c): c.name for c in avp.SectionType}
 
-ERROR_NAMES: dict[int, str] = {int(c): c.name for c in avp.ErrorCode}
-ERR = {name: code for code, name in ERROR_NAMES.items()}
+_ERROR_NAMES: dict[int, str] = {int(c): c.name for c in avp.ErrorCode}
+ERR = {name: code for code, name in _ERROR_NAMES.items()}
+# The requirement each error code stands for (spec section 17's table, first column), shown
+# next to errors raised by the codec's own checks, which carry no requirement id.
+SPEC_OF = {
+    "BAD_MAGIC": "R-3.1", "UNSUPPORTED_VERSION": "R-3.2", "TRUNCATED": "R-2.1",
+    "TRAILING_BYTES": "R-2.1", "RESERVED_NONZERO": "R-1.2", "NONZERO_PADDING": "R-1.3",
+    "SECTION_ORDER": "R-4.3", "UNKNOWN_CRITICAL": "R-4.3", "LENGTH_OVERFLOW": "R-1.1",
+    "HEADER_LAYOUT": "R-6.1", "BAD_TRAILER": "R-8.2", "INDEX_MISMATCH": "R-8.1",
+    "MISALIGNED": "R-8.1", "SECTION_CHECKSUM": "R-4.1", "DATA_CHECKSUM": "R-7.4",
+    "UNKNOWN_KIND": "R-6.2", "NON_CANONICAL": "R-6.3", "ENTRY_TYPE": "R-6.4",
+    "INVALID_VALUE": "R-6.4", "MISSING_ENTRY": "R-6.6", "ENTRY_NOT_ALLOWED": "R-6.6",
+    "KIND_CONSTRAINT": "10", "UNKNOWN_DTYPE": "R-7.5", "UNKNOWN_CODEC": "R-7.5",
+    "UNKNOWN_ROLE": "R-7.5", "UNKNOWN_LAYOUT": "R-7.5", "SIZE_MISMATCH": "R-7.2",
+    "TENSOR_INDEX": "7.1", "BAD_REFERENCE": "R-7.6", "ROLE_SHAPE": "R-7.5",
+    "TOKEN_RANGE": "R-7.7", "CODEC_DTYPE": "R-7.9", "DECOMPRESSION_FAILED": "R-7.8",
+    "DECOMPRESSED_SIZE": "R-7.8", "QUANT_PARAMS": "R-12.1", "LIMIT_MESSAGE": "R-16.1",
+    "LIMIT_HEADER": "R-16.1", "LIMIT_ENTRIES": "R-16.1", "LIMIT_LAYERS": "R-16.1",
+    "LIMIT_TENSORS": "R-16.1", "LIMIT_RANK": "R-16.1", "LIMIT_TENSOR": "R-16.1"}
 
 KIND_NAMES = {int(c): c.name for c in avp.Kind}
 LAYER_KIND_NAMES = {int(c): c.name for c in avp.LayerKind}
 CODEC_NAMES = {int(c): c.name.lower() for c in avp.Codec}
 LAYOUT_NAMES = {int(c): c.name for c in avp.Layout}
-# token axis per layout (None = the layout has no token axis)
-LAYOUT_TOKEN_AXIS: dict[int, int | None] = {int(k): v.token_axis for k, v in R.LAYOUT_INFO.items()}
 QUANT_NAMES = {int(c): c.name for c in avp.QuantScheme}
 MODE_NAMES = {int(c): c.name for c in avp.Mode}
 VALUE_TYPE_NAMES = {int(c): c.name.lower() for c in avp.ValueType}
@@ -58,39 +73,12 @@ class DtypeInfo:
 
 DTYPES: dict[int, DtypeInfo] = {int(d): DtypeInfo(d.name.lower(), R.DTYPE_BITS[d])
                                 for d in avp.Dtype}
-FLOAT_PARAM_DTYPES = frozenset(int(d) for d in R.FLOAT_PARAM_DTYPES)
-AFFINE_DTYPES = frozenset(int(d) for d in R.QUANT_STORED_DTYPES[avp.QuantScheme.AFFINE] or ())
-SCALED_FLOAT_DTYPES = frozenset(
-    int(d) for d in R.QUANT_STORED_DTYPES[avp.QuantScheme.SCALED_FLOAT] or ())
-
-
 @dataclass(frozen=True)
 class RoleInfo:
     name: str
-    tokens: bool
-    layouts: frozenset[int]
-    rank: int | None  # None = any rank
-    message_level: bool  # allowed with layer 0xFFFFFFFF
-    layer_level: bool  # allowed on a layer
 
 
-ROLES: dict[int, RoleInfo] = {
-    int(r): RoleInfo(r.name, i.tokens, frozenset(int(x) for x in i.layouts), i.rank,
-                     r in R.MESSAGE_LEVEL_ROLES, r in R.LAYER_ROLES)
-    for r, i in R.ROLE_INFO.items()}
-ROLE_DTYPES: dict[int, frozenset[int]] = {int(r): frozenset(int(d) for d in ds)
-                                          for r, ds in R.ROLE_DTYPES.items()}
-ROLE_QUANT_SCALE = int(avp.Role.QUANT_SCALE)
-ROLE_QUANT_ZERO_POINT = int(avp.Role.QUANT_ZERO_POINT)
-RECURRENT_ROLES = frozenset(int(r) for r in R.RECURRENT_ROLES)
-# [batch, CONTEXT_LENGTH] in a KV_CACHE (R-10.3, R-10.6), and never quantized (R-12.3)
-CONTEXT_ROLES = frozenset(int(r) for r in (avp.Role.TOKEN_IDS, avp.Role.POSITIONS,
-                                           avp.Role.ATTENTION_MASK))
-UNQUANTIZED_ROLES = CONTEXT_ROLES | {ROLE_QUANT_SCALE, ROLE_QUANT_ZERO_POINT}
-ROLE_HIDDEN_STATE = int(avp.Role.HIDDEN_STATE)
-ROLE_TOKEN_IDS = int(avp.Role.TOKEN_IDS)
-
-
+ROLES: dict[int, RoleInfo] = {int(r): RoleInfo(r.name) for r in avp.Role}
 @dataclass(frozen=True)
 class KeyInfo:
     name: str
@@ -100,32 +88,20 @@ class KeyInfo:
 
 KEYS: dict[int, KeyInfo] = {int(k): KeyInfo(k.name, int(i.type), i.critical)
                             for k, i in R.KEY_INFO.items()}
-KEY_BY_NAME = {info.name: code for code, info in KEYS.items()}
-# exact byte lengths of fixed-size bytes values; AUTH_KEY_ID is 1..64
-KEY_BYTES_LEN = {KEY_BY_NAME[n]: 32 for n in (
-    "MODEL_ID", "TOKENIZER_ID", "PROJ_SOURCE_MODEL_ID", "PROJ_SOURCE_TOKENIZER_ID",
-    "PROJ_TARGET_TOKENIZER_ID", "VOCAB_DIGEST")} | {KEY_BY_NAME["NONCE"]: 16}
 KEY_AUTH = int(avp.MetaKey.AUTH_KEY_ID)
 KEY_CONTEXT_LENGTH = int(avp.MetaKey.CONTEXT_LENGTH)
 
 
-@dataclass(frozen=True)
-class KindInfo:
-    required: frozenset[int]
-    allowed: frozenset[int]  # includes the required keys
-    tensor_roles: frozenset[int]  # roles its tensors may have (empty: no tensors)
-    has_layers: bool
-
-
-KINDS: dict[int, KindInfo] = {
-    int(k): KindInfo(frozenset(int(x) for x in i.required), frozenset(int(x) for x in i.allowed),
-                     frozenset(int(x) for x in i.tensors), i.has_layers)
-    for k, i in R.KIND_INFO.items()}
-KIND_KV_CACHE = int(avp.Kind.KV_CACHE)
-KIND_HIDDEN_STATE = int(avp.Kind.HIDDEN_STATE)
-
-
 Limits = avp.Limits  # the spec's resource limits (section 16); the walker applies the same
+
+
+# Metadata values up to this size are decoded by the codec's own decode_value / check_entry
+# and kept; a larger value (at most max_header_bytes) is checked in a streaming pass and kept as
+# a Preview, so a 15 MB list never becomes 4 M Python ints.
+FULL_VALUE_BYTES = 1 << 16
+# A walk keeps the decoded value of an entry up to this size, a Preview beyond (a 64 KiB u32
+# list is ~0.6 MB of Python ints; a 16 MiB header could hold 256 of them).
+KEPT_VALUE_BYTES = 1 << 12
 
 
 def pad8(n: int) -> int:
@@ -137,7 +113,7 @@ def pad64(n: int) -> int:
 
 
 def error_name(code: int) -> str:
-    return ERROR_NAMES.get(code, f"ERROR_{code}")
+    return _ERROR_NAMES.get(code, f"ERROR_{code}")
 
 
 def dtype_name(code: int) -> str:
