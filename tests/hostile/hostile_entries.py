@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +40,15 @@ class Entry:
 ENTRIES: dict[str, Entry] = {}
 
 
+class Refused(Exception):
+    """A refusal within the contract that carries no AVP code (an HTTP problem of the binding's
+    own, 413 say): the runner records it as ``refused:<label>``."""
+
+    def __init__(self, label: str, detail: str = "") -> None:
+        super().__init__(detail)
+        self.label = label
+
+
 def entry(name: str, *, group: str, takes: str = "avp", cli: bool = False
           ) -> Callable[[Callable[[bytes, Path, Env], str]], Callable[[bytes, Path, Env], str]]:
     def register(fn: Callable[[bytes, Path, Env], str]) -> Callable[[bytes, Path, Env], str]:
@@ -58,30 +68,48 @@ class Env:
     extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, tmp: Path) -> Env:
-        import torch
+    def build(cls, tmp: Path, *, http: bool = False) -> Env:
         from avp_runtime import handshake as hs
-        from avp_runtime import identity, models
-        from avp_runtime.connector import Connector
-        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+        from avp_runtime import identity
 
-        torch.set_num_threads(1)
-        tok = AutoTokenizer.from_pretrained(str(models.resolve(models.DEFAULT_MODEL)[1]))
-        torch.manual_seed(0)
-        cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64,
-                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                          max_position_embeddings=512)
-        c = Connector(LlamaForCausalLM(cfg).eval(), tok, name="hostile-tiny")
-        c.spec  # probe now, not inside a child  # noqa: B018
+        c = tiny_connector()
         # The control tokens a prompt gets from the template alone (the text oracle's baseline).
         controls = len([i for i in c.encode_prompt("") if i in _controls(c)])
-        vocab = identity.vocabulary(tok)
+        vocab = identity.vocabulary(c.tokenizer)
         local = hs.LocalSide(agent_name="hostile", model_id=c.model_id,
                              tokenizer_id=c.tokenizer_id, vocabulary=vocab,
                              known_vocabularies={c.tokenizer_id: vocab})
         ref = tmp / "reference.avp"
         ref.write_bytes(c.export_bytes(c.prefill([1, 2, 3])))
-        return cls(tmp, c, local, ref, {"prompt_controls": controls})
+        env = cls(tmp, c, local, ref, {"prompt_controls": controls})
+        if http:
+            env.extras["http"] = AgentServer(c.model_id)
+        return env
+
+    def close(self) -> None:
+        server = self.extras.pop("http", None)
+        if server is not None:
+            server.stop()
+
+
+def tiny_connector() -> Any:
+    """The receiver of the runtime and HTTP entries: a tiny random Llama (fixed config and seed,
+    so the corpus runner and the agent server build the same model and MODEL_ID) with SmolLM2's
+    tokenizer and vocabulary size."""
+    import torch
+    from avp_runtime import models
+    from avp_runtime.connector import Connector
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(1)
+    tok = AutoTokenizer.from_pretrained(str(models.resolve(models.DEFAULT_MODEL)[1]))
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=512)
+    c = Connector(LlamaForCausalLM(cfg).eval(), tok, name="hostile-tiny")
+    c.spec  # probe now, not inside a child  # noqa: B018
+    return c
 
 
 def _controls(c: Any) -> frozenset[int]:
@@ -262,6 +290,169 @@ def _runtime_handshake(data: bytes, path: Path, env: Env) -> str:
     reply, res = hs.Responder(env.local).handle_hello(avp.decode(data, limits=hs.LIMITS))
     avp.decode(avp.encode(reply))
     return f"replied {reply.kind.name}" + (f" ({res.mode.name})" if res is not None else "")
+
+
+# ---------------------------------------------------------------- the agent server (avp_http)
+
+
+class AgentServer:
+    """The runtime's agent server (avp_runtime.agent.AgentReceiver on avp_http, hypercorn) with
+    the tiny receiver model, in its own process (hostile_server.py), started once per run and
+    again if a case takes it down. Its memory is measured from outside: a child resets the
+    server's peak-RSS mark before a request and reads it after."""
+
+    def __init__(self, model_id: bytes, timeout: float = 120.0) -> None:
+        self.model_id, self.timeout = model_id, timeout
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.restarts = -1
+        self.start()
+
+    def start(self) -> None:
+        import tempfile
+        import time
+
+        self.restarts += 1
+        self._dir = Path(tempfile.mkdtemp(prefix="avp-hostile-server-"))
+        out = self._dir / "stdout"
+        with open(out, "wb") as f, open(self._dir / "stderr", "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("hostile_server.py")),
+                 str(self._dir / "store")], stdout=f, stderr=err)
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            for line in out.read_bytes().splitlines():
+                if line.startswith(b"AVP-HOSTILE-SERVER "):
+                    info = json.loads(line.split(b" ", 1)[1])
+                    if bytes.fromhex(info["model_id"]) != self.model_id:
+                        self.stop()
+                        raise RuntimeError("the agent server built another model")
+                    self.url = f"http://127.0.0.1:{info['port']}/avp/v1"
+                    return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        tail = (self._dir / "stderr").read_bytes()[-2000:].decode(errors="replace")
+        self.stop()
+        raise RuntimeError(f"the agent server did not start: {tail}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def ensure(self) -> None:
+        if not self.alive():
+            self.stop()
+            self.start()
+
+    def stop(self) -> None:
+        import shutil
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self.proc = None
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def mark(self) -> int:
+        """Reset the server's peak-RSS mark; its RSS now."""
+        with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+            f.write("5")
+        return _proc_status(self.pid, "VmRSS")
+
+    def peak_since(self, rss0: int) -> int:
+        return max(0, _proc_status(self.pid, "VmHWM") - rss0)
+
+
+def _proc_status(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _hello_for(data: bytes, env: Env) -> avp.Message:
+    """A HELLO from a peer with the receiver's model and vocabulary offering the mode the case's
+    kind needs (KV_CACHE, PROJECTION, else TEXT), so the delivery reaches the model."""
+    from avp_runtime import handshake as hs
+
+    kind = int.from_bytes(data[32:34], "little") if len(data) >= 34 else 0
+    modes = {int(avp.Kind.KV_CACHE): (int(avp.Mode.KV_CACHE), int(avp.Mode.TEXT)),
+             int(avp.Kind.HIDDEN_STATE): (int(avp.Mode.PROJECTION), int(avp.Mode.TEXT))}.get(
+                 kind, (int(avp.Mode.TEXT),))  # TEXT is always offered (R-14.3)
+    local = env.local
+    side = hs.LocalSide(agent_name="hostile-peer", model_id=local.model_id,
+                        tokenizer_id=local.tokenizer_id, vocabulary=local.vocabulary,
+                        modes=modes)
+    return hs.Initiator(side).hello()
+
+
+def _http(resource: str, data: bytes, env: Env, *, handshake: bool = False) -> str:
+    """One hostile body to the server's resource over HTTP/1.1 (a real socket and client).
+
+    200 is success; a problem carrying an AVP code raises that AvpError (RemoteAvpError); another
+    4xx problem is a refusal of the binding's own (Refused: HTTP-status-slug); a 5xx, an answer
+    that is not a problem, or a server that stops answering afterwards is a failure. The server's
+    peak RSS growth during the request goes to env.extras["server_peak"] for the runner."""
+    import avp_http
+
+    server: AgentServer = env.extras["http"]
+    session = None
+    if handshake:  # the session is set up before the measured request; its failure is ours
+        try:
+            session = avp_http.open_session(server.url, _hello_for(data, env), timeout=50)
+        except (avp.AvpError, avp_http.HttpProblem) as e:
+            raise RuntimeError(f"the corpus's own handshake failed: {e}") from None
+    rss0 = server.mark()
+    try:
+        return avp_http.check_body(f"{server.url}/{resource}", data, session=session,
+                                   timeout=50)
+    except avp_http.HttpProblem as e:
+        if e.status >= 500:
+            raise RuntimeError(f"{e.status} {e.slug}: {e.detail[:200]}") from None
+        raise Refused(f"HTTP-{e.status}-{e.slug}", e.detail[:200]) from None
+    finally:
+        env.extras["server_peak"] = server.peak_since(rss0) if server.alive() else 0
+        _still_up(server)
+
+
+def _still_up(server: AgentServer) -> None:
+    """The server must answer its service description after every hostile request."""
+    import httpx
+
+    try:
+        with httpx.Client(timeout=20, trust_env=False) as c:
+            r = c.get(server.url)
+    except httpx.HTTPError as e:
+        raise RuntimeError(f"the server stopped answering: {type(e).__name__}") from None
+    if r.status_code != 200:
+        raise RuntimeError(f"the server answers its description with {r.status_code}")
+
+
+@entry("http.handshake", group="http")
+def _http_handshake(data: bytes, path: Path, env: Env) -> str:
+    return _http("handshake", data, env)
+
+
+@entry("http.deliver", group="http")
+def _http_deliver(data: bytes, path: Path, env: Env) -> str:
+    """HELLO for the mode the payload's kind needs, then the case as the delivery: the agent
+    answers it with the model (import_ + generate, receive + generate_after, or the text)."""
+    return _http("deliver", data, env, handshake=True)
+
+
+@entry("http.messages", group="http")
+def _http_messages(data: bytes, path: Path, env: Env) -> str:
+    return _http("messages", data, env)
 
 
 def select(names: list[str] | None) -> list[Entry]:

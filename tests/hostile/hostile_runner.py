@@ -12,9 +12,13 @@ through a pipe. A child that runs past --timeout is killed (a hang).
 
 The contract, per run:
 - outcome: success, or avp_codec.AvpError with a registry code; for the CLI, exit status 0, 1
-  or 2 and one line for 2. Any other exception, a signal or a hang is a failure.
+  or 2 and one line for 2; for the agent server (HTTP), 2xx or a problem+json with its AVP
+  code (another 4xx problem is recorded as refused:HTTP-status-slug), and the server still
+  answering afterwards; a 5xx or a server that went down is a failure. Any other exception, a
+  signal or a hang is a failure.
 - memory: peak RSS growth <= output the caller asked for (Case.output) + 64 MiB; a CLI view
-  may also hold the text it prints (8 bytes per input byte).
+  may also hold the text it prints (8 bytes per input byte). For HTTP entries the growth is the
+  agent server's (its peak-RSS mark reset before the request) plus the client child's.
 - time: <= 5 s + 2 s per MiB of input + 1 s per 64 MiB of output and printed text: linear in
   the input (a quadratic walk or a hang of a few-MB input is far beyond it; the constant
   absorbs a shared, loaded machine).
@@ -101,10 +105,13 @@ def _child(entry: he.Entry, data: bytes, path: Path, env: he.Env, out_fd: int,
                 outcome = summary.split(",")[0].replace(" ", "")  # "exit N"
         except avp.AvpError as e:
             outcome, detail = f"refused:{e.code.name}", str(e)[:300]
+        except he.Refused as e:
+            outcome, detail = f"refused:{e.label}", str(e)[:300]
         except BaseException as e:  # noqa: BLE001 - anything else is what we are looking for
             outcome, detail = "crash", f"{type(e).__name__}: {e}"[:300]
         seconds = time.perf_counter() - t0
-        peak = max(0, _status("VmHWM") - rss0)
+        # An HTTP entry's work is done by the agent server: its growth is measured there.
+        peak = max(0, _status("VmHWM") - rss0) + int(env.extras.get("server_peak", 0))
         result = {"outcome": outcome, "detail": detail, "seconds": seconds, "peak": peak}
     except BaseException as e:  # noqa: BLE001
         result = {"outcome": "crash", "detail": f"runner: {type(e).__name__}: {e}"[:300],
@@ -213,6 +220,8 @@ def run_all(cases: list[hc.Case], entries: list[he.Entry], env: he.Env, timeout:
         for entry in entries:
             if entry.takes != case.takes:
                 continue
+            if entry.group == "http":  # a case that took the server down is reported; go on
+                env.extras["http"].ensure()
             run = run_one(case, entry, data, path, env, timeout)
             runs.append(run)
             if log is not None:
@@ -250,7 +259,15 @@ def markdown(runs: list[Run], meta: dict[str, Any]) -> str:
            "address-space limit. Contract: AvpError with its code or success (CLI: exit 0/1/2, "
            "one line for 2); peak RSS growth <= output asked for + 64 MiB (CLI views: + 8 "
            "bytes of printed text per input byte); time <= 5 s + 2 s per MiB of input + 1 s per "
-           "64 MiB of output; decode and `avp-dump --issues` agree.", "",
+           "64 MiB of output; decode and `avp-dump --issues` agree. HTTP entries (`http.*`) "
+           "post the case to the runtime's agent server (AgentReceiver on avp_http, hypercorn) "
+           "running the same tiny model in its own process: 2xx or a problem+json (its AVP code "
+           "where it has one), the server answering its description after every request, and "
+           "its own peak RSS growth (mark reset before the request) counted; the server was "
+           f"restarted {meta.get('server_restarts', 0)} times.", "",
+           *([f"Updated: {meta['rerun']} (the runs it repeated replace the earlier ones; the "
+              f"others are from {meta['updated_from'].get('commit', '?')})", ""]
+             if "updated_from" in meta else []),
            f"**{len(runs) - len(bad)} of {len(runs)} runs keep the contract; {len(bad)} do "
            "not.**", "", "Failing runs by the helper whose fix their class needs: " + (", ".join(
                f"{o} {sum(r.owner == o for r in bad)}" for o in sorted({r.owner for r in bad}))
@@ -264,14 +281,14 @@ def markdown(runs: list[Run], meta: dict[str, Any]) -> str:
     if not bad:
         out.append("None.")
     for owner in sorted({r.owner for r in bad}):
-        out += [f"### {owner}", "", "| case | entry | outcome | peak | time | why |",
-                "|---|---|---|---:|---:|---|"]
+        out += [f"### {owner}", "", "| case | class | entry | outcome | peak | time | why |",
+                "|---|---|---|---|---:|---:|---|"]
         for r in bad:
             if r.owner == owner:
                 why = "; ".join(r.failures).replace("|", "/")
                 det = r.detail.replace("|", "/").replace("\n", " ")[:120]
-                out.append(f"| {r.case} | {r.entry} | {r.outcome} ({det}) | {r.peak_mb} MB | "
-                           f"{r.seconds} s | {why} |")
+                out.append(f"| {r.case} | {r.cls} | {r.entry} | {r.outcome} ({det}) | "
+                           f"{r.peak_mb} MB | {r.seconds} s | {why} |")
         out.append("")
     out += ["## Every case", "", "Outcome per entry point (`ok`, the refusal's code, the CLI's "
             "exit status; **bold** = a broken contract).", ""]
@@ -319,6 +336,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--render", metavar="JSON",
                     help="only rewrite --write's markdown from a saved JSON report")
+    ap.add_argument("--update", metavar="JSON",
+                    help="start from a saved JSON report: the runs of this invocation replace "
+                    "its runs of the same (case, entry); the others are kept as they were")
+    ap.add_argument("--failing", action="store_true",
+                    help="with --update: select the cases that had a failing run there")
     args = ap.parse_args(argv)
     if args.render:
         doc = json.loads(Path(args.render).read_text())
@@ -328,17 +350,40 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     entries = he.select(args.entries)
-    cases = [c for c in hc.corpus() if not args.select
-             or any(fnmatch.fnmatch(c.cls, p) or fnmatch.fnmatch(c.name, p) for p in args.select)]
+    prev = json.loads(Path(args.update).read_text()) if args.update else None
+    failing = {r["case"] for r in prev["runs"] if not r["ok"]} if prev and args.failing else None
+    cases = [c for c in hc.corpus() if (not args.select or any(
+        fnmatch.fnmatch(c.cls, p) or fnmatch.fnmatch(c.name, p) for p in args.select))
+        and (failing is None or c.name in failing)]
     with tempfile.TemporaryDirectory(prefix="avp-hostile-") as tmp:
-        env = he.Env.build(Path(tmp))
-        t0 = time.perf_counter()
-        runs = run_all(cases, entries, env, args.timeout, None if args.quiet else sys.stderr)
-        wall = time.perf_counter() - t0
+        env = he.Env.build(Path(tmp), http=any(e.group == "http" for e in entries))
+        try:
+            t0 = time.perf_counter()
+            runs = run_all(cases, entries, env, args.timeout, None if args.quiet else sys.stderr)
+            wall = time.perf_counter() - t0
+        finally:
+            server = env.extras.get("http")
+            restarts = server.restarts if server is not None else 0
+            env.close()
+    if prev is not None:  # keep the earlier runs this invocation did not repeat
+        again = {(r.case, r.entry) for r in runs}
+        old = [Run(**{k: v for k, v in r.items() if k != "ok"}) for r in prev["runs"]
+               if (r["case"], r["entry"]) not in again]
+        runs = old + runs
+        order = {name: i for i, name in enumerate(c.name for c in hc.corpus())}
+        runs.sort(key=lambda r: order.get(r.case, len(order)))
+        for r in runs:  # agreement is judged afresh over the merged runs
+            r.failures = [f for f in r.failures if not f.startswith("disagree")]
+        agreement(runs)
     meta = {"date": time.strftime("%Y-%m-%d"), "commit": _commit(), "machine":
             f"{os.cpu_count()} cores, "
             f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') >> 30} GiB",
-            "cases": len(cases), "entries": len(entries), "wall_seconds": round(wall, 1)}
+            "cases": len(cases), "entries": len(entries), "wall_seconds": round(wall, 1),
+            "server_restarts": restarts}
+    if prev is not None:
+        meta.update(cases=len({r.case for r in runs}), entries=len({r.entry for r in runs}),
+                    updated_from=prev["meta"], rerun=f"{len(cases)} cases through "
+                    f"{len(entries)} entry points at {meta['commit']}")
     doc = {"meta": meta, "worst": worst(runs),
            "runs": [{**asdict(r), "ok": r.ok} for r in runs]}
     if args.json:

@@ -24,6 +24,14 @@ RUNS = 1500
 HAVE_ATHERIS = importlib.util.find_spec("atheris") is not None
 
 
+# libFuzzer's -rss_limit_mb reads the process's peak RSS (ru_maxrss), and Linux carries the
+# peak of the process that fork+exec'd a program into it: started straight from a pytest worker
+# that has loaded real models, the fuzzer begins at the worker's 3 GB and reports an OOM on its
+# first seed. A launcher process in between starts the fuzzer with its own peak (a few MB).
+FRESH_PEAK = [sys.executable, "-c",
+              "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"]
+
+
 def _load(name: str) -> ModuleType:
     if str(FUZZ) not in sys.path:
         sys.path.insert(0, str(FUZZ))
@@ -43,7 +51,7 @@ def test_runtime_target_short_run(tmp_path: Path) -> None:
     for name, data in corpus.items():
         (cdir / name).write_bytes(data)
     proc = subprocess.run(
-        [sys.executable, str(FUZZ / "run.py"), "runtime", f"-runs={RUNS}", "-seed=1",
+        [*FRESH_PEAK, sys.executable, str(FUZZ / "run.py"), "runtime", f"-runs={RUNS}", "-seed=1",
          "-timeout=60", "-rss_limit_mb=3072", "-max_len=65536", f"-artifact_prefix={art}/",
          str(cdir)], capture_output=True, text=True, timeout=600)
     tail = (proc.stdout + proc.stderr)[-4000:]

@@ -4,8 +4,9 @@ The full run (every case through every entry point, minutes) is `make hostile`, 
 benchmarks/results/hostile.md. Here: the runner is shown to catch each kind of broken contract
 (an exception, a hang, memory beyond the budget, an address-space blow-up, a wrong code), and
 the cases for the entry points this branch hardened (Connector.import_, generate(context=), the
-projection and text paths, the handshake responder) run through the runner as in `make hostile`
-and must all keep the contract.
+projection and text paths, the handshake responder, and the agent server's handshake and deliver
+endpoints over avp_http) run through the runner as in `make hostile` and must all keep the
+contract.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def test_the_corpus_covers_every_class_of_the_issue() -> None:
     assert {c.cls for c in cases} >= ISSUE_CLASSES
     assert len({c.name for c in cases}) == len(cases)
     groups = {e.group for e in he.ENTRIES.values()}
-    assert groups == {"codec", "json", "dump", "runtime"}
+    assert groups == {"codec", "json", "dump", "runtime", "http"}
     # Every pinned expectation names an entry point that exists.
     names = set(he.ENTRIES)
     for c in cases:
@@ -97,7 +98,8 @@ def test_the_runner_catches_each_kind_of_broken_contract() -> None:
 def test_runtime_entry_points_keep_the_contract(tmp_path: Path) -> None:
     out = tmp_path / "runs.json"
     proc = subprocess.run(
-        [sys.executable, str(RUNNER), "--entries", "runtime", "--quiet", "--json", str(out),
+        [sys.executable, str(RUNNER), "--entries", "runtime", "http.deliver", "http.handshake",
+         "--quiet", "--json", str(out),
          "--timeout", "120", "--select", "runtime*", "kv: zstd bomb*", "hello: a VOC*"],
         capture_output=True, text=True, timeout=900)
     doc = json.loads(out.read_text())
@@ -105,10 +107,16 @@ def test_runtime_entry_points_keep_the_contract(tmp_path: Path) -> None:
            for r in doc["runs"] if not r["ok"] and r["owner"] == "runtime"]
     assert not bad, "\n".join(bad)
     runs = [r for r in doc["runs"] if r["owner"] == "runtime"]
-    assert len(runs) >= 150, len(runs)
+    assert len(runs) >= 200, len(runs)
     assert {r["entry"] for r in runs} == {"runtime.import", "runtime.generate",
                                           "runtime.projection", "runtime.text",
-                                          "runtime.handshake"}
+                                          "runtime.handshake", "http.deliver", "http.handshake"}
+    # The agent server answered every hostile body with a problem (or 200) and stayed up: each
+    # HTTP run checks that it still answers, and it never had to be restarted.
+    assert doc["meta"]["server_restarts"] == 0
+    deliver = {r["case"]: r["outcome"] for r in runs if r["entry"] == "http.deliver"}
+    assert deliver["kv: 3 kv heads for a model of 2"] == "refused:MODEL_MISMATCH"
+    assert deliver["kv: the receiver's own export (control)"] == "ok"
     # The receiver refuses a bomb from its header and its own tensor limit: nothing inflated.
     bombs = [r for r in runs if r["case"].startswith("kv: zstd bomb")
              and r["entry"] == "runtime.import"]
