@@ -233,7 +233,7 @@ def _dump(args: list[str]) -> str:
 for _view, _flags in [("summary", []), ("json", ["--json"]), ("map", ["--map"]),
                       ("hex", ["--hex"]), ("issues", ["--issues"]), ("stats", ["--stats"])]:
     def _make(flags: list[str]) -> Callable[[bytes, Path, Env], str]:
-        return lambda data, path, env: _dump(["show", *flags, "--color", "never", str(path)])
+        return lambda data, path, env: _dump([*flags, "--color", "never", str(path)])
     entry(f"dump.{_view}", group="dump", cli=True)(_make(_flags))
 
 
