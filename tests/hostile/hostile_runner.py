@@ -313,6 +313,15 @@ def markdown(runs: list[Run], meta: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+def _reowned(runs: list[Run]) -> list[Run]:
+    """Saved runs with their owner as the corpus now attributes it (Case.owners)."""
+    cases = {c.name: c for c in hc.corpus()}
+    for r in runs:
+        if r.case in cases and r.entry != "-":
+            r.owner = cases[r.case].owner_for(r.entry)
+    return runs
+
+
 def _commit() -> str:
     import subprocess
 
@@ -335,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the runs as JSON here")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--render", metavar="JSON",
-                    help="only rewrite --write's markdown from a saved JSON report")
+                    help="only rewrite a saved JSON report and its markdown (owners as the "
+                    "corpus now attributes them)")
     ap.add_argument("--update", metavar="JSON",
                     help="start from a saved JSON report: the runs of this invocation replace "
                     "its runs of the same (case, entry); the others are kept as they were")
@@ -344,9 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.render:
         doc = json.loads(Path(args.render).read_text())
-        runs = [Run(**{k: v for k, v in r.items() if k != "ok"}) for r in doc["runs"]]
-        Path((args.write or args.render.removesuffix(".json")) + ".md").write_text(
-            markdown(runs, doc["meta"]))
+        runs = _reowned([Run(**{k: v for k, v in r.items() if k != "ok"}) for r in doc["runs"]])
+        prefix = args.write or args.render.removesuffix(".json")
+        Path(prefix + ".md").write_text(markdown(runs, doc["meta"]))
+        doc.update(worst=worst(runs), runs=[{**asdict(r), "ok": r.ok} for r in runs])
+        Path(prefix + ".json").write_text(json.dumps(doc, indent=1) + "\n")
         return 0
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     entries = he.select(args.entries)
@@ -369,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         again = {(r.case, r.entry) for r in runs}
         old = [Run(**{k: v for k, v in r.items() if k != "ok"}) for r in prev["runs"]
                if (r["case"], r["entry"]) not in again]
-        runs = old + runs
+        runs = _reowned(old) + runs
         order = {name: i for i, name in enumerate(c.name for c in hc.corpus())}
         runs.sort(key=lambda r: order.get(r.case, len(order)))
         for r in runs:  # agreement is judged afresh over the merged runs
