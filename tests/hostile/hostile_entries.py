@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -297,15 +298,22 @@ def _runtime_handshake(data: bytes, path: Path, env: Env) -> str:
 
 class AgentServer:
     """The runtime's agent server (avp_runtime.agent.AgentReceiver on avp_http, hypercorn) with
-    the tiny receiver model, in its own process (hostile_server.py), started once per run and
-    again if a case takes it down. Its memory is measured from outside: a child resets the
-    server's peak-RSS mark before a request and reads it after."""
+    the tiny receiver model, in its own process (hostile_server.py).
+
+    Its memory is measured from outside. A long-running process keeps the pages it freed (the
+    allocator reuses them without new RSS), so a per-request mark would miss what a request
+    reuses; instead the runner starts a fresh server for every case (`fresh`), warms it up with
+    one valid handshake and TEXT delivery, resets its peak-RSS mark there (`baseline`), and
+    each HTTP run reports the server's high-water mark above that baseline: an upper bound of
+    that run's cost (it includes the case's earlier HTTP runs)."""
 
     def __init__(self, model_id: bytes, timeout: float = 120.0) -> None:
         self.model_id, self.timeout = model_id, timeout
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.restarts = -1
+        self.baseline = 0
+        self._owner = os.getpid()
         self.start()
 
     def start(self) -> None:
@@ -342,12 +350,33 @@ class AgentServer:
         return self.proc.pid
 
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        if self.proc is None:
+            return False
+        if os.getpid() == self._owner:
+            return self.proc.poll() is None
+        # In a forked child the server is no child of ours (poll() would say it exited).
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except OSError:
+            return False
 
     def ensure(self) -> None:
         if not self.alive():
             self.stop()
             self.start()
+
+    def fresh(self, env: Env) -> None:
+        """A new server process for the next case, warmed up, its peak-RSS mark reset."""
+        self.stop()
+        self.start()
+        self.restarts -= 1  # a planned restart, not a crash
+        import avp_http
+
+        with avp_http.AvpClient(self.url, http2=False, timeout=60) as client:
+            client.handshake(_hello_for(avp.encode(avp.text_message("")), env))
+            client.deliver(avp.text_message("Warm up."))
+        self.baseline = self.mark()
 
     def stop(self) -> None:
         import shutil
@@ -368,8 +397,9 @@ class AgentServer:
             f.write("5")
         return _proc_status(self.pid, "VmRSS")
 
-    def peak_since(self, rss0: int) -> int:
-        return max(0, _proc_status(self.pid, "VmHWM") - rss0)
+    def peak(self) -> int:
+        """The server's high-water RSS above its warmed-up baseline."""
+        return max(0, _proc_status(self.pid, "VmHWM") - self.baseline)
 
 
 def _proc_status(pid: int, key: str) -> int:
@@ -402,17 +432,20 @@ def _http(resource: str, data: bytes, env: Env, *, handshake: bool = False) -> s
     200 is success; a problem carrying an AVP code raises that AvpError (RemoteAvpError); another
     4xx problem is a refusal of the binding's own (Refused: HTTP-status-slug); a 5xx, an answer
     that is not a problem, or a server that stops answering afterwards is a failure. The server's
-    peak RSS growth during the request goes to env.extras["server_peak"] for the runner."""
+    high-water RSS above its baseline (AgentServer) goes to env.extras["server_peak"]."""
+    import time
+
     import avp_http
 
     server: AgentServer = env.extras["http"]
     session = None
+    t0 = time.perf_counter()
     if handshake:  # the session is set up before the measured request; its failure is ours
         try:
             session = avp_http.open_session(server.url, _hello_for(data, env), timeout=50)
         except (avp.AvpError, avp_http.HttpProblem) as e:
             raise RuntimeError(f"the corpus's own handshake failed: {e}") from None
-    rss0 = server.mark()
+    t1 = time.perf_counter()
     try:
         return avp_http.check_body(f"{server.url}/{resource}", data, session=session,
                                    timeout=50)
@@ -421,8 +454,11 @@ def _http(resource: str, data: bytes, env: Env, *, handshake: bool = False) -> s
             raise RuntimeError(f"{e.status} {e.slug}: {e.detail[:200]}") from None
         raise Refused(f"HTTP-{e.status}-{e.slug}", e.detail[:200]) from None
     finally:
-        env.extras["server_peak"] = server.peak_since(rss0) if server.alive() else 0
+        env.extras["server_peak"] = server.peak() if server.alive() else 0
+        t2 = time.perf_counter()
         _still_up(server)
+        # Timed: the request alone (not the corpus's own handshake or the liveness check).
+        env.extras["untimed"] = (t1 - t0) + (time.perf_counter() - t2)
 
 
 def _still_up(server: AgentServer) -> None:

@@ -18,7 +18,8 @@ The contract, per run:
   signal or a hang is a failure.
 - memory: peak RSS growth <= output the caller asked for (Case.output) + 64 MiB; a CLI view
   may also hold the text it prints (8 bytes per input byte). For HTTP entries the growth is the
-  agent server's (its peak-RSS mark reset before the request) plus the client child's.
+  agent server's high-water RSS above its warmed-up baseline (a fresh server per case, so an
+  upper bound including the case's earlier HTTP runs) plus the client child's.
 - time: <= 5 s + 2 s per MiB of input + 1 s per 64 MiB of output and printed text: linear in
   the input (a quadratic walk or a hang of a few-MB input is far beyond it; the constant
   absorbs a shared, loaded machine).
@@ -109,7 +110,7 @@ def _child(entry: he.Entry, data: bytes, path: Path, env: he.Env, out_fd: int,
             outcome, detail = f"refused:{e.label}", str(e)[:300]
         except BaseException as e:  # noqa: BLE001 - anything else is what we are looking for
             outcome, detail = "crash", f"{type(e).__name__}: {e}"[:300]
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0 - float(env.extras.get("untimed", 0.0))
         # An HTTP entry's work is done by the agent server: its growth is measured there.
         peak = max(0, _status("VmHWM") - rss0) + int(env.extras.get("server_peak", 0))
         result = {"outcome": outcome, "detail": detail, "seconds": seconds, "peak": peak}
@@ -217,6 +218,8 @@ def run_all(cases: list[hc.Case], entries: list[he.Entry], env: he.Env, timeout:
             continue
         path = env.tmp / "case.bin"
         path.write_bytes(data)
+        if any(e.group == "http" and e.takes == case.takes for e in entries):
+            env.extras["http"].fresh(env)  # measured from a fresh, warmed-up server
         for entry in entries:
             if entry.takes != case.takes:
                 continue
@@ -263,8 +266,9 @@ def markdown(runs: list[Run], meta: dict[str, Any]) -> str:
            "post the case to the runtime's agent server (AgentReceiver on avp_http, hypercorn) "
            "running the same tiny model in its own process: 2xx or a problem+json (its AVP code "
            "where it has one), the server answering its description after every request, and "
-           "its own peak RSS growth (mark reset before the request) counted; the server was "
-           f"restarted {meta.get('server_restarts', 0)} times.", "",
+           "its high-water RSS above its warmed-up baseline counted (a fresh server per case: an "
+           "upper bound that includes the case's earlier HTTP runs); the server went down "
+           f"{meta.get('server_restarts', 0)} times.", "",
            *([f"Updated: {meta['rerun']} (the runs it repeated replace the earlier ones; the "
               f"others are from {meta['updated_from'].get('commit', '?')})", ""]
              if "updated_from" in meta else []),

@@ -103,8 +103,11 @@ def test_runtime_entry_points_keep_the_contract(tmp_path: Path) -> None:
          "--timeout", "120", "--select", "runtime*", "kv: zstd bomb*", "hello: a VOC*"],
         capture_output=True, text=True, timeout=900)
     doc = json.loads(out.read_text())
+    # Time is not asserted here (the house rule: no timed tests; `make hostile` reports it):
+    # a hang still fails (the runner kills a run after --timeout: "contract: hang").
     bad = [f"{r['case']} / {r['entry']}: {r['outcome']} {r['failures']} {r['detail'][:200]}"
-           for r in doc["runs"] if not r["ok"] and r["owner"] == "runtime"]
+           for r in doc["runs"] if r["owner"] == "runtime"
+           and [f for f in r["failures"] if not f.startswith("time: ")]]
     assert not bad, "\n".join(bad)
     runs = [r for r in doc["runs"] if r["owner"] == "runtime"]
     assert len(runs) >= 200, len(runs)
