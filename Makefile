@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench transport-bench fuzz hostile lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
+.PHONY: install demo test bench transport-bench agents-bench fuzz hostile lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -24,7 +24,7 @@ demo: install
 	$(VPY) -m avp_runtime.demo
 
 test: install
-	$(VPY) -m ruff check avp_codec conformance tools reference_runtime bindings engines tests benchmarks compat
+	$(VPY) -m ruff check avp_codec conformance tools reference_runtime bindings engines tests benchmarks compat examples
 	$(VPY) -m mypy
 	$(VPY) -m pytest -n 2 -q tests
 
@@ -34,6 +34,10 @@ bench: install
 # AVP over HTTP/1.1 and HTTP/2 vs a raw socket, 117 MB (writes benchmarks/results/transport_bench.*)
 transport-bench: install
 	$(VPY) benchmarks/transport_bench.py
+
+# By value vs by reference over A2A and MCP, real SmolLM2 KV-caches (benchmarks/results/agents_bench.*)
+agents-bench: install
+	$(VPY) benchmarks/agents_bench.py
 
 # A longer coverage-guided fuzz campaign (a short one runs inside `make test`).
 FUZZ_SECONDS ?= 200

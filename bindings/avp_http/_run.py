@@ -15,9 +15,9 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import h2.events
 import h2.settings
@@ -29,6 +29,16 @@ from hypercorn.config import Config
 from hypercorn.protocol.h2 import H2Protocol
 
 from .server import AvpApp
+
+
+class Servable(Protocol):
+    """What ``serve`` runs: ``AvpApp``, or another ASGI application that mounts one (the A2A
+    and MCP bindings of ``avp_agents``); ``close`` runs once the server has stopped."""
+
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]: ...
+
+    def close(self) -> None: ...
+
 
 H2_WINDOW = 16 << 20  # per stream and per connection
 H2_FRAME = 1 << 18
@@ -142,20 +152,20 @@ def listen(host: str = "127.0.0.1", port: int = 0, backlog: int = 128) -> socket
     return sock
 
 
-async def serve_async(app: AvpApp, sock: socket.socket, shutdown: asyncio.Event, *,
+async def serve_async(app: Servable, sock: socket.socket, shutdown: asyncio.Event, *,
                       certfile: str | None = None, keyfile: str | None = None,
                       keep_alive: float = 5.0, access_log: bool = False) -> None:
     install_tuning()
     cfg = hypercorn_config(sock, certfile=certfile, keyfile=keyfile, keep_alive=keep_alive,
                            access_log=access_log)
     try:
-        await hypercorn_serve(app, cfg, shutdown_trigger=shutdown.wait,  # type: ignore[arg-type]
+        await hypercorn_serve(app, cfg, shutdown_trigger=shutdown.wait,
                               mode="asgi")
     finally:
         app.close()
 
 
-def serve(app: AvpApp, host: str = "127.0.0.1", port: int = 0, *,
+def serve(app: Servable, host: str = "127.0.0.1", port: int = 0, *,
           certfile: str | None = None, keyfile: str | None = None, keep_alive: float = 5.0,
           access_log: bool = False, ready: Callable[[int], None] | None = None) -> None:
     """Serve until SIGINT or SIGTERM. ``ready(port)`` runs once the socket listens."""
@@ -182,13 +192,16 @@ class BackgroundServer:
     """``with BackgroundServer(app) as srv: AvpClient(srv.url)...`` on a thread of this
     process; leaving the block shuts the server down and waits for the thread (bounded)."""
 
-    def __init__(self, app: AvpApp, host: str = "127.0.0.1", port: int = 0, *,
-                 certfile: str | None = None, keyfile: str | None = None) -> None:
+    def __init__(self, app: Servable, host: str = "127.0.0.1", port: int = 0, *,
+                 certfile: str | None = None, keyfile: str | None = None,
+                 root: str | None = None) -> None:
         self.app = app
         self._sock = listen(host, port)
         self.port: int = self._sock.getsockname()[1]
         scheme = "https" if certfile else "http"
-        self.url = f"{scheme}://{host}:{self.port}{app.config.root}"
+        if root is None:  # an AvpApp's own root; another app says where it mounted one
+            root = app.config.root if isinstance(app, AvpApp) else ""
+        self.url = f"{scheme}://{host}:{self.port}{root}"
         self._tls = (certfile, keyfile)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
