@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test bench transport-bench agents-bench fuzz hostile lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
+.PHONY: install demo test bench transport-bench agents-bench handoff-bench quality-bench fuzz hostile lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -38,6 +38,16 @@ transport-bench: install
 # By value vs by reference over A2A and MCP, real SmolLM2 KV-caches (benchmarks/results/agents_bench.*)
 agents-bench: install
 	$(VPY) benchmarks/agents_bench.py
+
+# A real SmolLM2 KV-cache over HTTP to a receiving process at paced link rates, per codec and
+# codec="auto" (~5-10 min; writes benchmarks/results/handoff_bench.*)
+handoff-bench: install
+	$(VPY) benchmarks/handoff_bench.py
+
+# Task-level accuracy of every handoff (resumable; QUALITY_LIMIT items of the 301, default all)
+QUALITY_LIMIT ?=
+quality-bench: install
+	nice $(VPY) benchmarks/quality_bench.py $(if $(QUALITY_LIMIT),--limit $(QUALITY_LIMIT))
 
 # A longer coverage-guided fuzz campaign (a short one runs inside `make test`).
 FUZZ_SECONDS ?= 200

@@ -245,7 +245,7 @@ class StreamEncoder:
         sec_len = 24 + 64 + 8 * len(t.shape)
         data_at = start + sec_len + pad64(start + sec_len)
         w.n = data_at
-        crc, stored, step = 0, t.stored, 1 << 20
+        crc, stored, step = 0, t.stored, _parallel.COPY_CHUNK
         for off in range(0, len(stored), step):
             chunk = stored[off:off + step]
             crc = crc32c.crc32c(chunk, crc)

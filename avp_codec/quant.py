@@ -9,8 +9,9 @@ The runtime composes these with the codec::
     cache_msg = quant.dequantize_message(avp_codec.decode(wire))  # float tensors again
 
 A layer-adaptive policy (spec 12.3) comes from measure_sensitivity() with a caller-supplied
-evaluate(message) -> loss, then choose_policy(..., budget_ratio). Everything here is numpy +
-ml_dtypes; torch is never imported.
+evaluate(message) -> loss, then choose_policy(..., budget_ratio); measure_role_sensitivity() and
+choose_role_policy() do the same with one choice per layer and role (keys and values apart).
+Everything here is numpy + ml_dtypes; torch is never imported.
 """
 
 from ._quant_core import dequantize as dequantize_array
@@ -24,10 +25,13 @@ from ._quant_message import (
 )
 from ._quant_policy import (
     choose_policy,
+    choose_role_policy,
     layer_bytes,
+    measure_role_sensitivity,
     measure_sensitivity,
     message_kv_bytes,
     policy_kv_bytes,
+    role_bytes,
 )
 from ._quant_settings import (
     PRESETS,
@@ -45,10 +49,12 @@ __all__ = [
     "QuantPolicy",
     "QuantSetting",
     "choose_policy",
+    "choose_role_policy",
     "dequantize_array",
     "dequantize_message",
     "dequantize_tensor",
     "layer_bytes",
+    "measure_role_sensitivity",
     "measure_sensitivity",
     "message_kv_bytes",
     "num_groups",
@@ -58,4 +64,5 @@ __all__ = [
     "quant_axis",
     "quantize_array",
     "quantize_message",
+    "role_bytes",
 ]

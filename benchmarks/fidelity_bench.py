@@ -91,6 +91,34 @@ PROMPTS = 5  # scored prompts of fidelity_prompts.json (all of them)
 WIRE_MARGIN = 1.02
 
 
+# The adaptive policy's per-layer sensitivity as the committed held-out run measured it (same
+# candidates, calibration prompt and settings): other benchmarks (quality_bench, handoff_bench)
+# reuse it, as a sender would reuse a policy for its model, instead of re-measuring 180 probes.
+SENSITIVITY_RUN = RESULTS / "fidelity_heldout.json"
+
+
+def adaptive_sensitivity() -> list[list[float]]:
+    rec = json.loads(SENSITIVITY_RUN.read_text())["adaptive"]
+    if json.dumps(rec["candidates"], sort_keys=True) != json.dumps(
+            [c.to_json() for c in ADAPTIVE_CANDIDATES], sort_keys=True):
+        raise RuntimeError(f"{SENSITIVITY_RUN.name} was measured with other adaptive candidates")
+    return [[float(x) for x in row] for row in rec["sensitivity_kl_per_token"]]
+
+
+def adaptive_description() -> dict[str, Any]:
+    """What defines the adaptive policy (for a report's config and its fingerprint)."""
+    return {"candidates": len(ADAPTIVE_CANDIDATES), "budget_ratio": ADAPTIVE_BUDGET,
+            "wire_margin": WIRE_MARGIN, "sensitivity_from": SENSITIVITY_RUN.name,
+            "calibration_prompt": json.loads(SENSITIVITY_RUN.read_text())["adaptive"][
+                "calibration_prompt"]}
+
+
+def adaptive_policy(msg: avp.Message, budget: float = ADAPTIVE_BUDGET) -> QuantPolicy:
+    """The adaptive policy for `msg` at `budget` x (the committed sensitivity)."""
+    return quant.choose_policy(msg, ADAPTIVE_CANDIDATES, adaptive_sensitivity(),
+                               budget * WIRE_MARGIN)
+
+
 def _lossless(codec: avp.Codec) -> Callable[[avp.Message], avp.Message]:
     def make(msg: avp.Message) -> avp.Message:
         tensors = [
@@ -260,13 +288,24 @@ def _sensitivity(model: Any, tok: Any, calib: dict[str, str], n_tokens: int,
     return quant.measure_sensitivity(base, ADAPTIVE_CANDIDATES, evaluate)
 
 
+def _budget_name(budget: float) -> str:
+    return f"adaptive (budget {budget:g}x)"
+
+
 def run(quick: bool, prompts_file: Path = DEFAULT_PROMPTS,
-        names: list[str] | None = None) -> dict[str, Any]:
-    """`names`: the rows to measure (full names, table order); None = all of them."""
+        names: list[str] | None = None, budgets: list[float] | None = None,
+        reuse_sensitivity: bool = False) -> dict[str, Any]:
+    """`names`: the rows to measure (full names, table order); None = all of them. `budgets`:
+    more adaptive rows at these budget ratios (a size/agreement curve). `reuse_sensitivity`:
+    the committed sensitivity (adaptive_sensitivity()) instead of measuring it again."""
     from avp_runtime.models import load_default
 
     torch.manual_seed(0)
-    names = [*CODECS, ADAPTIVE] if names is None else names
+    names = [*CODECS, ADAPTIVE] if names is None else list(names)
+    extra = {_budget_name(b): b for b in budgets or []}
+    names += [n for n in extra if n not in names]
+    adaptive_rows = {n: extra.get(n, ADAPTIVE_BUDGET) for n in names
+                     if n.startswith("adaptive (budget")}
     prompts = json.loads(prompts_file.read_text())
     items = prompts["prompts"][:2] if quick else prompts["prompts"][:PROMPTS]
     n_tokens = 16 if quick else 64
@@ -274,8 +313,9 @@ def run(quick: bool, prompts_file: Path = DEFAULT_PROMPTS,
     model, tok = lm.model, lm.tokenizer
     t0 = time.perf_counter()
     # Sensitivity is only needed by the adaptive row (and is the slowest step).
-    sens = _sensitivity(model, tok, prompts["calibration"], CALIBRATION_TOKENS,
-                        CALIBRATION_CONTEXT) if ADAPTIVE in names else []
+    sens = [] if not adaptive_rows else adaptive_sensitivity() if reuse_sensitivity else \
+        _sensitivity(model, tok, prompts["calibration"], CALIBRATION_TOKENS,
+                     CALIBRATION_CONTEXT)
     print(f"sensitivity measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     rows = {name: Row(name) for name in names}
     policies = []
@@ -288,11 +328,12 @@ def run(quick: bool, prompts_file: Path = DEFAULT_PROMPTS,
         inputs = [ids[-1]] + gen[:-1]
         ref = _logits(model, base, inputs)
         makers = {n: CODECS[n] for n in names if n in CODECS}
-        if ADAPTIVE in names:
+        for row, budget in adaptive_rows.items():
             adaptive = quant.choose_policy(base, ADAPTIVE_CANDIDATES, sens,
-                                           ADAPTIVE_BUDGET * WIRE_MARGIN)
-            policies.append(json.loads(adaptive.to_json()))
-            makers[ADAPTIVE] = _quantized(adaptive)
+                                           budget * WIRE_MARGIN)
+            if row == ADAPTIVE:
+                policies.append(json.loads(adaptive.to_json()))
+            makers[row] = _quantized(adaptive)
         for name, make in makers.items():
             msg, size, enc, dec = _round_trip(make, base)
             agree, kl = _score(ref, _logits(model, msg, inputs))
@@ -425,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="prompts JSON (same structure as fidelity_prompts.json)")
     ap.add_argument("--codecs", help="comma-separated rows to run, of: " + ",".join(SHORT_NAMES))
     ap.add_argument("--tag", help="write fidelity_<tag>.{json,md} instead of the default files")
+    ap.add_argument("--budgets", help="comma-separated adaptive budget ratios (extra rows)")
+    ap.add_argument("--reuse-sensitivity", action="store_true",
+                    help=f"the adaptive sensitivity committed in {SENSITIVITY_RUN.name}")
     args = ap.parse_args(argv)
     names = None
     if args.codecs:
@@ -434,13 +478,15 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"unknown --codecs {unknown}; choose from {','.join(SHORT_NAMES)}")
         names = [full for short, full in SHORT_NAMES.items() if short in wanted]
     torch.set_num_threads(args.threads)
-    report = run(args.quick, args.prompts, names)
+    budgets = [float(b) for b in args.budgets.split(",")] if args.budgets else None
+    report = run(args.quick, args.prompts, names, budgets, args.reuse_sensitivity)
     report["targets"] = targets(report["results"])
     args.out.mkdir(parents=True, exist_ok=True)
     if args.tag:
         stem = f"fidelity_{args.tag}"
         (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
         (args.out / f"{stem}.md").write_text(markdown(report))
+        plot(report, args.out / f"{stem}_size_vs_agreement.png")
     else:
         stem = "fidelity_quick" if args.quick else "fidelity"
         (args.out / f"{stem}_results.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -24,8 +25,10 @@ import h2.settings
 import hypercorn.asyncio.tcp_server as hypercorn_tcp
 import hypercorn.protocol
 import hyperframe.frame
+from h11._receivebuffer import ReceiveBuffer
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h2 import H2Protocol
 
 from .server import AvpApp
@@ -104,13 +107,107 @@ def install_h2_repr_fix() -> None:
     hyperframe.frame._raw_data_repr = _raw_data_repr
 
 
+def _extract_at_most(self: ReceiveBuffer, count: int) -> bytearray | None:
+    """h11's ``maybe_extract_at_most`` without its two extra passes over a body piece: the
+    original slices ``count`` bytes only to test that the slice is not empty, then slices
+    them again; and when the piece is the whole buffer, the buffer itself is handed over
+    instead of copied. Same result (a bytearray of the same bytes, or None) and the same
+    state afterwards."""
+    data: bytearray = self._data
+    n = len(range(len(data))[:count])  # the length of data[:count], without the copy
+    if not n:
+        return None
+    if n == len(data):
+        self._data = bytearray()
+        out = data
+    else:
+        out = data[:n]
+        del data[:n]
+    self._next_line_search = 0
+    self._multiple_lines_search = 0
+    return out
+
+
+class _Owned(bytearray):
+    """Bytes read from a socket that nobody else holds: ``_read_data`` hands each one to the
+    connection's protocol and forgets it, so h11 may adopt it as its receive buffer instead
+    of copying it (``_receive_into``). Any other bytearray a caller passes is copied, as
+    h11 does."""
+
+
+_h11_iadd = ReceiveBuffer.__iadd__
+
+
+def _receive_into(self: ReceiveBuffer, byteslike: bytes | bytearray) -> ReceiveBuffer:
+    if type(byteslike) is _Owned and not self._data:
+        self._data = byteslike
+        return self
+    return _h11_iadd(self, byteslike)
+
+
+def install_h11_fixes() -> None:
+    if ReceiveBuffer.maybe_extract_at_most is not _extract_at_most:
+        setattr(ReceiveBuffer, "maybe_extract_at_most", _extract_at_most)  # noqa: B010
+        setattr(ReceiveBuffer, "__iadd__", _receive_into)  # noqa: B010
+
+
+async def _read_data(self: hypercorn_tcp.TCPServer) -> None:
+    """hypercorn's connection read loop, with the per-piece costs of a large body cut.
+
+    The original reads with ``wait_for(reader.read(64 KiB))``: a new task per read, the
+    transport's 256 KiB recv size, a StreamReader that pauses and resumes the transport
+    whenever more than 128 KiB wait (an epoll re-registration per piece), and two copies of
+    every byte in ``read`` (slice, then ``bytes``). Here the transport reads up to
+    ``READ_SIZE`` at a time, the reader buffers up to twice that before it pauses the
+    transport (TCP backpressure as before, at a larger bound), the wait is bounded by a
+    timeout scope (no task), and the buffered bytes are handed over whole instead of
+    copied. Same events and the same timeout as the original; h11 and h2 copy what they
+    are given into their own buffers, so the handed-over buffer is not kept.
+    """
+    reader = self.reader
+    transport = self.writer.transport
+    if isinstance(getattr(transport, "max_size", None), int):  # selector (cleartext) sockets
+        transport.max_size = READ_SIZE  # type: ignore[attr-defined]
+    if isinstance(getattr(reader, "_limit", None), int):
+        reader._limit = max(reader._limit, READ_SIZE)  # type: ignore[attr-defined]
+    while not reader.at_eof():
+        try:
+            async with asyncio.timeout(self.config.read_timeout):
+                data = await _take(reader)
+        except (ConnectionError, OSError, TimeoutError, ssl.SSLError):
+            break
+        else:
+            await self.protocol.handle(RawData(data))  # type: ignore[arg-type] # h11/h2 take any buffer
+    await self.protocol.handle(Closed())
+
+
+async def _take(reader: asyncio.StreamReader) -> bytes | bytearray:
+    """Everything the reader holds (at least one byte, or b"" at EOF), without copying it.
+    Uses StreamReader internals (stable since Python 3.4); any other reader is read as
+    hypercorn does."""
+    wait = getattr(reader, "_wait_for_data", None)
+    if not isinstance(getattr(reader, "_buffer", None), bytearray) or wait is None:
+        return await reader.read(READ_SIZE)  # pragma: no cover - another StreamReader
+    if (exc := reader.exception()) is not None:
+        raise exc
+    if not reader._buffer and not reader.at_eof():  # type: ignore[attr-defined]
+        await wait("read")
+    buf: bytearray = reader._buffer  # type: ignore[attr-defined]
+    reader._buffer = _Owned()  # type: ignore[attr-defined]
+    reader._maybe_resume_transport()  # type: ignore[attr-defined]
+    return buf
+
+
 def install_tuning() -> None:
-    """Make hypercorn build ``_AvpH2`` for HTTP/2 connections and read up to 1 MiB at a time
-    (its fixed 64 KiB reads cost one pass through h11/h2, the ASGI queue and the decoder per
-    64 KiB). Idempotent; ``serve`` and ``BackgroundServer`` call it."""
+    """Make hypercorn build ``_AvpH2`` for HTTP/2 connections and read large pieces cheaply
+    (``_read_data``: hypercorn's fixed 64 KiB reads cost one pass through h11/h2, the ASGI
+    queue and the decoder per 64 KiB). Idempotent; ``serve`` and ``BackgroundServer`` call
+    it."""
     setattr(hypercorn.protocol, "H2Protocol", _AvpH2)  # noqa: B010 (not exported)
     hypercorn_tcp.MAX_RECV = READ_SIZE
+    setattr(hypercorn_tcp.TCPServer, "_read_data", _read_data)  # noqa: B010
     install_h2_repr_fix()
+    install_h11_fixes()
 
 
 def hypercorn_config(sock: socket.socket, *, certfile: str | None = None,

@@ -25,9 +25,10 @@ import mmap
 import socket
 import ssl
 import struct
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -36,9 +37,11 @@ import numpy as np
 import avp_codec as avp
 
 from . import _media as media
-from ._asgi import message_parts
+from ._asgi import PIECE, message_parts
 from ._problem import PROBLEM_JSON, HttpProblem, error_from_problem
 from ._run import install_h2_repr_fix
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -82,9 +85,22 @@ class AvpClient:
         self.auth_key = auth_key
         self.session = session
         self.max_decoded_bytes = max_decoded_bytes  # R-H5.7 applies to what we receive too
+        # (bytes, seconds) of the last request body, first piece to last piece handed to the
+        # connection: the upload rate a sender can choose its codec by (avp_codec.auto).
+        self.last_upload: tuple[int, float] | None = None
 
     def close(self) -> None:
         self._http.close()
+
+    @property
+    def upload_bps(self) -> float | None:
+        """Bytes per second of the last request body (None before any, or when it took no
+        measurable time): the link rate ``Connector.export(codec="auto", link_bps=...)`` and
+        ``avp_codec.auto.choose_codec`` choose by. Meaningful for bodies larger than the
+        socket buffers (a few MB); a small body is absorbed by them and reads as very fast."""
+        if self.last_upload is None or self.last_upload[1] <= 0:
+            return None
+        return self.last_upload[0] / self.last_upload[1]
 
     def __enter__(self) -> AvpClient:
         return self
@@ -111,9 +127,11 @@ class AvpClient:
         self.session = reply.headers_session
         return reply.message
 
-    def deliver(self, msg: avp.Message | bytes | bytearray | memoryview, *,
+    def deliver(self, msg: avp.Message | bytes | bytearray | memoryview | Iterable[bytes], *,
                 idempotency_key: str | None = None) -> Reply:
-        """Deliver a payload in the current session (2.2); the receiver's answer."""
+        """Deliver a payload in the current session (2.2); the receiver's answer. ``msg`` may
+        also be an iterable of byte pieces (a StreamEncoder's output as it is produced): sent
+        as the pieces come, without Content-Length."""
         return self._post("/deliver", msg, self._session_headers(idempotency_key))
 
     def deliver_reference(self, digest: str, *, idempotency_key: str | None = None) -> Reply:
@@ -141,7 +159,12 @@ class AvpClient:
         prefix = media.prefix_digest(token_ids)
         if prefix is None:
             return None
-        r = self._http.head(f"{self.base}/prefixes/{bytes(model_id).hex()}/{prefix}")
+        return self.lookup_digest(model_id, prefix)
+
+    def lookup_digest(self, model_id: bytes, prefix_digest: str) -> str | None:
+        """``lookup`` by a prefix digest the caller computed (2.4): a consumer that asks for
+        several prefix lengths of one prompt hashes the ids once for all of them."""
+        r = self._http.head(f"{self.base}/prefixes/{bytes(model_id).hex()}/{prefix_digest}")
         if r.status_code == 404:
             return None
         _raise_for_problem(r.status_code, r.headers, b"")
@@ -178,6 +201,26 @@ class AvpClient:
         """Tensor ``i`` of a stored message, reading only the Trailer, INDEX, HEADER and that
         tensor with byte ranges (2.3); every structure read is checked (R-11.3)."""
         url = f"{self.base}/messages/{digest}"
+        return self._sparse(url, lambda buf, index, at, count, length: self._tensor_from(
+            url, buf, index, at, count, length, i))
+
+    def fetch_header(self, digest: str) -> avp.HeaderEvent:
+        """The HEADER of a stored message (kind, entries, layer table, tensor count), reading
+        only its Trailer, INDEX and HEADER with byte ranges (2.3), each checked (R-11.3): what
+        a consumer needs to decide whether to fetch the whole message."""
+        url = f"{self.base}/messages/{digest}"
+
+        def header(buf: mmap.mmap, index: bytes, index_at: int, count: int,
+                   length: int) -> avp.HeaderEvent:
+            self._head_into(url, buf, index, index_at, count, length)
+            h: avp.HeaderEvent = avp.IndexedReader(buf, limits=self.limits).header
+            return h
+
+        return self._sparse(url, header)
+
+    def _sparse(self, url: str, then: Callable[[mmap.mmap, bytes, int, int, int], _T]) -> _T:
+        """Read the Trailer and INDEX of ``url`` into a sparse copy of the message and run
+        ``then(buf, index, index_at, count, length)`` on it."""
         trailer, length = self._range(url, "-16", None)
         if len(trailer) != 16:
             raise avp.AvpError(avp.ErrorCode.BAD_TRAILER, "no Trailer")
@@ -197,7 +240,7 @@ class AvpClient:
             if 24 + 24 * count > len(index):
                 raise avp.AvpError(avp.ErrorCode.HEADER_LAYOUT, "INDEX shorter than its count",
                                    offset=index_at)
-            return self._tensor_from(url, buf, index, index_at, count, length, i)
+            return then(buf, index, index_at, count, length)
         finally:
             buf.close()
 
@@ -210,26 +253,38 @@ class AvpClient:
             h["idempotency-key"] = key
         return h
 
-    def _body(self, msg: avp.Message | bytes | bytearray | memoryview
-              ) -> tuple[bytes | Iterator[bytes], int]:
+    def _body(self, msg: avp.Message | bytes | bytearray | memoryview | Iterable[bytes]
+              ) -> tuple[bytes | Iterator[bytes], int | None]:
         if isinstance(msg, avp.Message):
             if self.auth_key is not None:
                 data = avp.encode(msg, auth_key=self.auth_key)
                 return data, len(data)
-            return message_parts(msg), avp.encoded_size(msg)
+            return self._timed(message_parts(msg)), avp.encoded_size(msg)
+        if not isinstance(msg, bytes | bytearray | memoryview):
+            return self._timed(iter(msg)), None
         view = memoryview(msg).cast("B")
-        return _pieces(view), len(view)
+        return self._timed(_pieces(view)), len(view)
+
+    def _timed(self, pieces: Iterator[bytes]) -> Iterator[bytes]:
+        n, t0 = 0, None
+        for piece in pieces:
+            if t0 is None:
+                t0 = time.perf_counter()
+            yield piece
+            n += len(piece)
+        if t0 is not None:
+            self.last_upload = (n, time.perf_counter() - t0)
 
     def _post_raw(self, path: str, msg: avp.Message | bytes | bytearray | memoryview,
                   headers: dict[str, str]) -> httpx.Response:
         content, n = self._body(msg)
-        h = {"content-type": media.MEDIA_TYPE, "content-length": str(n), **headers}
+        h = {"content-type": media.MEDIA_TYPE, **_length(n), **headers}
         return self._http.post(self.base + path, content=content, headers=h)
 
-    def _post(self, path: str, msg: avp.Message | bytes | bytearray | memoryview,
+    def _post(self, path: str, msg: avp.Message | bytes | bytearray | memoryview | Iterable[bytes],
               headers: dict[str, str]) -> _SessionReply:
         content, n = self._body(msg)
-        h = {"content-type": media.MEDIA_TYPE, "content-length": str(n),
+        h = {"content-type": media.MEDIA_TYPE, **_length(n),
              "accept": f"{media.MEDIA_TYPE}, application/json;q=0.9, {PROBLEM_JSON};q=0.5",
              **headers}
         with self._http.stream("POST", self.base + path, content=content, headers=h) as r:
@@ -302,16 +357,23 @@ class AvpClient:
             raise HttpProblem("bad-request", "the message changed between ranges", status=502)
         return r.content, total
 
-    def _tensor_from(self, url: str, buf: mmap.mmap, index: bytes, index_at: int, count: int,
-                     length: int, i: int) -> avp.Tensor:
-        if not 0 <= i < count:
-            raise IndexError(i)
-        first_section = (struct.unpack_from("<Q", index, 24)[0] if count else index_at)
+    def _head_into(self, url: str, buf: mmap.mmap, index: bytes, index_at: int, count: int,
+                   length: int) -> int:
+        """Read the bytes before the first tensor section (preamble, HEADER, other sections)
+        into ``buf``; returns where the first tensor section starts."""
+        first_section: int = (struct.unpack_from("<Q", index, 24)[0] if count else index_at)
         if not 16 < first_section <= index_at:
             raise avp.AvpError(avp.ErrorCode.INDEX_MISMATCH, "implausible first section",
                                offset=index_at)
         head, _ = self._range(url, f"0-{first_section - 1}", length)
         buf[:first_section] = head
+        return first_section
+
+    def _tensor_from(self, url: str, buf: mmap.mmap, index: bytes, index_at: int, count: int,
+                     length: int, i: int) -> avp.Tensor:
+        if not 0 <= i < count:
+            raise IndexError(i)
+        first_section = self._head_into(url, buf, index, index_at, count, length)
         sec, data, stored = struct.unpack_from("<QQQ", index, 24 + 24 * i)
         end = data + stored + (-stored % 8)
         if not (first_section <= sec < data <= end <= index_at):
@@ -327,9 +389,14 @@ class AvpClient:
                           quant=t.quant, raw_length=t.raw_length)
 
 
-def _pieces(view: memoryview, size: int = 1 << 20) -> Iterator[bytes]:
-    """A body in 1 MiB pieces: httpcore copies what a socket send leaves over, so one large
-    piece costs quadratic copying; pieces keep it linear."""
+def _length(n: int | None) -> dict[str, str]:
+    return {} if n is None else {"content-length": str(n)}
+
+
+def _pieces(view: memoryview, size: int = PIECE) -> Iterator[bytes]:
+    """A body in 256 KiB pieces: httpcore copies what a socket send (HTTP/1.1) or a frame
+    (HTTP/2) leaves over, so one large piece costs quadratic copying; pieces of the server's
+    frame size keep it linear (``_asgi.PIECE``)."""
     for i in range(0, len(view), size):
         yield bytes(view[i:i + size])
 

@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +36,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 # A server's own defaults are tighter than the codec's (which suit files): a peer cannot make it
 # buffer or inflate more than a quarter GiB for one tensor, or accept more than 2 GiB at once.
+DRAIN_TIMEOUT = 5.0  # longest the rest of a refused body is discarded after the answer
 REPLAY_MAX = 8 << 20  # largest answer kept for an Idempotency-Key retry (R-H7.1)
 SERVER_LIMITS = avp.Limits(max_message_bytes=1 << 31, max_tensor_bytes=256 << 20,
                            max_buffer_bytes=256 << 20)
@@ -85,18 +86,44 @@ class AvpApp:
         req = Request(scope)
         out = Responder(send, req.http_version)
         self.stats["requests"] += 1
+        refusal: Coroutine[Any, Any, None] | None = None
         try:
             await self._route(req, receive, out)
         except ClientGone:
             return
         except avp.AvpError as e:
-            await self._refuse(out, *problem_from_error(e, limits=self.config.limits,
-                                                        versions=media.VERSIONS),
-                               close=not req.body_read)
+            refusal = self._refuse(out, *problem_from_error(e, limits=self.config.limits,
+                                                            versions=media.VERSIONS),
+                                   close=not req.body_read)
         except HttpProblem as p:
-            await self._refuse(out, p.status, p.body(), p.headers, close=not req.body_read)
+            refusal = self._refuse(out, p.status, p.body(), p.headers, close=not req.body_read)
         except Exception as e:  # a receiver's bug must not take the server down
-            await self._refuse(out, 500, HttpProblem("internal", type(e).__name__).body())
+            refusal = self._refuse(out, 500, HttpProblem("internal", type(e).__name__).body())
+        if refusal is not None:
+            await self._refuse_early(receive, req, refusal)
+
+    async def _refuse_early(self, receive: Receive, req: Request,
+                            refusal: Coroutine[Any, Any, None]) -> None:
+        """Answer a refusal while the rest of the request body is read and discarded.
+
+        hypercorn hands body pieces to the app through a queue of 10; the piece that finds it
+        full stops the connection's reader until the app takes one. An app that has stopped
+        reading (it refuses at the HEADER, R-H4.2) and is sending its answer then deadlocks
+        with it: the answer's end closes the stream, which queues ``http.disconnect`` behind
+        the full queue, in the app's own task. Over HTTP/2 that also stalls every other stream
+        of the connection. So the queue is kept moving until the stream ends (HTTP/2: right
+        after the answer; HTTP/1.1: when the connection, answered with ``Connection:
+        close``, is closed), bounded in time."""
+        if req.body_read:
+            await refusal
+            return
+        drain = asyncio.create_task(_discard(receive))
+        try:
+            await refusal
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(drain), DRAIN_TIMEOUT)
+        finally:
+            drain.cancel()
 
     async def _refuse(self, out: Responder, status: int, body: dict[str, Any],
                       headers: Headers | None = None, close: bool = False) -> None:
@@ -471,6 +498,13 @@ class AvpApp:
             await out.body(b"")
             return
         await out.file(entry.path, first, last, self._run)
+
+
+async def _discard(receive: Receive) -> None:
+    while True:
+        ev = await receive()
+        if ev["type"] == "http.disconnect" or not ev.get("more_body", False):
+            return
 
 
 def _hello_only(h: avp.HeaderEvent) -> None:

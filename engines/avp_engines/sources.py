@@ -2,14 +2,19 @@
 
 A source answers two questions: `lookup(token_ids)` -- which stored message shares the longest
 prefix with this prompt (reading only headers and TOKEN_IDS), and `load(candidate)` -- the whole
-message. Built-in sources read a file or a directory of `*.avp` files; any other (the HTTP
-binding's lookup, a KV store) plugs in as ``"module:factory"`` in the connector's configuration,
-the factory taking the configured arguments and returning an object with these two methods.
+message. Built-in sources read a file or a directory of `*.avp` files, or ask an AVP-over-HTTP
+receiver (`avp-serve`) through its prefix lookup (``HttpSource``, configured as
+``"avp_engines.sources:http_source"``); any other (a KV store) plugs in as ``"module:factory"``
+in the connector's configuration, the factory taking the configured arguments (and the
+engine's ``model_id`` when it has such a parameter) and returning an object with these two
+methods. A source may also offer ``load_key(key)``: the engine's worker, which sees only the
+candidate's key, loads through it (``load_key`` below).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -135,9 +140,16 @@ class FileSource:
         return avp.decode_file(candidate.key)
 
 
+    def load_key(self, key: str) -> avp.Message:
+        return avp.decode_file(key)
+
+
 def make_source(spec: str, args: dict[str, Any] | None = None, *,
-                model_id: bytes | None = None) -> MessageSource:
-    """A source from its configuration: a path (file or directory) or ``module:factory``."""
+                model_id: bytes | None = None,
+                engine_model_id: bytes | None = None) -> MessageSource:
+    """A source from its configuration: a path (file or directory; ``model_id`` filters what
+    it offers) or ``module:factory``. A factory with a ``model_id`` parameter that ``args``
+    leaves out gets ``engine_model_id`` (the engine's own)."""
     if ":" in spec and not Path(spec).exists() and not spec.startswith("/"):
         mod, _, name = spec.partition(":")
         try:
@@ -145,6 +157,36 @@ def make_source(spec: str, args: dict[str, Any] | None = None, *,
         except (ImportError, AttributeError) as e:
             raise AvpError(ErrorCode.UNSUPPORTED_CAPABILITY,
                            f"message source {spec!r} cannot be loaded: {e}") from None
-        src: MessageSource = factory(**(args or {}))
+        kw = dict(args or {})
+        if (engine_model_id is not None and "model_id" not in kw
+                and _takes(factory, "model_id")):
+            kw["model_id"] = engine_model_id
+        src: MessageSource = factory(**kw)
         return src
     return FileSource(spec, model_id=model_id)
+
+
+def load_key(source: MessageSource | None, key: str) -> avp.Message:
+    """The message a candidate's key names, through the source when it can load by key (an
+    HTTP source: the key is a URL), else from the file the key names."""
+    by_key = getattr(source, "load_key", None)
+    if callable(by_key):
+        msg: avp.Message = by_key(key)
+        return msg
+    return avp.decode_file(key)
+
+
+def _takes(fn: Any, name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def http_source(url: str, *, model_id: bytes | str | None = None, **kw: Any) -> MessageSource:
+    """``source: "avp_engines.sources:http_source"``, ``source_args: {"url": ...}``: see
+    ``avp_engines.http_source.HttpSource`` (imported here lazily: the HTTP binding is an
+    optional extra)."""
+    from .http_source import HttpSource
+
+    return HttpSource(url, model_id=model_id, **kw)

@@ -15,7 +15,8 @@ a hash of the prompt's token ids; the request's output carries its path in
 ``kv_transfer_params["avp_message"]``.
 
 Consumer (kv_consumer / kv_both, ``source``): a file, a directory of ``*.avp`` files, or
-``"module:factory"`` for any other source (the HTTP binding's lookup). For each new request the
+``"module:factory"`` for any other source (``avp_engines.sources:http_source`` asks an
+``avp-serve`` receiver through the HTTP binding's prefix lookup). For each new request the
 scheduler asks the source for the message sharing the longest prefix with the prompt, checks it
 (this engine's MODEL_ID, its layer count, TOKEN_IDS present and equal over the prefix used) and
 offers the whole blocks of that prefix as external hits, leaving at least the prompt's last token
@@ -135,7 +136,8 @@ class AvpConnector(KVConnectorBase_V1):
         self._journal = str(extra["journal"]) if extra.get("journal") else None
         self._source: sources.MessageSource | None = None
         if cfg.is_kv_consumer and extra.get("source"):
-            self._source = sources.make_source(str(extra["source"]), extra.get("source_args"))
+            self._source = sources.make_source(str(extra["source"]), extra.get("source_args"),
+                                               engine_model_id=self._model_id)
         if self._save_dir:
             os.makedirs(self._save_dir, exist_ok=True)
         # scheduler side
@@ -316,7 +318,7 @@ class AvpConnector(KVConnectorBase_V1):
 
     def _load(self, spec: LoadSpec) -> None:
         assert self._layout is not None
-        msg = avp.decode_file(spec.key)
+        msg = sources.load_key(self._source, spec.key)  # a file, or a URL (HTTP source)
         kv = _kv.view(msg, model_id=self._model_id, n_layers=self._n_layers)
         if kv.token_ids is None or kv.context_length < spec.stop:
             raise AvpError(ErrorCode.KIND_CONSTRAINT, "the message no longer holds the tokens "

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import torch
 
 import avp_codec as avp
+from avp_codec import auto
 
 from . import _install, admit, cache_io, identity, models, prompts
 from ._errors import fail
@@ -359,7 +360,11 @@ class Connector:
         writable: Writable,
         *,
         dtype: torch.dtype | None = None,
-        codec: avp.Codec = avp.Codec.RAW,
+        codec: avp.Codec | str = avp.Codec.RAW,
+        link_bps: float | None = None,
+        profiles: Sequence[auto.CodecProfile] = (),
+        transport_bps: float = float("inf"),
+        cores: float = float("inf"),
     ) -> int:
         """Stream `ctx` as a KV_CACHE message into `writable`; returns the bytes written.
 
@@ -367,9 +372,14 @@ class Connector:
         pulled from the cache one layer at a time, so at most one layer is ever staged on the
         CPU for a GPU model; CPU tensors go to the encoder as they are. `dtype` casts the
         tensors (e.g. torch.bfloat16 halves a float32 cache; lossy); `codec` picks the storage
-        codec (RAW, ZSTD, BYTEPLANE_ZSTD: lossless).
+        codec (RAW, ZSTD, BYTEPLANE_ZSTD, FLOATPLANE_ZSTD: lossless), or "auto": the lossless
+        codec of `profiles` (measured on this machine, named like avp.Codec members) that
+        avp_codec.auto predicts fastest over a link of `link_bps` bytes per second (with
+        `transport_bps` and `cores`, the CPU the transport and codecs share; see avp_codec.auto).
         """
         states = list(cache_io.layer_states(ctx.cache, ctx.context_length))
+        if codec == "auto":
+            codec = _auto_codec(states, link_bps, profiles, transport_bps, cores)
         mask = ctx.attention_mask
         n_tensors = 2 + (mask is not None) + sum(len(st.tensors) for st in states)
         enc = avp.StreamEncoder(
@@ -516,6 +526,25 @@ class Connector:
             cur.advance(1, 1)
         text = self.tokenizer.decode(new, skip_special_tokens=True) if self.tokenizer else ""
         return Generation(text.strip(), new, time.perf_counter() - t0, len(ids))
+
+
+def _auto_codec(states: list[cache_io.LayerState], link_bps: float | None,
+                profiles: Sequence[auto.CodecProfile], transport_bps: float,
+                cores: float) -> avp.Codec:
+    """codec="auto" of export(): a storage codec, so lossless profiles only."""
+    if link_bps is None:
+        raise avp.AvpError(avp.ErrorCode.INVALID_VALUE, 'codec="auto" needs link_bps',
+                           path="auto")
+    raw = sum(int(t.numel()) * t.element_size() for st in states for _, t in st.tensors)
+    pieces = max(1, sum(len(st.tensors) for st in states))
+    best = auto.choose_codec(link_bps, [p for p in profiles if p.lossless],
+                             raw_bytes=raw, pieces=pieces, transport_bps=transport_bps,
+                             cores=cores)
+    try:
+        return avp.Codec[best.name.upper()]
+    except KeyError:
+        raise avp.AvpError(avp.ErrorCode.INVALID_VALUE,
+                           f"profile {best.name!r} names no storage codec", path="auto") from None
 
 
 class _Parts:

@@ -1,0 +1,176 @@
+"""The sending side of benchmarks/handoff_bench.py: a real KV-cache and the codecs it goes by.
+
+Each codec is a job that writes one KV_CACHE message into a writable as it is produced:
+
+* raw, zstd, floatplane_zstd   Connector.export(dtype=bfloat16, codec=...): the cache layer by
+                               layer, coded tensor by tensor (lossless);
+* auto                         Connector.export(codec="auto", link_bps=..., profiles=...): the
+                               lossless codec avp_codec.auto predicts fastest on this link;
+* int8, int4, adaptive         the bf16 export, quantized (avp_codec.quant presets int8 and int4,
+                               the adaptive 5x policy of benchmarks/fidelity_bench.py), then
+                               streamed tensor by tensor with a StreamEncoder;
+* auto95                       the codec avp_codec.auto chooses with a 95% top-1 agreement floor
+                               (lossy codecs admitted by their committed held-out agreement).
+
+`profiles()` measures each codec's throughput on this machine (encode: the job into a counting
+sink; decode: decode + dequantize + import), the numbers auto chooses from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from avp_runtime import Connector, cache_io, models
+from avp_runtime.connector import Context
+
+import avp_codec as avp
+from avp_codec import auto, quant
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+LOSSLESS = ("raw", "zstd", "floatplane_zstd")
+QUANT = ("int8", "int4", "adaptive")
+# Held-out top-1 agreement (benchmarks/results/fidelity_heldout.json) of the lossy rows.
+FIDELITY_ROWS = {"int8": "int8 (K/ch, V/tok, g64, zp)", "int4": "int4 (g64, zp)",
+                 "adaptive": "adaptive (budget 5x)"}
+DOC = ROOT / "spec" / "avp-spec.md"
+PROBE_TOKENS = 512  # ~12 MB: well beyond the socket buffers, so the rate is the link's
+
+Job = Callable[[Any], object]
+
+
+def kv_digest(ctx: Context) -> str:
+    """sha256 of every cache tensor of `ctx` as bfloat16 (what a lossless handoff must keep)."""
+    h = hashlib.sha256()
+    for st in cache_io.layer_states(ctx.cache, ctx.context_length):
+        for role, t in st.tensors:
+            h.update(int(role).to_bytes(2, "little"))
+            h.update(cache_io.to_wire(t, torch.bfloat16).contiguous().view(torch.uint8)
+                     .numpy().tobytes())
+    return h.hexdigest()
+
+
+def agreements(path: Path = HERE / "results" / "fidelity_heldout.json") -> dict[str, float]:
+    rows = {r["codec"]: r["top1_agreement_pct"] for r in json.loads(path.read_text())["results"]}
+    return {short: float(rows[long]) for short, long in FIDELITY_ROWS.items()}
+
+
+class _Count:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.n += len(data)
+        return len(data)
+
+
+class _Collect:
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+
+@dataclass
+class Sender:
+    c: Connector
+    ctx: Context
+    probe_ctx: Context
+    name: str
+    tokens: int
+    raw_bytes: int  # bf16 bytes of the cache tensors
+    pieces: int  # tensors of the message
+    digest: str
+    policies: dict[str, quant.QuantPolicy]
+    adaptive_seconds: float
+
+    @classmethod
+    def load(cls, tokens: int) -> Sender:
+        import fidelity_bench as fb
+
+        c = Connector.default()
+        text = DOC.read_text()
+        ids = [int(i) for i in c.tokenizer(text, add_special_tokens=False)["input_ids"]][:tokens]
+        with torch.inference_mode():
+            ctx = c.prefill(ids)
+            probe = c.prefill(ids[:PROBE_TOKENS])
+        states = list(cache_io.layer_states(ctx.cache, ctx.context_length))
+        raw = sum(int(t.numel()) * 2 for st in states for _, t in st.tensors)
+        pieces = 2 + sum(len(st.tensors) for st in states)
+        t0 = time.perf_counter()
+        base = avp.decode(c.export_bytes(ctx, dtype=torch.bfloat16))
+        policies = {"int8": quant.preset("int8"), "int4": quant.preset("int4"),
+                    "adaptive": fb.adaptive_policy(base)}
+        return cls(c, ctx, probe, models.DEFAULT_MODEL,
+                   len(ids), raw, pieces, kv_digest(ctx), policies, time.perf_counter() - t0)
+
+    # -- jobs --------------------------------------------------------------------------------
+    def _export(self, codec: avp.Codec | str, **kw: Any) -> Job:
+        return lambda w: self.c.export(self.ctx, w, dtype=torch.bfloat16, codec=codec, **kw)
+
+    def _quantized(self, name: str) -> Job:
+        policy = self.policies[name]
+
+        def job(w: Any) -> None:
+            msg = quant.quantize_message(
+                avp.decode(self.c.export_bytes(self.ctx, dtype=torch.bfloat16), verify=False),
+                policy)
+            enc = avp.StreamEncoder(w, msg.kind, msg.entries, msg.layers, len(msg.tensors))
+            for t in msg.tensors:
+                enc.write_tensor(t)
+            enc.finish()
+        return job
+
+    def job(self, codec: str, *, link_bps: float | None = None,
+            profiles: Sequence[auto.CodecProfile] = (), floor: float = 95.0,
+            transport_bps: float = math.inf, cores: float = math.inf) -> Job:
+        if codec in LOSSLESS:
+            return self._export(avp.Codec[codec.upper()])
+        if codec in QUANT:
+            return self._quantized(codec)
+        if codec == "auto":
+            return self._export("auto", link_bps=link_bps, profiles=profiles,
+                                transport_bps=transport_bps, cores=cores)
+        if codec == "auto95":
+            assert link_bps is not None
+            chosen = auto.choose_codec(link_bps, profiles, floor=floor,
+                                       raw_bytes=self.raw_bytes, pieces=self.pieces,
+                                       transport_bps=transport_bps, cores=cores).name
+            return self.job(chosen)
+        raise ValueError(f"unknown codec {codec!r}")
+
+    def probe_message(self) -> bytes:
+        """A small KV_CACHE message (PROBE_TOKENS tokens) for measuring the link."""
+        return self.c.export_bytes(self.probe_ctx, dtype=torch.bfloat16)
+
+    # -- throughput on this machine --------------------------------------------------------------
+    def profiles(self, names: Sequence[str], reps: int = 2) -> dict[str, auto.CodecProfile]:
+        agree = agreements()
+        measured: dict[str, tuple[int, float, float]] = {}
+        for name in names:
+            enc_s, dec_s, size = [], [], 0
+            for _ in range(reps):
+                sink = _Collect()
+                t0 = time.perf_counter()
+                self.job(name)(sink)
+                enc_s.append(time.perf_counter() - t0)
+                wire = b"".join(sink.parts)
+                size = len(wire)
+                t0 = time.perf_counter()
+                self.c.import_(wire, dtype=torch.bfloat16)
+                dec_s.append(time.perf_counter() - t0)
+            measured[name] = (size, min(enc_s), min(dec_s))
+        raw_size = measured["raw"][0]  # size ratios are against the raw message (raw: 1)
+        return {name: auto.CodecProfile(name, raw_size / size, self.raw_bytes / enc,
+                                        self.raw_bytes / dec, name in LOSSLESS, agree.get(name))
+                for name, (size, enc, dec) in measured.items()}
