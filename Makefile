@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test docs bench transport-bench agents-bench handoff-bench quality-bench fuzz lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
+.PHONY: install demo test docs bench transport-bench agents-bench handoff-bench quality-bench fuzz hostile lock clean engines engines-demo engines-venvs engines-lock compat compat-lock
 
 $(VPY):
 	$(PY) -m venv $(VENV)
@@ -60,10 +60,16 @@ quality-bench: install
 FUZZ_SECONDS ?= 200
 fuzz: install
 	$(VPY) fuzz/avp_fuzz_seeds.py .fuzz-corpus
-	for t in decode decoder handshake; do mkdir -p .fuzz-artifacts/$$t && \
+	for t in decode decoder handshake runtime; do mkdir -p .fuzz-artifacts/$$t && \
 	  $(VPY) fuzz/run.py $$t -max_total_time=$(FUZZ_SECONDS) -timeout=30 \
 	  -rss_limit_mb=3072 -max_len=140000 -print_final_stats=1 \
 	  -artifact_prefix=.fuzz-artifacts/$$t/ .fuzz-corpus/$$t || exit 1; done
+
+# The hostile corpus (issue 14) through every entry point, each run in a forked child with an
+# address-space limit; writes benchmarks/results/hostile.{md,json} and exits 1 if any run breaks
+# the contract (the runtime's part also runs in `make test`: tests/hostile).
+hostile: install
+	$(VPY) tests/hostile/hostile_runner.py --write benchmarks/results/hostile
 
 # Regenerate the locks after changing a dependency in pyproject.toml or lock/*.in (needs the
 # registry and this machine's local torch wheel in /opt/wheels). uv is itself locked (dev extra);

@@ -113,12 +113,24 @@ def corpus(target: str) -> dict[str, bytes]:
     return seeds
 
 
-def write(out_dir: Path) -> dict[str, int]:
+def runtime_corpus() -> dict[str, bytes]:
+    """The runtime target's seeds: messages of its tiny receiver (avp_fuzz_runtime.py), plus the
+    KV_CACHE and HIDDEN_STATE vectors (other models: refused early, still worth mutating)."""
+    import avp_fuzz_runtime
+
+    kinds = {int(avp.Kind.KV_CACHE), int(avp.Kind.HIDDEN_STATE)}
+    seeds = {k: v for k, v in {**vectors(), **built()}.items()
+             if len(v) > 34 and int.from_bytes(v[32:34], "little") in kinds}
+    return {**seeds, **avp_fuzz_runtime.seeds()}
+
+
+def write(out_dir: Path, targets: tuple[str, ...] = ("decode", "decoder", "handshake",
+                                                      "runtime")) -> dict[str, int]:
     counts = {}
-    for target in ("decode", "decoder", "handshake"):
+    for target in targets:
         d = out_dir / target
         d.mkdir(parents=True, exist_ok=True)
-        seeds = corpus(target)
+        seeds = runtime_corpus() if target == "runtime" else corpus(target)
         for name, data in seeds.items():
             (d / f"seed-{name}").write_bytes(data)
         counts[target] = len(seeds)
@@ -128,4 +140,5 @@ def write(out_dir: Path) -> dict[str, int]:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(f"usage: {sys.argv[0]} OUT_DIR")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     print(write(Path(sys.argv[1])))

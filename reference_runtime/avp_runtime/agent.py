@@ -100,22 +100,11 @@ class Agent:
             return c.generate(self.instruction, context=ctx,
                               max_new_tokens=self.max_new_tokens).text
         if msg.kind == avp.Kind.HIDDEN_STATE:
-            soft = proj.read_projection(msg, model_id=c.model_id, tokenizer_id=c.tokenizer_id,
-                                        hidden_size=c.model.config.get_text_config().hidden_size)
-            return self._generate_after(proj.context_ids(msg), soft)
+            # Every receiver check (ids against the vocabulary, batch, positions) in receive().
+            got = proj.receive(msg, c, new_tokens=self.max_new_tokens)
+            return proj.generate_after(c, got, max_new_tokens=self.max_new_tokens)
+        # The text is placed as text: control-token spellings in it stay text (prompts.py).
         return c.generate(str(msg.get(M.TEXT)), max_new_tokens=self.max_new_tokens).text
-
-    @torch.no_grad()
-    def _generate_after(self, ids: list[int], soft: torch.Tensor) -> str:
-        c = self.connector
-        embeds = soft.to(c.device, c.model.dtype)
-        if ids:  # the context the state follows (its TOKEN_IDS), read first
-            embeds = torch.cat([c.model.get_input_embeddings()(c._ids_tensor(ids)), embeds], 1)
-        mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
-        out = c.model.generate(inputs_embeds=embeds, attention_mask=mask, do_sample=False,
-                               max_new_tokens=self.max_new_tokens,
-                               pad_token_id=c.tokenizer.pad_token_id or 0)
-        return str(c.tokenizer.decode(out[0], skip_special_tokens=True)).strip()
 
     # ------------------------------------------------------------------ initiator
 

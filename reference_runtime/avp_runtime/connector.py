@@ -4,7 +4,8 @@ A `Connector` wraps one loaded causal LM. `think()` runs a prompt and then Laten
 (the last hidden state, realigned into input-embedding space, is fed back as the next input) and
 returns a `Context`. `export()` streams a Context into an AVP KV_CACHE message layer by layer;
 `import_()` turns such a message back into a Context whose cache is a Transformers DynamicCache
-on any device, after checking that the message's MODEL_ID is this model's own. `generate()`
+on any device, after checking that the message's MODEL_ID is this model's own and that every
+tensor fits this model (admit.py: nothing is installed that the model cannot use). `generate()`
 continues from a Context.
 
 Contexts are immutable in use: every forward pass runs on a fork of the context's cache (see
@@ -24,10 +25,16 @@ from typing import Any, Protocol
 import torch
 
 import avp_codec as avp
-from avp_codec import auto, quant
+from avp_codec import auto
 
-from . import cache_io, identity, models
+from . import _install, admit, cache_io, identity, models, prompts
+from ._errors import fail
+from ._forward import CACHE_KEYWORDS, Cursor, cache_keyword, returned_cache
+from ._forward import check_cache_filled as _check_cache_filled
 from .latent import Realigner
+
+__all__ = ["CACHE_KEYWORDS", "Connector", "Context", "Generation", "LATENT_TOKEN",
+           "cache_keyword", "returned_cache"]
 
 PRODUCER = "avp-runtime/0.1.0 (transformers)"
 LATENT_TOKEN = -1  # TOKEN_IDS value at positions that hold a latent step, not a token
@@ -44,7 +51,9 @@ class Context:
     """What an agent hands over: a KV-cache and the tokens/positions it covers.
 
     `token_ids` and `positions` are `[batch, context_length]` int64; latent-step positions have
-    token id -1. Never mutate `cache`; use `fork()` to get a cache you may extend.
+    token id -1. `attention_mask` (`[batch, context_length]`, 1 = real token, 0 = padding) is
+    None when every position is a real token. Never mutate `cache`; use `fork()` to get a cache
+    you may extend.
     """
 
     cache: Any
@@ -54,9 +63,15 @@ class Context:
     model_id: bytes
     steps: int = 0
     extras: dict[str, Any] = field(default_factory=dict, compare=False)
+    attention_mask: torch.Tensor | None = None
 
     def fork(self) -> Any:
         return cache_io.fork_cache(self.cache)
+
+    def cursor(self) -> Cursor:
+        """Where a continuation writes: the cache length, plus the mask and each row's next
+        position when the context has padding or positions other than 0..n-1."""
+        return Cursor.after(self.context_length, self.positions, self.attention_mask)
 
     @property
     def batch_size(self) -> int:
@@ -74,65 +89,6 @@ class Generation:
     prompt_tokens: int
 
 
-# The keywords under which Transformers' `forward` has taken the cache, newest first: `cache`
-# (5.2x), `past_key_values` (attention models before that), `cache_params` (Mamba-style models
-# before that). Chosen from the signature, never from a version string.
-CACHE_KEYWORDS = ("cache", "past_key_values", "cache_params")
-
-
-def _transformers_version() -> str:
-    try:
-        import transformers
-    except ImportError:  # pragma: no cover - the runtime needs transformers to load a model
-        return "not installed"
-    return str(transformers.__version__)
-
-
-def cache_keyword(model: Any, params: Any = None) -> str:
-    """The keyword this model's `forward` takes its cache under (one of CACHE_KEYWORDS).
-
-    A model whose signature names none of them (its `**kwargs` would swallow any of them and the
-    forward pass would silently build a cache of its own) is refused with UNSUPPORTED_CAPABILITY.
-    """
-    if params is None:
-        params = inspect.signature(model.forward).parameters
-    for kw in CACHE_KEYWORDS:
-        if kw in params:
-            return kw
-    raise avp.AvpError(
-        avp.ErrorCode.UNSUPPORTED_CAPABILITY,
-        f"{type(model).__name__}.forward takes its cache under none of {CACHE_KEYWORDS} "
-        f"(transformers {_transformers_version()}); the runtime cannot pass it a KV-cache",
-    )
-
-
-def returned_cache(out: Any) -> Any:
-    """The cache a forward pass returned (under whichever name this Transformers uses), or None."""
-    for name in CACHE_KEYWORDS:
-        got = getattr(out, name, None)
-        if got is not None:
-            return got
-    return None
-
-
-def _check_cache_filled(model: Any, keyword: str, cache: Any, out: Any) -> None:
-    """Fail at once, and say why, if a forward pass did not extend the cache it was given.
-
-    This is what a future change of Transformers' cache API looks like from here: the model
-    accepts the keyword (or swallows it in `**kwargs`), builds and returns a cache of its own,
-    and the one handed in stays empty.
-    """
-    returned = returned_cache(out)
-    filled = returned is cache if returned is not None else cache_io.cache_is_filled(cache)
-    if not filled:
-        raise avp.AvpError(
-            avp.ErrorCode.UNSUPPORTED_CAPABILITY,
-            f"{type(model).__name__}.forward did not fill the cache passed as `{keyword}=` "
-            f"(transformers {_transformers_version()}): the installed Transformers changed how "
-            "a cache is passed; see the README's tested version range",
-        )
-
-
 class Connector:
     """One model + tokenizer, with the AVP operations on top."""
 
@@ -143,6 +99,8 @@ class Connector:
         self._model_id: bytes | None = None
         self._tokenizer_id: bytes | None = None
         self._realigner: Realigner | None = None
+        self._spec: admit.ModelSpec | None = None
+        self._vocab: int | None = None
         params = inspect.signature(model.forward).parameters
         self._cache_kw = cache_keyword(model, params)
         self._cache_checked = False
@@ -184,22 +142,53 @@ class Connector:
             self._tokenizer_id = identity.tokenizer_id(self.tokenizer)
         return self._tokenizer_id
 
+    # ------------------------------------------------------------ what the model takes
+
+    @property
+    def vocab_size(self) -> int:
+        """Rows of the input embedding: the token ids this model can read."""
+        if self._vocab is None:
+            emb = getattr(self.model, "get_input_embeddings", None)
+            rows = getattr(emb(), "num_embeddings", None) if callable(emb) else None
+            if not isinstance(rows, int):
+                rows = int(self.model.config.get_text_config().vocab_size)
+            self._vocab = rows
+        return self._vocab
+
+    @property
+    def spec(self) -> admit.ModelSpec:
+        """What this model's cache holds, layer by layer (probed once; see admit.py)."""
+        if self._spec is None:
+            self._spec = admit.ModelSpec.probe(self)
+        return self._spec
+
     # ------------------------------------------------------------ tokens
 
     def encode_prompt(self, prompt: str, *, chat: bool = True) -> list[int]:
-        """Token ids of `prompt`, through the chat template when the tokenizer has one."""
-        if chat and getattr(self.tokenizer, "chat_template", None):
-            ids = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True
-            )
-            if hasattr(ids, "keys"):  # transformers 5 may return a BatchEncoding
-                ids = ids["input_ids"]
-            return [int(i) for i in ids]
-        return [int(i) for i in self.tokenizer(prompt)["input_ids"]]
+        """Token ids of `prompt` as text, through the chat template when the tokenizer has one.
+
+        Control-token spellings in the text stay text (prompts.py): a prompt, or a received
+        TEXT payload, never opens chat turns of its own. Text that cannot fit the model's
+        positions is refused (UNSUPPORTED_CAPABILITY) before it is tokenized whole.
+        """
+        if self.tokenizer is None:
+            fail(avp.ErrorCode.UNSUPPORTED_CAPABILITY, f"{self.name} has no tokenizer")
+        return prompts.encode(self.tokenizer, prompt, chat=chat, max_tokens=self.spec.max_context)
 
     def _ids_tensor(self, ids: list[int] | torch.Tensor) -> torch.Tensor:
-        t = torch.as_tensor(ids, dtype=torch.long)
-        return (t if t.dim() == 2 else t.unsqueeze(0)).to(self.device)
+        try:
+            t = torch.as_tensor(ids, dtype=torch.long)
+        except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+            fail(avp.ErrorCode.INVALID_VALUE, f"token ids: {e}")
+        if t.dim() == 1:
+            t = t.unsqueeze(0)
+        if t.dim() != 2:
+            fail(avp.ErrorCode.INVALID_VALUE, f"token ids of shape {list(t.shape)}")
+        vocab = self.vocab_size
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= vocab):
+            fail(avp.ErrorCode.INVALID_VALUE, f"token id outside this model's vocabulary "
+                 f"[0, {vocab})")
+        return t.to(self.device)
 
     # ------------------------------------------------------------ forward passes
 
@@ -212,23 +201,33 @@ class Connector:
         inputs_embeds: torch.Tensor | None = None,
         hidden: bool = False,
         last_only: bool = False,
+        cursor: Cursor | None = None,
     ) -> Any:
         """One forward pass appending to `cache` (mutated) at absolute position `start`.
 
         `last_only` computes logits for the last position only (when the model supports it).
+        `cursor` (a context's `cursor()`, advanced by the caller) carries a padding mask and
+        per-row next positions; without one the mask is all ones and positions run from `start`.
         """
         x = input_ids if input_ids is not None else inputs_embeds
         assert x is not None
         batch, n = int(x.shape[0]), int(x.shape[1])
         kw: dict[str, Any] = {self._cache_kw: cache, "use_cache": True}
         if self._attention:
-            # An explicit all-ones mask over context + new tokens and explicit positions: the
-            # imported cache may not start at 0 for every layer (sliding windows), so nothing
-            # is left for the model to infer from cache lengths.
-            kw["attention_mask"] = torch.ones(batch, start + n, dtype=torch.long, device=x.device)
+            # An explicit mask over context + new tokens and explicit positions: the imported
+            # cache may not start at 0 for every layer (sliding windows), so nothing is left
+            # for the model to infer from cache lengths.
+            if cursor is not None and cursor.mask is not None:
+                kw["attention_mask"] = cursor.mask_for(n, x.device)
+            else:
+                kw["attention_mask"] = torch.ones(batch, start + n, dtype=torch.long,
+                                                  device=x.device)
             if self._takes_positions:
-                pos = torch.arange(start, start + n, device=x.device).unsqueeze(0)
-                kw["position_ids"] = pos.expand(batch, n)
+                if cursor is not None and cursor.next_pos is not None:
+                    kw["position_ids"] = cursor.positions_for(n, x.device)
+                else:
+                    pos = torch.arange(start, start + n, device=x.device).unsqueeze(0)
+                    kw["position_ids"] = pos.expand(batch, n)
         if hidden:
             kw["output_hidden_states"] = True
         if last_only and self._takes_keep:
@@ -273,10 +272,16 @@ class Connector:
         input_ids = self._ids_tensor(ids)
         if input_ids.shape[1] == 0:
             raise ValueError("think needs at least one prompt token")
+        if steps < 0:
+            raise ValueError("steps must be >= 0")
+        input_ids = self._match_batch(input_ids, context)
+        batch, n = int(input_ids.shape[0]), int(input_ids.shape[1])
+        cur = self._cursor(context, n + steps)
+        new_positions = cur.new_positions(n + steps, batch)
         cache = context.fork() if context is not None else self._new_cache()
-        start = context.context_length if context is not None else 0
-        out = self.forward(cache, start, input_ids=input_ids, hidden=steps > 0, last_only=True)
-        length = start + int(input_ids.shape[1])
+        out = self.forward(cache, cur.length, input_ids=input_ids, hidden=steps > 0,
+                           last_only=True, cursor=cur)
+        cur.advance(n, batch)
         token_ids = [input_ids.cpu()]
         if context is not None:
             token_ids.insert(0, context.token_ids)
@@ -285,19 +290,49 @@ class Connector:
             h = out.hidden_states[-1][:, -1:, :]
             for i in range(steps):
                 e = realign(h)
-                out = self.forward(cache, length, inputs_embeds=e, hidden=True, last_only=True)
-                length += 1
+                out = self.forward(cache, cur.length, inputs_embeds=e, hidden=True,
+                                   last_only=True, cursor=cur)
+                cur.advance(1, batch)
                 h = out.hidden_states[-1][:, -1:, :]
                 token_ids.append(torch.full_like(token_ids[-1][:, :1], LATENT_TOKEN))
                 if progress is not None:
                     progress(i + 1, steps)
         all_ids = torch.cat(token_ids, dim=1)
-        positions = torch.arange(length, dtype=torch.long).unsqueeze(0)
+        positions = new_positions.contiguous()
+        mask = None
         if context is not None:
-            positions[:, :start] = context.positions[:1]
-        positions = positions.expand(all_ids.shape[0], length).contiguous()
+            positions = torch.cat([context.positions, positions], dim=1)
+            if context.attention_mask is not None:
+                mask = torch.cat([context.attention_mask,
+                                  torch.ones(batch, n + steps, dtype=torch.long)], dim=1)
         prior = context.steps if context is not None else 0
-        return Context(cache, all_ids, positions, length, self.model_id, prior + steps)
+        return Context(cache, all_ids, positions, cur.length, self.model_id, prior + steps,
+                       attention_mask=mask)
+
+    def _cursor(self, context: Context | None, new: int) -> Cursor:
+        """The continuation point of `context` (None: an empty cache), after checking that the
+        context is this model's and that `new` more positions stay within the model's maximum."""
+        if context is None:
+            cur = Cursor(0)
+        else:
+            if context.model_id != self.model_id:
+                fail(avp.ErrorCode.MODEL_MISMATCH, "the context was made by another model")
+            cur = context.cursor()
+        limit = self.spec.max_context
+        if cur.frontier() + new > limit:
+            fail(avp.ErrorCode.UNSUPPORTED_CAPABILITY,
+                 f"{new} more positions after position {cur.frontier()} exceed this model's "
+                 f"maximum of {limit}")
+        return cur
+
+    def _match_batch(self, ids: torch.Tensor, context: Context | None) -> torch.Tensor:
+        """One row of ids continues every row of a batched context."""
+        if context is None or ids.shape[0] == context.batch_size:
+            return ids
+        if ids.shape[0] == 1:
+            return ids.expand(context.batch_size, -1)
+        fail(avp.ErrorCode.INVALID_VALUE, f"{ids.shape[0]} rows of ids for a context of batch "
+             f"{context.batch_size}")
 
     def realigner(self) -> Realigner:
         if self._realigner is None:
@@ -345,7 +380,8 @@ class Connector:
         states = list(cache_io.layer_states(ctx.cache, ctx.context_length))
         if codec == "auto":
             codec = _auto_codec(states, link_bps, profiles, transport_bps, cores)
-        n_tensors = 2 + sum(len(st.tensors) for st in states)
+        mask = ctx.attention_mask
+        n_tensors = 2 + (mask is not None) + sum(len(st.tensors) for st in states)
         enc = avp.StreamEncoder(
             writable,
             avp.Kind.KV_CACHE,
@@ -358,6 +394,9 @@ class Connector:
                                                layout=avp.Layout.BT))
         enc.write_tensor(avp.Tensor.from_array(ctx.positions.contiguous(), avp.Role.POSITIONS,
                                                layout=avp.Layout.BT))
+        if mask is not None:
+            enc.write_tensor(avp.Tensor.from_array(mask.to(torch.uint8).contiguous(),
+                                                   avp.Role.ATTENTION_MASK, layout=avp.Layout.BT))
         for ordinal, st in enumerate(states):
             for role, t in st.tensors:
                 kv = role in (avp.Role.KEY, avp.Role.VALUE)
@@ -397,69 +436,39 @@ class Connector:
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
         verify: bool = True,
+        max_batch: int = 1,
+        max_context: int | None = None,
+        allow_non_finite: bool = False,
     ) -> Context:
         """A Context from a KV_CACHE message (a decoded Message, its bytes, or a file path).
 
-        Refuses a message whose MODEL_ID is not this model's (MODEL_MISMATCH) before touching
-        any tensor. Quantized tensors (spec section 12) are dequantized with the codec's
-        bit-exact reference arithmetic. Tensors are placed on `device` (default: the model's)
-        in `dtype` (default: the model's); when both already match, on CPU, they stay zero-copy
-        views of the message's buffer.
+        Nothing is installed that this model cannot use. In order, before any tensor value is
+        read: the kind (KIND_CONSTRAINT), the MODEL_ID (MODEL_MISMATCH), CONTEXT_LENGTH against
+        `max_context` (default: the model's maximum; UNSUPPORTED_CAPABILITY), then the layer
+        table and every tensor's role, dtype and shape against the model (admit.py lists the
+        checks and their codes); a batch beyond `max_batch` is UNSUPPORTED_CAPABILITY. Then
+        quantized tensors (spec section 12) are dequantized with the codec's bit-exact
+        reference arithmetic, tensors are placed on `device` (default: the model's) in `dtype`
+        (default: the model's), and NaN / infinity is refused (INVALID_VALUE) unless
+        `allow_non_finite`. When device and dtype already match, on CPU, the tensors stay
+        zero-copy views of the message's buffer. POSITIONS and ATTENTION_MASK are honoured
+        (padding, shifted positions) where the model can continue from them, else refused.
         """
-        msg = _decode(source, verify)
-        if msg.kind != avp.Kind.KV_CACHE:
-            raise avp.AvpError(avp.ErrorCode.KIND_CONSTRAINT,
-                               f"expected a KV_CACHE message, got {avp.Kind(msg.kind).name}")
-        mid = msg.get(avp.MetaKey.MODEL_ID)
-        if mid != self.model_id:
-            got = bytes(mid).hex()[:16] if isinstance(mid, bytes | bytearray) else repr(mid)
-            raise avp.AvpError(
-                avp.ErrorCode.MODEL_MISMATCH,
-                f"KV-cache is for model {got}..., this model is {self.model_id.hex()[:16]}...",
-                path="entries.MODEL_ID",
-            )
-        if any(t.quant is not None for t in msg.tensors):
-            msg = quant.dequantize_message(msg)  # also joins token tiles of one layer and role
-        length = int(msg.get(avp.MetaKey.CONTEXT_LENGTH))  # type: ignore[arg-type]
-        dev = torch.device(device) if device is not None else self.device
-        want = dtype if dtype is not None else self.model.dtype
-        states = [
-            cache_io.LayerState(d.index, avp.LayerKind(d.kind), d.token_start, d.token_count,
-                                d.window)
-            for d in msg.layers
-        ]
-        token_ids: torch.Tensor | None = None
-        positions: torch.Tensor | None = None
-        tiles: dict[tuple[int, avp.Role], list[avp.Tensor]] = {}
-        for t in msg.tensors:
-            if t.layer is None:
-                if t.role == avp.Role.TOKEN_IDS:
-                    token_ids = cache_io.tensor_to_torch(t).to(torch.long)
-                elif t.role == avp.Role.POSITIONS:
-                    positions = cache_io.tensor_to_torch(t).to(torch.long)
-                continue
-            tiles.setdefault((t.layer, avp.Role(t.role)), []).append(t)
-        for (ordinal, role), group in tiles.items():
-            x = cache_io.join_tiles(group, dev)
-            if x.is_floating_point() and x.dtype != want:
-                x = x.to(want)
-            states[ordinal].tensors.append((role, x))
-        cache = cache_io.build_cache(self.model.config, states, length)
-        if token_ids is None:
-            token_ids = torch.full((1, length), LATENT_TOKEN, dtype=torch.long)
-        if positions is None:
-            positions = torch.arange(length, dtype=torch.long).unsqueeze(0)
-        steps = msg.get(avp.MetaKey.CREATED_BY_STEPS)
-        n_steps = steps if isinstance(steps, int) else 0
-        return Context(cache, token_ids, positions, length, self.model_id, n_steps)
+        msg = admit.read_kv(source, self.model_id, self.spec, verify=verify,
+                            max_batch=max_batch, max_context=max_context)
+        ctx: Context = _install.install(
+            self, msg, device=device, dtype=dtype, max_batch=max_batch, max_context=max_context,
+            allow_non_finite=allow_non_finite)
+        return ctx
 
     # ------------------------------------------------------------ generation
 
     def continue_logits(self, ctx: Context | None, ids: list[int] | torch.Tensor) -> torch.Tensor:
         """Logits for `ids` appended after `ctx` (the context itself is left untouched)."""
+        input_ids = self._match_batch(self._ids_tensor(ids), ctx)
+        cur = self._cursor(ctx, int(input_ids.shape[1]))
         cache = ctx.fork() if ctx is not None else self._new_cache()
-        start = ctx.context_length if ctx is not None else 0
-        out = self.forward(cache, start, input_ids=self._ids_tensor(ids))
+        out = self.forward(cache, cur.length, input_ids=input_ids, cursor=cur)
         logits: torch.Tensor = out.logits
         return logits
 
@@ -474,7 +483,13 @@ class Connector:
         seed: int | None = None,
         stop_ids: set[int] | None = None,
     ) -> Generation:
-        """Continue from `context` with `prompt` appended; greedy unless `temperature` > 0."""
+        """Continue from `context` with `prompt` appended; greedy unless `temperature` > 0.
+
+        Generation is for one sequence: a batched context is refused (UNSUPPORTED_CAPABILITY),
+        as is a context of another model (MODEL_MISMATCH), a prompt token outside the vocabulary
+        (INVALID_VALUE) or a prompt that does not fit the model's maximum position
+        (UNSUPPORTED_CAPABILITY); generation stops at that maximum.
+        """
         t0 = time.perf_counter()
         if prompt is None:
             ids: list[int] = []
@@ -484,14 +499,19 @@ class Connector:
             ids = list(prompt)
         if not ids and context is None:
             raise ValueError("nothing to continue from: give a prompt or a context")
-        cache = context.fork() if context is not None else self._new_cache()
-        pos = context.context_length if context is not None else 0
         if not ids:
             raise ValueError("generate needs at least one prompt token after the context")
-        stops = stop_ids if stop_ids is not None else _eos_ids(self.model, self.tokenizer)
+        if context is not None and context.batch_size != 1:
+            fail(avp.ErrorCode.UNSUPPORTED_CAPABILITY,
+                 f"generate continues one sequence; the context has batch {context.batch_size}")
+        input_ids = self._ids_tensor(ids)
+        cur = self._cursor(context, len(ids))
+        limit = self.spec.max_context
+        cache = context.fork() if context is not None else self._new_cache()
+        stops = stop_ids if stop_ids is not None else prompts.stop_ids(self.model, self.tokenizer)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
-        out = self.forward(cache, pos, input_ids=self._ids_tensor(ids), last_only=True)
-        pos += len(ids)
+        out = self.forward(cache, cur.length, input_ids=input_ids, last_only=True, cursor=cur)
+        cur.advance(len(ids), 1)
         new: list[int] = []
         for _ in range(max_new_tokens):
             logits = out.logits[:, -1, :].float()
@@ -501,10 +521,10 @@ class Connector:
             else:
                 nxt = int(logits.argmax(dim=-1)[0])
             new.append(nxt)
-            if nxt in stops:
+            if nxt in stops or cur.frontier() >= limit:
                 break
-            out = self.forward(cache, pos, input_ids=self._ids_tensor([nxt]))
-            pos += 1
+            out = self.forward(cache, cur.length, input_ids=self._ids_tensor([nxt]), cursor=cur)
+            cur.advance(1, 1)
         text = self.tokenizer.decode(new, skip_special_tokens=True) if self.tokenizer else ""
         return Generation(text.strip(), new, time.perf_counter() - t0, len(ids))
 
@@ -528,26 +548,6 @@ def _auto_codec(states: list[cache_io.LayerState], link_bps: float | None,
                            f"profile {best.name!r} names no storage codec", path="auto") from None
 
 
-def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
-    ids: set[int] = set()
-    for src in (getattr(model, "generation_config", None), model.config, tokenizer):
-        if src is None:
-            continue
-        eos = getattr(src, "eos_token_id", None)
-        if isinstance(eos, int):
-            ids.add(eos)
-        elif isinstance(eos, list | tuple):
-            ids.update(int(e) for e in eos)
-    if tokenizer is None:
-        return ids
-    # Chat models end a turn with their end-of-turn token even when eos says otherwise.
-    for tok in ("<|im_end|>", "<end_of_turn>", "<|eot_id|>"):
-        tid = tokenizer.convert_tokens_to_ids(tok) if tok in tokenizer.get_vocab() else None
-        if isinstance(tid, int):
-            ids.add(tid)
-    return ids
-
-
 class _Parts:
     """Collects the encoder's chunks by reference; the final join is the only copy of the
     tensor bytes (a BytesIO would copy them twice and regrow its buffer as it goes)."""
@@ -558,11 +558,3 @@ class _Parts:
     def write(self, data: bytes | memoryview) -> int:
         self.parts.append(data)
         return len(data)
-
-
-def _decode(source: Any, verify: bool) -> avp.Message:
-    if isinstance(source, avp.Message):
-        return source
-    if isinstance(source, str | os.PathLike):
-        return avp.decode_file(source, verify=verify)
-    return avp.decode(source, verify=verify)

@@ -16,9 +16,9 @@ sends CAP_MODES, and its VOCABULARY when it resolves PROJECTION between differen
 (R-14.10); without them the initiator uses a local vocabulary copy whose TOKENIZER_ID is the
 peer's, and accepts a downgrade but never an upgrade.
 
-Nothing here touches a socket: callers pass decoded messages in and get messages back
-(agent.py does the I/O). Payload checks after the handshake (R-14.6, R-14.7) are the codec's
-`avp.check_payload`, called with `Resolution.offered` / `Resolution.peer_message`.
+Nothing here touches a socket: callers pass decoded messages in (decoded with `LIMITS`) and get
+messages back (agent.py does the I/O). Payload checks after the handshake (R-14.6, R-14.7) are
+the codec's `avp.check_payload`, called with `Resolution.offered` / `Resolution.peer_message`.
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ FORMAT_1_0 = (1 << 16) | 0
 # Preference order of 14.3: lower rank wins.
 RANK = {avp.Mode.KV_CACHE: 0, avp.Mode.PROJECTION: 1, avp.Mode.TEXT: 2}
 ALL_MODES = tuple(sorted(int(m) for m in avp.Mode))
+# HELLO / ACCEPT / ERROR carry no tensor: decode them with these limits and a message of another
+# kind with tensors (a decompression bomb sent to the handshake) is refused before inflation.
+LIMITS = avp.Limits(max_tensor_bytes=0)
 
 
 @dataclass

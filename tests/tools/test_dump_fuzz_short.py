@@ -54,8 +54,11 @@ def test_dump_target_short_run(tmp_path: Path) -> None:
         (cdir / name).write_bytes(data)
     art = tmp_path / "artifacts"
     art.mkdir()
+    # Through a launcher: Linux carries the peak RSS of a fork+exec parent (a pytest worker
+    # that loaded models: 3 GB) into the child, where libFuzzer's -rss_limit_mb reads it.
     proc = subprocess.run(
-        [sys.executable, str(FUZZ / "avp_fuzz_dump.py"), f"-runs={RUNS}", "-seed=1",
+        [sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))",
+         sys.executable, str(FUZZ / "avp_fuzz_dump.py"), f"-runs={RUNS}", "-seed=1",
          "-timeout=60", "-rss_limit_mb=2048", "-max_len=16384", f"-artifact_prefix={art}/",
          str(cdir)], capture_output=True, text=True, timeout=600)
     tail = (proc.stdout + proc.stderr)[-4000:]
