@@ -74,7 +74,7 @@ def _kv(env: Any, fn: Callable[[np.ndarray, avp.Tensor], np.ndarray]) -> bytes:
     ts = []
     for t in m.tensors:
         if t.role in (avp.Role.KEY, avp.Role.VALUE):
-            t = avp.Tensor.from_array(fn(t.array().copy(), t), t.role, layer=t.layer,
+            t = avp.Tensor.from_array(fn(t.array().copy(), t), t.role, ordinal=t.layer,
                                       layout=t.layout)
         ts.append(t)
     return avp.encode(avp.Message(m.kind, m.entries, m.layers, ts))
@@ -97,7 +97,7 @@ def _layers(env: Any, keep: int | None = None, extra: bool = False) -> bytes:
         ts = [t for t in ts if t.layer is None or t.layer < keep]
     if extra:
         layers.append(avp.Layer(2, avp.LayerKind.FULL_ATTENTION, 0, 10))
-        ts += [avp.Tensor.from_array(np.zeros((1, 2, 10, 8), np.float32), r, layer=2,
+        ts += [avp.Tensor.from_array(np.zeros((1, 2, 10, 8), np.float32), r, ordinal=2,
                                      layout=avp.Layout.BHTD) for r in (avp.Role.KEY,
                                                                        avp.Role.VALUE)]
     return avp.encode(avp.Message(m.kind, m.entries, layers, ts))
@@ -106,7 +106,7 @@ def _layers(env: Any, keep: int | None = None, extra: bool = False) -> bytes:
 def _empty_huge_context(env: Any) -> bytes:
     n = 1 << 40
     layers = [avp.Layer(i, avp.LayerKind.FULL_ATTENTION, 0, n) for i in range(2)]
-    ts = [avp.Tensor.from_array(np.zeros((1, 2, n, 0), np.float32), r, layer=i,
+    ts = [avp.Tensor.from_array(np.zeros((1, 2, n, 0), np.float32), r, ordinal=i,
                                 layout=avp.Layout.BHTD)
           for i in range(2) for r in (avp.Role.KEY, avp.Role.VALUE)]
     return avp.encode(avp.kv_cache_message(env.connector.model_id, n, layers, ts))

@@ -69,7 +69,7 @@ def _kv(fn: Callable[[torch.Tensor, avp.Tensor], Any]) -> Callable[[avp.Tensor],
         if t.role not in (R.KEY, R.VALUE):
             return t
         new = fn(torch.from_numpy(t.array().copy()), t)
-        return avp.Tensor.from_array(new, t.role, layer=t.layer, layout=t.layout)
+        return avp.Tensor.from_array(new, t.role, ordinal=t.layer, layout=t.layout)
     return f
 
 
@@ -110,7 +110,7 @@ def test_k_and_v_head_dims_are_checked_as_a_pair(tiny: Callable[..., Connector])
     # K and V swapped: each shape exists in the model, the pair does not.
     def swap(t: avp.Tensor) -> avp.Tensor:
         role = R.VALUE if t.role == R.KEY else R.KEY if t.role == R.VALUE else t.role
-        return avp.Tensor.from_array(t.array(), role, layer=t.layer, layout=t.layout)
+        return avp.Tensor.from_array(t.array(), role, ordinal=t.layer, layout=t.layout)
 
     msg = avp.decode(good)
     ts = [swap(t) for t in msg.tensors]
@@ -128,7 +128,7 @@ def test_recurrent_states_of_another_shape_or_count(tiny: Callable[..., Connecto
         if t.role != R.SSM_STATE:
             return t
         a = np.zeros((*t.shape[:-1], t.shape[-1] + 1), np.float32)
-        return avp.Tensor.from_array(a, t.role, layer=t.layer)
+        return avp.Tensor.from_array(a, t.role, ordinal=t.layer)
 
     _refused(c, _rebuild(good, tensors=wider), E.MODEL_MISMATCH)
     without_conv = _rebuild(good, tensors=lambda t: None if t.role == R.CONV_STATE else t)
@@ -141,7 +141,7 @@ def test_recurrent_states_of_another_shape_or_count(tiny: Callable[..., Connecto
 def test_a_layer_the_model_does_not_have_is_refused(llama: Connector, wire: bytes) -> None:
     msg = avp.decode(wire)
     layers = [*msg.layers, avp.Layer(2, avp.LayerKind.FULL_ATTENTION, 0, 10)]
-    extra = [avp.Tensor.from_array(np.zeros((1, 2, 10, 16), np.float32), r, layer=2,
+    extra = [avp.Tensor.from_array(np.zeros((1, 2, 10, 16), np.float32), r, ordinal=2,
                                    layout=avp.Layout.BHTD) for r in (R.KEY, R.VALUE)]
     bad = avp.encode(avp.Message(msg.kind, msg.entries, layers, [*msg.tensors, *extra]))
     err = _refused(llama, bad, E.KIND_CONSTRAINT)
@@ -160,7 +160,7 @@ def test_a_sliding_layer_without_the_tokens_it_attends_to(
     def short(t: avp.Tensor) -> avp.Tensor:
         if t.layer != 0 or t.role not in (R.KEY, R.VALUE):
             return t
-        return avp.Tensor.from_array(t.array()[:, :, -3:].copy(), t.role, layer=0,
+        return avp.Tensor.from_array(t.array()[:, :, -3:].copy(), t.role, ordinal=0,
                                      layout=t.layout)
 
     bad = avp.encode(avp.Message(good.kind, good.entries, layers,
@@ -230,7 +230,7 @@ def test_context_length_is_bounded_before_any_allocation(llama: Connector, wire:
     # defaulting TOKEN_IDS and POSITIONS used to ask the allocator for 2^40 x 8 bytes twice.
     n = 1 << 40
     layers = [avp.Layer(i, avp.LayerKind.FULL_ATTENTION, 0, n) for i in range(2)]
-    ts = [avp.Tensor.from_array(np.zeros((1, 2, n, 0), np.float32), r, layer=i,
+    ts = [avp.Tensor.from_array(np.zeros((1, 2, n, 0), np.float32), r, ordinal=i,
                                 layout=avp.Layout.BHTD)
           for i in range(2) for r in (R.KEY, R.VALUE)]
     msg = avp.kv_cache_message(llama.model_id, n, layers, ts)
@@ -255,7 +255,7 @@ def test_latent_kv_is_not_a_cache_this_runtime_holds(llama: Connector, wire: byt
     msg = avp.decode(wire)
     ts = [t for t in msg.tensors if t.layer != 0]
     n = sum(t.layer is None for t in ts)
-    latent = avp.Tensor.from_array(np.zeros((1, 10, 24), np.float32), R.LATENT_KV, layer=0,
+    latent = avp.Tensor.from_array(np.zeros((1, 10, 24), np.float32), R.LATENT_KV, ordinal=0,
                                    layout=avp.Layout.BTD)
     bad = avp.encode(avp.Message(msg.kind, msg.entries, msg.layers, [*ts[:n], latent, *ts[n:]]))
     _refused(llama, bad, E.UNSUPPORTED_CAPABILITY)
@@ -385,7 +385,7 @@ def test_nothing_beyond_the_model_is_inflated(llama: Connector) -> None:
 
     n, heads = 10, 4096
     layers = [avp.Layer(i, avp.LayerKind.FULL_ATTENTION, 0, n) for i in range(2)]
-    ts = [avp.Tensor.from_array(np.zeros((1, heads, n, 16), np.float32), r, layer=i,
+    ts = [avp.Tensor.from_array(np.zeros((1, heads, n, 16), np.float32), r, ordinal=i,
                                 layout=avp.Layout.BHTD, codec=avp.Codec.ZSTD)
           for i in range(2) for r in (R.KEY, R.VALUE)]
     data = avp.encode(avp.kv_cache_message(llama.model_id, n, layers, ts))
