@@ -39,8 +39,8 @@ import torch
 
 import avp_codec as avp
 
+from . import admit, identity, models
 from . import handshake as hs
-from . import identity, models
 from . import projection as proj
 from ._msg import build
 from .connector import Connector
@@ -190,6 +190,16 @@ class AgentReceiver(avp_http.Receiver):
             raise avp.AvpError(code, str(reply.get(M.ERROR_TEXT) or "handshake refused"))
         self.agent.log.append(f"negotiated {res.mode.name} with {res.peer.agent_name}")
         return avp_http.Negotiated(reply, res.mode, reply, res)
+
+    def check_header(self, session: avp_http.Session, header: avp.HeaderEvent) -> None:
+        """Refuse a KV_CACHE this model cannot use at its HEADER (MODEL_ID, CONTEXT_LENGTH
+        against the model's maximum, the layer table), before any tensor is received or
+        decompressed: a payload sized for another model never costs this server its bytes."""
+        super().check_header(session, header)
+        if header.kind == avp.Kind.KV_CACHE:
+            c = self.agent.connector
+            admit.check_header(avp.Message(header.kind, header.entries, header.layers),
+                               c.model_id, c.spec)
 
     def deliver(self, session: avp_http.Session, msg: avp.Message,
                 info: avp_http.Delivery) -> avp_http.Answer:

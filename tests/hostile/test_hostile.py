@@ -97,12 +97,13 @@ def test_the_runner_catches_each_kind_of_broken_contract() -> None:
                                     "refused:INVALID_VALUE"]
 
 
-# Open, with their code right but memory over budget (listed in the runtime report; the fix is
-# admit.check_header in AgentReceiver.check_header, agent.py): the agent server inflates a
-# bomb aimed at its model before Connector.import_ checks it; the 200k-token HELLO's server
-# high-water (an upper bound including the case's handshake run) is 65.7 MB of 64.
-KNOWN_OPEN = {("kv: zstd bomb 2 x 256 MiB for the receiver's model", "http.deliver"),
-              ("kv: zstd bomb, 10 tokens x 2^20 heads (64 MiB), receiver's model", "http.deliver"),
+# Open, with their code right but memory over budget: a KV_CACHE whose HEADER fits the model
+# but whose compressed tensor declares other shapes is inflated by the decoder (the binding's
+# tensor callback runs after decompression) before Connector.import_ refuses it; the 200k-token
+# HELLO's server high-water (an upper bound including the case's handshake run) measured 47 to
+# 65.7 MB of 64. (A bomb whose HEADER the model cannot take is now refused at the HEADER by
+# AgentReceiver.check_header, before any tensor byte is decoded.)
+KNOWN_OPEN = {("kv: zstd bomb, 10 tokens x 2^20 heads (64 MiB), receiver's model", "http.deliver"),
               ("hello: a VOCABULARY of 200k tokens", "http.deliver")}
 
 
