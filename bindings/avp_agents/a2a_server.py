@@ -25,7 +25,6 @@ thread; payload reading on others; the event loop never blocks on either.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import sys
@@ -63,10 +62,11 @@ from starlette.routing import Mount
 
 import avp_codec as avp
 
+from . import _cli
 from ._ext import A2A_URI, MEDIA_TYPE, AgentProblem, AvpParams, is_avp_media_type, is_avp_uri
 from ._host import BINDING_ROOT, Hosted, request_limit
 from .payload import FetchPolicy, PayloadReader, Received
-from .responder import Responder, load_responder
+from .responder import Responder
 
 log = logging.getLogger("avp_agents.a2a")
 
@@ -358,40 +358,15 @@ class A2AServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m avp_agents.a2a_server", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="echo", help="a runtime model name, or 'echo' (no model)")
-    ap.add_argument("--name", default=None)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
+    ap = _cli.parser("python -m avp_agents.a2a_server", __doc__)
     ap.add_argument("--plain", action="store_true", help="serve without the AVP extension")
     ap.add_argument("--required", action="store_true", help="mark the extension required")
-    ap.add_argument("--max-inline", type=int, default=1 << 20)
-    ap.add_argument("--fetch-hosts", default=None,
-                    help="comma-separated hosts by-reference payloads may come from (default any)")
-    ap.add_argument("--no-fetch", action="store_true",
-                    help="accept references to this agent's own binding only")
-    ap.add_argument("--fetch-timeout", type=float, default=60.0)
-    ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     _quiet_sdk_refusals()
-    responder = load_responder(args.model, name=args.name, threads=args.threads,
-                               max_new_tokens=args.max_new_tokens)
-    hosts = None if args.fetch_hosts is None else frozenset(
-        h.strip() for h in args.fetch_hosts.split(",") if h.strip())
-    server = A2AServer(responder, A2AConfig(
+    server = A2AServer(_cli.responder(args), A2AConfig(
         name=args.name or f"avp-{args.model}", extension=not args.plain, required=args.required,
-        max_inline_bytes=args.max_inline,
-        policy=FetchPolicy(hosts=hosts, fetch_others=not args.no_fetch,
-                           timeout=args.fetch_timeout)))
-
-    def ready(port: int) -> None:
-        server.bind(f"http://{args.host}:{port}")
-        print(f"AVP-A2A LISTENING {port}", flush=True)
-
-    avp_http.serve(server.app, args.host, args.port, ready=ready)
-    return 0
+        max_inline_bytes=args.max_inline, policy=_cli.fetch_policy(args)))
+    return _cli.serve(server, args, "AVP-A2A LISTENING")
 
 
 class _DropA2AErrors(logging.Filter):

@@ -25,7 +25,6 @@ the MCP side offers:
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import binascii
@@ -53,10 +52,11 @@ from starlette.routing import Mount
 
 import avp_codec as avp
 
+from . import _cli
 from ._ext import MCP_EXTENSION, MEDIA_TYPE, AgentProblem, AvpParams, is_hex64, major_of
 from ._host import BINDING_ROOT, Hosted, request_limit
 from .payload import FetchPolicy, PayloadReader, Received
-from .responder import Responder, load_responder
+from .responder import Responder
 
 MESSAGES = "avp://messages/"
 HELLO_URI = "avp://agent/hello"
@@ -318,38 +318,13 @@ def _client_version(ctx: Context) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m avp_agents.mcp_server", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="echo", help="a runtime model name, or 'echo' (no model)")
-    ap.add_argument("--name", default=None)
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=0)
-    ap.add_argument("--max-inline", type=int, default=1 << 20)
+    ap = _cli.parser("python -m avp_agents.mcp_server", __doc__)
     ap.add_argument("--inline-threshold", type=int, default=256 << 10)
-    ap.add_argument("--fetch-hosts", default=None,
-                    help="comma-separated hosts by-reference payloads may come from (default any)")
-    ap.add_argument("--no-fetch", action="store_true",
-                    help="accept references to this server's own binding only")
-    ap.add_argument("--fetch-timeout", type=float, default=60.0)
-    ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
-    responder = load_responder(args.model, name=args.name, threads=args.threads,
-                               max_new_tokens=args.max_new_tokens)
-    hosts = None if args.fetch_hosts is None else frozenset(
-        h.strip() for h in args.fetch_hosts.split(",") if h.strip())
-    server = MCPServer(responder, MCPConfig(
+    server = MCPServer(_cli.responder(args), MCPConfig(
         name=args.name or f"avp-{args.model}", max_inline_bytes=args.max_inline,
-        inline_threshold=args.inline_threshold,
-        policy=FetchPolicy(hosts=hosts, fetch_others=not args.no_fetch,
-                           timeout=args.fetch_timeout)))
-
-    def ready(port: int) -> None:
-        server.bind(f"http://{args.host}:{port}")
-        print(f"AVP-MCP LISTENING {port}", flush=True)
-
-    avp_http.serve(server.app, args.host, args.port, ready=ready)
-    return 0
+        inline_threshold=args.inline_threshold, policy=_cli.fetch_policy(args)))
+    return _cli.serve(server, args, "AVP-MCP LISTENING")
 
 
 if __name__ == "__main__":

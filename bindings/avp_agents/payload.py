@@ -162,7 +162,7 @@ class PayloadReader:
 
         def drain() -> None:
             nonlocal header, end, kept
-            while (ev := dec.next_event()) is not avp.NEED_DATA:
+            while (ev := dec.next_event()) is not avp.NEED_DATA and ev is not avp.END_OF_STREAM:
                 if isinstance(ev, avp.HeaderEvent):
                     header = ev
                 elif isinstance(ev, avp.TensorEvent):
