@@ -1,11 +1,13 @@
-"""Fixtures for the avp-dump tests: a spec-level message writer independent of avp_codec, so the
-tools can be tested on hand-crafted (valid and deliberately broken) bytes, plus a field patcher
-that re-seals the section CRC so a test injects exactly one fault."""
+"""Fixtures for the avp-dump tests: the spec-level message writer of ``avp_craft`` (independent
+of avp_codec, so the tools can be tested on hand-crafted valid and deliberately broken bytes),
+sample messages built with it, and a field patcher that re-seals the section CRC so a test
+injects exactly one fault."""
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,83 +15,9 @@ import crc32c
 import numpy as np
 import pytest
 
-MAGIC = b"\x89AVP\r\n\x1a\n"
-END = b"\x89AVPEND\n"
-NO_REF = 0xFFFFFFFF
-
-
-def pad8(n: int) -> int:
-    return (8 - n % 8) % 8
-
-
-def pad64(n: int) -> int:
-    return (64 - n % 64) % 64
-
-
-def section(typ: int, body: bytes, flags: int = 0) -> bytes:
-    head = struct.pack("<IIQ", typ, flags, len(body)) + body
-    out = head + struct.pack("<I", crc32c.crc32c(head))
-    return out + b"\0" * pad8(len(out))
-
-
-@dataclass
-class T:
-    """One tensor: its stored data plus descriptor fields (defaults give a valid RAW tensor;
-    for a compressed one, ``data`` is the stored frame and ``raw_length`` must be given)."""
-
-    role: int
-    dtype: int
-    shape: tuple[int, ...]
-    data: bytes
-    layer: int = NO_REF
-    layout: int = 0
-    codec: int = 0
-    token_offset: int = 0
-    quant: tuple[int, int, int, int, int, int] = (0, 0, 0, NO_REF, NO_REF, 0)
-    raw_length: int | None = None
-
-
-@dataclass
-class M:
-    kind: int
-    entries: list[tuple[int, int, int, bytes]] = field(default_factory=list)  # key,flags,type,val
-    layers: list[tuple[int, int, int, int, int]] = field(default_factory=list)
-    tensors: list[T] = field(default_factory=list)
-
-    def build(self) -> bytes:
-        out = bytearray(MAGIC + struct.pack("<HHI", 1, 0, 0))
-        body = struct.pack("<HHIII", self.kind, 0, len(self.entries), len(self.layers),
-                           len(self.tensors))
-        for key, flags, vtype, val in self.entries:
-            body += struct.pack("<HBBI", key, flags, vtype, len(val)) + val + b"\0" * pad8(len(val))
-        for index, kind, window, start, count in self.layers:
-            body += struct.pack("<IB3xI4xQQ", index, kind, window, start, count)
-        out += section(1, body)
-        index = []
-        for i, t in enumerate(self.tensors):
-            sec_off = len(out)
-            q = t.quant
-            raw_len = t.raw_length if t.raw_length is not None else len(t.data)
-            if t.codec and t.raw_length is None:
-                raise ValueError("a compressed tensor needs its raw_length")
-            desc = struct.pack("<IIHBBBBBBIIIB3xQQQI4x", i, t.layer, t.role, t.dtype, t.codec,
-                               len(t.shape), t.layout, q[0], q[1], q[2], q[3], q[4], q[5],
-                               t.token_offset, raw_len, len(t.data), crc32c.crc32c(t.data))
-            desc += b"".join(struct.pack("<Q", d) for d in t.shape)
-            out += section(2, desc)
-            out += b"\0" * pad64(len(out))
-            data_off = len(out)
-            out += t.data + b"\0" * pad8(len(t.data))
-            index.append((sec_off, data_off, len(t.data)))
-        idx_off = len(out)
-        ibody = struct.pack("<Q", len(index)) + b"".join(struct.pack("<QQQ", *e) for e in index)
-        out += section(3, ibody)
-        out += struct.pack("<Q", idx_off) + END
-        return bytes(out)
-
-
-def u64(v: int) -> bytes:
-    return struct.pack("<Q", v)
+# importlib import mode: this folder is not on sys.path by itself
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from avp_craft import NO_REF, M, T, section, u64  # noqa: E402
 
 
 def kv_message(layers: int = 2, tokens: int = 4, heads: int = 2, dim: int = 8,
