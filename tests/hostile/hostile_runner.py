@@ -128,7 +128,7 @@ def run_one(case: hc.Case, entry: he.Entry, data: bytes, path: Path, env: he.Env
             timeout: float) -> Run:
     output = case.output_for(entry.name)
     text = CLI_TEXT_PER_BYTE * len(data) if entry.cli else 0
-    mem_budget = output + text + SLACK
+    mem_budget = output + text + int(entry.input_factor * len(data)) + SLACK
     time_budget = 5.0 + 2 * len(data) / MIB + (output + text) / (64 * MIB)
     allowance = max(2 << 30, 3 * mem_budget)
     r, wfd = os.pipe()
@@ -218,13 +218,15 @@ def run_all(cases: list[hc.Case], entries: list[he.Entry], env: he.Env, timeout:
             continue
         path = env.tmp / "case.bin"
         path.write_bytes(data)
-        if any(e.group == "http" and e.takes == case.takes for e in entries):
-            env.extras["http"].fresh(env)  # measured from a fresh, warmed-up server
+        # The server groups (http, a2a, mcp): measured from a fresh, warmed-up server.
+        servers = {e.group for e in entries if e.takes == case.takes and e.group in env.extras}
+        for group in sorted(servers):
+            env.extras[group].fresh(env)
         for entry in entries:
             if entry.takes != case.takes:
                 continue
-            if entry.group == "http":  # a case that took the server down is reported; go on
-                env.extras["http"].ensure()
+            if entry.group in servers:  # a case that took the server down is reported; go on
+                env.extras[entry.group].ensure()
             run = run_one(case, entry, data, path, env, timeout)
             runs.append(run)
             if log is not None:
@@ -374,12 +376,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="avp-hostile-") as tmp:
         env = he.Env.build(Path(tmp), http=any(e.group == "http" for e in entries))
         try:
+            he.hostile_agents.start(env, {e.group for e in entries})
             t0 = time.perf_counter()
             runs = run_all(cases, entries, env, args.timeout, None if args.quiet else sys.stderr)
             wall = time.perf_counter() - t0
         finally:
-            server = env.extras.get("http")
-            restarts = server.restarts if server is not None else 0
+            restarts = sum(env.extras[g].restarts for g in ("http", "a2a", "mcp")
+                           if g in env.extras)
             env.close()
     if prev is not None:  # keep the earlier runs this invocation did not repeat
         again = {(r.case, r.entry) for r in runs}
