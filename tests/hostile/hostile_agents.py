@@ -21,14 +21,10 @@ problems (the SDK's generic internal error, an MCP tool error with no problem in
 ``structuredContent``) means an exception escaped the binding: a failure. After every request
 the server must still answer (its agent card, its binding's description).
 
-Memory: the server's high-water RSS above its warmed-up baseline (a fresh server per case, as
-for the ``http.*`` entries) plus the client child's growth. Budget: output + 64 MiB, plus, by
-value, ``INLINE_FACTOR`` bytes per payload byte: the JSON body is 4/3 of the payload (base64),
-and a JSON-RPC server holds it whole (R-A2A4.3 bounds it by the inline limit) together with its
-parsed text and the decoded bytes (4/3 + 4/3 + 1 = 11/3 per payload byte), which the client also
-builds before sending (another 11/3: its own base64 text and JSON body). By reference the
-agent holds the fetched bytes (``size``, declared, at most ``maxMessageBytes``) and nothing
-inflated from them beyond the output: ``REFERENCE_FACTOR`` = 1.
+Memory: the server's high-water RSS above its warmed-up baseline (a fresh server per run,
+forked from a zygote that has the model and the SDKs loaded) plus the client child's growth.
+Budget: output + 64 MiB, plus ``INLINE_FACTOR`` bytes per payload byte by value and
+``REFERENCE_FACTOR`` by reference (see their comments).
 """
 
 from __future__ import annotations
@@ -107,9 +103,12 @@ class Zygote:
 
 class ProtoServer:
     """An avp_agents server (``a2a`` or ``mcp``) with the tiny receiver model, forked from the
-    zygote; fresh per case, warmed up with one valid exchange of every kind the entries make.
-    Memory as for the ``http.*`` entries (``hostile_entries.AgentServer``): the server's
-    high-water RSS above its warmed-up baseline."""
+    zygote; fresh for every run (``per_run``: forking one takes a second or two), warmed up
+    with one valid exchange of every kind the entries make. Memory as for the ``http.*``
+    entries (``hostile_entries.AgentServer``): the server's high-water RSS above its warmed-up
+    baseline, here the run's own (no earlier run of the case is included)."""
+
+    per_run = True
 
     def __init__(self, proto: str, model_id: bytes, zygote: Zygote, refs: RefHost) -> None:
         self.proto, self.model_id, self.zygote, self.refs = proto, model_id, zygote, refs

@@ -218,15 +218,18 @@ def run_all(cases: list[hc.Case], entries: list[he.Entry], env: he.Env, timeout:
             continue
         path = env.tmp / "case.bin"
         path.write_bytes(data)
-        # The server groups (http, a2a, mcp): measured from a fresh, warmed-up server.
+        # The server groups (http, a2a, mcp): measured from a fresh, warmed-up server, one per
+        # case (http) or, where starting one is cheap (a2a, mcp: forked), one per run.
         servers = {e.group for e in entries if e.takes == case.takes and e.group in env.extras}
         for group in sorted(servers):
-            env.extras[group].fresh(env)
+            if not getattr(env.extras[group], "per_run", False):
+                env.extras[group].fresh(env)
         for entry in entries:
             if entry.takes != case.takes:
                 continue
             if entry.group in servers:  # a case that took the server down is reported; go on
-                env.extras[entry.group].ensure()
+                server = env.extras[entry.group]
+                server.fresh(env) if getattr(server, "per_run", False) else server.ensure()
             run = run_one(case, entry, data, path, env, timeout)
             runs.append(run)
             if log is not None:
