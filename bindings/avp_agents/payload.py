@@ -165,10 +165,11 @@ class PayloadReader:
         view = memoryview(data)
         if bound is not None:
             try:
-                head = _header(view, limits)
-                most = bound(avp.Message(head.kind, head.entries, head.layers))
+                most = bound(_header(view, limits))
             except avp.AvpError as e:
                 raise AgentProblem.from_avp(e, part=part) from e
+            # Nothing of the first pass is kept: its entries (a metadata list can decode to ten
+            # times its bytes) are gone before the second pass decodes them again.
             if most is not None:
                 limits = replace(limits, max_tensor_bytes=min(most, limits.max_tensor_bytes))
         dec = avp.Decoder(limits, keys=dict(self.keys), require_auth=self.require_auth)
@@ -213,21 +214,22 @@ class PayloadReader:
 Bound = Callable[[avp.Message], "int | None"]
 
 
-def _header(view: memoryview, limits: avp.Limits) -> avp.HeaderEvent:
-    """The HEADER of a message (its first event: nothing past it is decoded)."""
+def _header(view: memoryview, limits: avp.Limits) -> avp.Message:
+    """The HEADER of a message as a message without tensors (the first event: nothing past it
+    is decoded)."""
     dec = avp.Decoder(limits)
     for i in range(0, len(view), READ_CHUNK):
         dec.feed(view[i:i + READ_CHUNK])
         ev = dec.next_event()
         if isinstance(ev, avp.HeaderEvent):
-            return ev
+            return avp.Message(ev.kind, ev.entries, ev.layers)
         if ev is not avp.NEED_DATA:  # pragma: no cover - a HEADER always comes first
             break
     dec.end_of_input()
     ev = dec.next_event()  # raises the decoder's error (TRUNCATED for a message cut short)
     if not isinstance(ev, avp.HeaderEvent):  # pragma: no cover - the decoder raised first
         raise avp.AvpError(E.TRUNCATED, "the message ended before its HEADER", offset=0)
-    return ev
+    return avp.Message(ev.kind, ev.entries, ev.layers)
 
 
 class PayloadHost:

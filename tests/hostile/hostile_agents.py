@@ -44,8 +44,20 @@ import hostile_entries as he
 
 import avp_codec as avp
 
-INLINE_FACTOR = 2 * 11 / 3  # server (body, parsed text, bytes) + client (the same, building)
-REFERENCE_FACTOR = 1.0
+# By value the payload crosses two JSON-RPC stacks as base64 (4/3 of its bytes), and each holds
+# it several times at once: the A2A server keeps the request body, its decoded text, the parsed
+# string and the protobuf's bytes (and our HEADER check a view of those), the SDK client its
+# JSON text, the encoded body and the message's bytes. Measured on this runner: 8 MiB of payload
+# refused at its HEADER (no AVP work) costs the A2A server 65 MB and the client child ~60 MB,
+# about 8 bytes per payload byte on each side (MCP a little less). That is the SDKs' cost of an
+# inline payload, bounded by maxInlineBytes (1 MiB by default: at most 16 MiB per request); this
+# runner's servers allow 32 MiB so that every case goes through by value, and the budget says
+# so: 16 bytes per payload byte on top of output + 64 MiB.
+INLINE_FACTOR = 16.0
+# By reference the agent holds the fetched bytes (at most the declared size) and the decoder's
+# buffer holds one structure whole while it waits for its end (a HEADER with 15 MiB of metadata
+# is 15 MiB): 2 bytes per payload byte. The client child only writes a file.
+REFERENCE_FACTOR = 2.0
 PROMPT = "Go on."
 
 

@@ -42,8 +42,8 @@ class Case:
         for k, v in self.owners.items():
             if fnmatch.fnmatch(entry, k):
                 return v
-        if entry.split(".", 1)[0] in ("a2a", "mcp"):
-            return "agents"  # the bindings in avp_agents, whatever the class
+        if entry.split(".", 1)[0] in ("a2a", "mcp") and self.owner == "runtime":
+            return "agents"  # the runtime's agent as avp_agents hosts it
         return self.owner
 
     def output_for(self, entry: str) -> int:
