@@ -17,9 +17,11 @@ The contract, per run:
   answering afterwards; a 5xx or a server that went down is a failure. Any other exception, a
   signal or a hang is a failure.
 - memory: peak RSS growth <= output the caller asked for (Case.output) + 64 MiB; a CLI view
-  may also hold the text it prints (8 bytes per input byte). For HTTP entries the growth is the
-  agent server's high-water RSS above its warmed-up baseline (a fresh server per case, so an
-  upper bound including the case's earlier HTTP runs) plus the client child's.
+  may also hold the text it prints (8 bytes per input byte), an A2A/MCP entry the copies of a
+  payload carried inside JSON (Entry.input_factor per input byte; hostile_agents.py). For
+  HTTP entries the growth is the agent server's high-water RSS above its warmed-up baseline (a
+  fresh server per case, so an upper bound including the case's earlier HTTP runs; a fresh
+  A2A/MCP server per run) plus the client child's.
 - time: <= 5 s + 2 s per MiB of input + 1 s per 64 MiB of output and printed text: linear in
   the input (a quadratic walk or a hang of a few-MB input is far beyond it; the constant
   absorbs a shared, loaded machine).
@@ -272,7 +274,13 @@ def markdown(runs: list[Run], meta: dict[str, Any]) -> str:
            "running the same tiny model in its own process: 2xx or a problem+json (its AVP code "
            "where it has one), the server answering its description after every request, and "
            "its high-water RSS above its warmed-up baseline counted (a fresh server per case: an "
-           "upper bound that includes the case's earlier HTTP runs); the server went down "
+           "upper bound that includes the case's earlier HTTP runs). A2A and MCP entries "
+           "(`a2a.*`, `mcp.*`, tests/hostile/hostile_agents.py) send the case to avp_agents' "
+           "A2A agent and MCP server hosting the same runtime agent, through the official SDKs' "
+           "clients: by value (base64 inside the JSON-RPC body) and by reference (a plain HTTP "
+           "host); each run gets a fresh server forked from a loaded zygote, its own high-water "
+           "RSS counted, and its budget adds 16 bytes per payload byte by value (the two JSON "
+           "stacks' copies of a base64 payload) or 2 by reference. The servers went down "
            f"{meta.get('server_restarts', 0)} times.", "",
            *([f"Updated: {meta['rerun']} (the runs it repeated replace the earlier ones; the "
               f"others are from {meta['updated_from'].get('commit', '?')})", ""]
