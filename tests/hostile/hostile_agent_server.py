@@ -82,6 +82,9 @@ def zygote() -> int:
             code = 1
             try:
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                from hostile_agents import die_with_parent
+
+                die_with_parent()  # a server outlives no zygote
                 code = serve(proto, store_dir, c, int(seq))
             finally:
                 sys.stdout.flush()

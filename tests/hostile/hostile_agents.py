@@ -61,6 +61,15 @@ REFERENCE_FACTOR = 2.0
 PROMPT = "Go on."
 
 
+def die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: this process gets SIGTERM when the one that started it dies, so a
+    runner that is killed leaves no zygote, server or reference host behind."""
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+
+
 class Zygote:
     """``hostile_agent_server.py zygote``: Python, torch, the model and the SDKs loaded once;
     ``spawn`` forks a fresh server from it (seconds, where a new process takes tens)."""
@@ -72,7 +81,8 @@ class Zygote:
         with open(self.out, "wb") as f, open(root / "stderr", "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name("hostile_agent_server.py")),
-                 "zygote"], stdin=subprocess.PIPE, stdout=f, stderr=err)
+                 "zygote"], stdin=subprocess.PIPE, stdout=f, stderr=err,
+                preexec_fn=die_with_parent)
         self._wait(lambda line: line == b"AVP-HOSTILE-ZYGOTE READY", "the zygote")
 
     def _wait(self, match: Any, what: str) -> bytes:
@@ -172,8 +182,7 @@ class ProtoServer:
         self.stop()
         self.start()
         self.restarts -= 1  # a planned restart, not a crash
-        # The receiver's own export, by value and by reference: every code path the entries
-        # reach (the SDK's routes, the reader, the model) has run once before the baseline.
+        # The receiver's own export, once, before the baseline (_warm).
         c = env.connector
         good = c.export_bytes(c.prefill([1, 2, 3]))
         asyncio.run(_warm(self.proto, self.url, good, env))
@@ -215,7 +224,8 @@ class RefHost:
         (root / "messages").mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1",
-             "--directory", str(root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+             "--directory", str(root)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent)
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode()  # "Serving HTTP on 127.0.0.1 port N ..."
         if " port " not in line:
@@ -335,9 +345,11 @@ async def _a2a(url: str, data: bytes, env: he.Env, how: str, timing: dict[str, f
 
 
 async def _warm(proto: str, url: str, good: bytes, env: he.Env) -> None:
-    hows = ("raw", "url") if proto == "a2a" else ("blob", "url")
-    for how in hows:
-        await (_a2a if proto == "a2a" else _mcp)(url, good, env, how, {})
+    # By value: the SDK's routes, the executor, the reader and the model have run once. (The
+    # by-reference fetch's first use is left in the run it serves: an upper bound, and half
+    # the warm-up time of a per-run server on a loaded machine.)
+    await (_a2a if proto == "a2a" else _mcp)(url, good, env, "raw" if proto == "a2a"
+                                                            else "blob", {})
 
 
 def _run(data: bytes, env: he.Env, group: str, fn: Any, *args: Any) -> str:
