@@ -163,15 +163,16 @@ class PayloadReader:
         ``LIMIT_TENSOR`` from its descriptor, before it is decompressed (R-A2A4.9)."""
         limits = replace(self.limits, max_message_bytes=min(size, self.limits.max_message_bytes))
         view = memoryview(data)
-        if bound is not None:
-            try:
-                most = bound(_header(view, limits))
-            except avp.AvpError as e:
-                raise AgentProblem.from_avp(e, part=part) from e
-            # Nothing of the first pass is kept: its entries (a metadata list can decode to ten
-            # times its bytes) are gone before the second pass decodes them again.
-            if most is not None:
-                limits = replace(limits, max_tensor_bytes=min(most, limits.max_tensor_bytes))
+        try:
+            return self._decode(view, limits, part, bound)
+        except _Tighter as t:  # the bound is below our limits and the message has tensors
+            most = t.most
+        # The first pass stopped at the HEADER (nothing inflated, nothing of it kept); the
+        # second decodes the message with the responder's tensor bound.
+        return self._decode(view, replace(limits, max_tensor_bytes=most), part, None)
+
+    def _decode(self, view: memoryview, limits: avp.Limits, part: int | None,
+                bound: Bound | None) -> avp.Message:
         dec = avp.Decoder(limits, keys=dict(self.keys), require_auth=self.require_auth)
         header: avp.HeaderEvent | None = None
         end: avp.EndEvent | None = None
@@ -183,6 +184,10 @@ class PayloadReader:
             while (ev := dec.next_event()) is not avp.NEED_DATA and ev is not avp.END_OF_STREAM:
                 if isinstance(ev, avp.HeaderEvent):
                     header = ev
+                    most = None if bound is None else bound(avp.Message(ev.kind, ev.entries,
+                                                                        ev.layers))
+                    if most is not None and most < limits.max_tensor_bytes and ev.tensor_count:
+                        raise _Tighter(most)  # before any tensor event: nothing inflated
                 elif isinstance(ev, avp.TensorEvent):
                     kept += ev.tensor.raw_length
                     if kept > self.max_decoded_bytes:
@@ -214,22 +219,9 @@ class PayloadReader:
 Bound = Callable[[avp.Message], "int | None"]
 
 
-def _header(view: memoryview, limits: avp.Limits) -> avp.Message:
-    """The HEADER of a message as a message without tensors (the first event: nothing past it
-    is decoded)."""
-    dec = avp.Decoder(limits)
-    for i in range(0, len(view), READ_CHUNK):
-        dec.feed(view[i:i + READ_CHUNK])
-        ev = dec.next_event()
-        if isinstance(ev, avp.HeaderEvent):
-            return avp.Message(ev.kind, ev.entries, ev.layers)
-        if ev is not avp.NEED_DATA:  # pragma: no cover - a HEADER always comes first
-            break
-    dec.end_of_input()
-    ev = dec.next_event()  # raises the decoder's error (TRUNCATED for a message cut short)
-    if not isinstance(ev, avp.HeaderEvent):  # pragma: no cover - the decoder raised first
-        raise avp.AvpError(E.TRUNCATED, "the message ended before its HEADER", offset=0)
-    return avp.Message(ev.kind, ev.entries, ev.layers)
+class _Tighter(Exception):
+    def __init__(self, most: int) -> None:
+        self.most = most
 
 
 class PayloadHost:
