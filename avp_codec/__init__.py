@@ -86,7 +86,13 @@ from ._registry import (
     ValueType,
 )
 from ._whole import decode, decode_file
-from .canonical_json import dumps_canonical_json, from_canonical_json, to_canonical_json
+from .canonical_json import (
+    dumps_canonical_json,
+    from_canonical_json,
+    iter_canonical_json,
+    to_canonical_json,
+    write_canonical_json,
+)
 from .errors import AvpError
 from .limits import Limits
 from .model import Entry, Layer, Message, Quant, Tensor
@@ -104,6 +110,7 @@ __all__ = [
     "decode", "decode_file", "IndexedReader",
     "Decoder", "HeaderEvent", "TensorEvent", "EndEvent", "NEED_DATA", "END_OF_STREAM",
     "to_canonical_json", "dumps_canonical_json", "from_canonical_json",
+    "iter_canonical_json", "write_canonical_json",
     "check_model_id", "resolve_mode", "verify_peer", "check_accept", "check_payload",
     "check_capabilities", "tokenizers_compatible", "decoded_token_strings", "decoded_token",
     "is_byte_level",
