@@ -86,18 +86,16 @@ def _stream(stored: memoryview, content: int, k: int, path: str) -> str:
         for j in range(1, k):
             for skipped in range(0, j * n, step):
                 fill(j, pview[:min(step, j * n - skipped)], skipped)
-        cols = np.frombuffer(planes, np.uint8).reshape(k, step)  # row j: a chunk of plane j
+        rows = np.frombuffer(planes, np.uint8).reshape(k, step)  # row j: a chunk of plane j
         out = bytearray(step * k) if k > 1 else planes
         grid = np.frombuffer(out, np.uint8).reshape(step, k)
         for i0 in range(0, n, step):
             m = min(step, n - i0)
             for j in range(k):
                 fill(j, pview[j * step:j * step + m], j * n + i0)
-            if k == 1:
-                h.update(pview[:m])
-            else:
-                grid[:m] = cols[:, :m].T  # interleave: element i's byte j is plane j's byte i
-                h.update(memoryview(out)[:m * k])
+                if k > 1:  # element i's byte j is plane j's byte i; a column at a time is 5x
+                    grid[:m, j] = rows[j, :m]  # faster than one transposing copy
+            h.update(memoryview(out)[:m * k])
         if readers[-1].read(1):
             raise AvpError(ErrorCode.DECOMPRESSED_SIZE,
                            f"frame decompresses to more than {content} bytes", path=path)
