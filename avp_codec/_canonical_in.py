@@ -255,7 +255,11 @@ def from_canonical_json(doc: Any, stored: bytes | bytearray | memoryview = b"", 
     data; everything else is checked when the message is encoded (the encoder applies every
     rule of the decoder). Types are exact (see the module docstring); each fault is
     ``AvpError(INVALID_VALUE)`` with the member's path, or the decoder's limit code (``limits``,
-    spec 16). Memory: the message, plus the parsed text (at most ``max_values`` values).
+    spec 16). Memory: the message, plus the parsed text (at most ``max_values`` values; a
+    document given as text is checked against the limits before anything is built, in C-level
+    passes over the text). Each ``raw_sha256`` is verified the way ``write_canonical_json``
+    computes it (chunk by chunk where the codec allows, one tensor at a time otherwise), and the
+    returned tensors keep no inflated bytes: a 32 KB zstd bomb costs a chunk, not 256 MiB.
 
     >>> import avp_codec as avp
     >>> m = avp.from_canonical_json(avp.dumps_canonical_json(avp.text_message("hi")))

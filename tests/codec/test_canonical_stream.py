@@ -216,6 +216,10 @@ _CHILD = textwrap.dedent("""
         return status("VmHWM") - rss0
 
     case, size = sys.argv[1], int(sys.argv[2])
+    # A hard guard besides the measured peak: a regression fails here instead of swapping.
+    import resource
+    limit = status("VmSize") + (640 << 20)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     if case == "metadata":
         values = tuple(range(1 << 20, (1 << 20) + size // 4))
         m = avp.Message(avp.Kind.TEXT, [avp.Entry.of(avp.MetaKey.TEXT, "x"),
