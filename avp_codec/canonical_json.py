@@ -168,7 +168,11 @@ def iter_canonical_json(msg: Message) -> Iterator[str]:
     >>> "".join(avp.iter_canonical_json(avp.text_message("hi")))[:40]
     '{"authenticated":false,"entries":[{"crit'
     """
-    _check(msg)
+    _check(msg)  # here, not at the first next(): a wrong argument fails at the call
+    return _chunks(msg)
+
+
+def _chunks(msg: Message) -> Iterator[str]:
     parts: list[str] = []
     size = 0
     for p in _pieces(msg):

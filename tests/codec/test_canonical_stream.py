@@ -92,7 +92,7 @@ def test_long_values_are_sliced_without_changing_the_text(
 
 def test_non_messages_are_type_errors() -> None:
     for call in (avp.dumps_canonical_json, avp.to_canonical_json,
-                 lambda x: list(avp.iter_canonical_json(x)),
+                 avp.iter_canonical_json,  # at the call, before any iteration
                  lambda x: avp.write_canonical_json(x, io.StringIO())):
         with pytest.raises(TypeError, match="avp_codec.Message"):
             call({"kind": "TEXT"})
