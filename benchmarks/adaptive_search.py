@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 import avp_codec as avp
+from avp_codec import _quant_policy as _qp
 from avp_codec import quant
 from avp_codec.quant import LayerSetting, QuantPolicy, QuantSetting
 
@@ -69,9 +70,11 @@ VALUE_OPTIONS: dict[str, QuantSetting | None] = {
     "bf16": None,
     "V4g32": _v(D.UINT4, 32),
     "V4g64": _v(D.UINT4, 64),
-    "V4g128": _v(D.UINT4, 128),
-    "V2g32c": _v(D.UINT2, 32, clip=True),
-    "V2g64c": _v(D.UINT2, 64, clip=True),
+    # V4g128 would equal V4g64 (head_dim 64). No clip search for values: on a tuning prompt it
+    # raised 2-bit values' KL (K4g128/V2g64 0.075 -> 0.109 with clip) and compressed worse; it
+    # helps 2-bit keys (K2g32/V4g64 0.252 -> 0.152).
+    "V2g32": _v(D.UINT2, 32),
+    "V2g64": _v(D.UINT2, 64),
 }
 
 
@@ -102,17 +105,26 @@ def _load(path: Path) -> list[dict[str, str]]:
     return list(json.loads(path.read_text())["prompts"])
 
 
+def _settings_json(opts: dict[str, QuantSetting | None]) -> dict[str, Any]:
+    return {n: o.to_json() for n, o in opts.items() if o is not None}
+
+
 def measure(model: Any, tok: Any) -> None:
-    """Role sensitivity on each tuning prompt (saved after each prompt: resumable)."""
+    """Role sensitivity of every quantized option on each tuning prompt, stored per option name
+    (options added later are measured alone; saved after each prompt: resumable)."""
     done: dict[str, Any] = json.loads(SENS_FILE.read_text()) if SENS_FILE.exists() else {}
-    done.setdefault("key_options", list(KEY_OPTIONS))
-    done.setdefault("value_options", list(VALUE_OPTIONS))
     done.setdefault("tokens_per_prompt", SENS_TOKENS)
     done.setdefault("per_prompt", {})
-    if done["key_options"] != list(KEY_OPTIONS) or done["value_options"] != list(VALUE_OPTIONS):
-        raise SystemExit(f"{SENS_FILE} was measured with other options")
+    settings = done.setdefault("settings", {})
+    for role, opts in (("key", KEY_OPTIONS), ("value", VALUE_OPTIONS)):
+        for n, js in _settings_json(opts).items():
+            if settings.setdefault(role, {}).setdefault(n, js) != js:
+                raise SystemExit(f"{SENS_FILE}: option {n} was measured with other settings")
     for p in _load(SETS["tune"]):
-        if p["id"] in done["per_prompt"]:
+        rec = done["per_prompt"].setdefault(p["id"], {"key": {}, "value": {}})
+        kmiss = [n for n, o in KEY_OPTIONS.items() if o is not None and n not in rec["key"]]
+        vmiss = [n for n, o in VALUE_OPTIONS.items() if o is not None and n not in rec["value"]]
+        if not kmiss and not vmiss:
             continue
         t0 = time.perf_counter()
         pr = Prepared(model, tok, p, SENS_TOKENS)
@@ -121,23 +133,29 @@ def measure(model: Any, tok: Any) -> None:
             deq = quant.dequantize_message(msg)
             return fb._score(pr.ref, fb._logits(model, deq, pr.inputs, pr.memo))[1] / SENS_TOKENS
 
-        ks, vs = quant.measure_role_sensitivity(pr.base, list(KEY_OPTIONS.values()),
-                                                list(VALUE_OPTIONS.values()), evaluate)
-        done["per_prompt"][p["id"]] = {"context_tokens": pr.context,
-                                       "key": [[float(f"{x:.4g}") for x in r] for r in ks],
-                                       "value": [[float(f"{x:.4g}") for x in r] for r in vs]}
+        ks, vs = quant.measure_role_sensitivity(pr.base, [KEY_OPTIONS[n] for n in kmiss],
+                                                [VALUE_OPTIONS[n] for n in vmiss], evaluate)
+        rec["context_tokens"] = pr.context
+        for role, names, rows in (("key", kmiss, ks), ("value", vmiss, vs)):
+            for j, n in enumerate(names):
+                rec[role][n] = [float(f"{row[j]:.4g}") for row in rows]
         SENS_FILE.write_text(json.dumps(done, indent=1) + "\n")
-        print(f"sensitivity {p['id']} ({pr.context} tokens) in {time.perf_counter() - t0:.0f} s",
-              file=sys.stderr, flush=True)
+        print(f"sensitivity {p['id']} ({pr.context} tokens; {kmiss + vmiss}) in "
+              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
 def averaged() -> tuple[list[list[float]], list[list[float]]]:
-    rec = json.loads(SENS_FILE.read_text())
-    rows = list(rec["per_prompt"].values())
-    def mean(role: str) -> list[list[float]]:
-        arr = np.mean([np.asarray(r[role], dtype=np.float64) for r in rows], axis=0)
-        return [[float(x) for x in row] for row in arr]
-    return mean("key"), mean("value")
+    """[layer][option] sensitivity (mean KL per token over the tuning prompts) of KEY_OPTIONS
+    and VALUE_OPTIONS in their order; an unquantized option (None) is 0."""
+    rows = list(json.loads(SENS_FILE.read_text())["per_prompt"].values())
+
+    def mean(role: str, opts: dict[str, QuantSetting | None]) -> list[list[float]]:
+        cols = [np.zeros(len(rows[0]["key"]["K4g32"])) if o is None else
+                np.mean([np.asarray(r[role][n], dtype=np.float64) for r in rows], axis=0)
+                for n, o in opts.items()]
+        return [[float(c[i]) for c in cols] for i in range(len(cols[0]))]
+
+    return mean("key", KEY_OPTIONS), mean("value", VALUE_OPTIONS)
 
 
 # -- policy families -----------------------------------------------------------------------------
@@ -160,6 +178,24 @@ def _role_policy(msg: avp.Message, budget: float, window: int = 0,
     return quant.choose_role_policy(msg, kopts, vopts, ksens, vsens, budget * fb.WIRE_MARGIN)
 
 
+_ROLE_BYTES: dict[tuple[int, int, int, QuantSetting | None], int] = {}
+_role_bytes = _qp.role_bytes
+
+
+def _memo_role_bytes(msg: avp.Message, ordinal: int, role: avp.Role,
+                     setting: QuantSetting | None) -> int:
+    # The sizes of compressed options are measured by compressing; every policy of a prompt
+    # asks for the same ones, so they are computed once per prompt (the base message lives
+    # as long as its Prepared, which keeps id() unique).
+    key = (id(msg), ordinal, int(role), setting)
+    if key not in _ROLE_BYTES:
+        _ROLE_BYTES[key] = _role_bytes(msg, ordinal, role, setting)
+    return _ROLE_BYTES[key]
+
+
+_qp.role_bytes = _memo_role_bytes  # type: ignore[assignment]
+
+
 def _uniform(key: str, value: str) -> QuantPolicy:
     return QuantPolicy(LayerSetting(KEY_OPTIONS[key], VALUE_OPTIONS[value]))
 
@@ -168,8 +204,8 @@ def policies(msg: avp.Message) -> dict[str, QuantPolicy]:
     n = len(msg.layers)
     out: dict[str, QuantPolicy] = {
         "int4_fine (preset)": quant.preset("int4_fine"),
-        "uniform K4g128/V2g32c": _uniform("K4g128", "V2g32c"),
-        "uniform K4g64/V2g64c": _uniform("K4g64", "V2g64c"),
+        "uniform K4g128/V2g32": _uniform("K4g128", "V2g32"),
+        "uniform K4g64/V2g64": _uniform("K4g64", "V2g64"),
     }
     for b in (4.0, 5.0):
         out[f"old adaptive (1 calib prompt, per layer) {b:g}x"] = fb.adaptive_policy(msg, b)
@@ -205,6 +241,7 @@ def evaluate_set(model: Any, tok: Any, which: str) -> None:
                   f"{agree:2d}/{len(pr.inputs)} kl {kl / len(pr.inputs):.4f}",
                   file=sys.stderr, flush=True)
         rec["per_prompt"][p["id"]] = {"context_tokens": pr.context, "rows": rows}
+        _ROLE_BYTES.clear()
         out_path.write_text(json.dumps(rec, indent=1) + "\n")
         print(f"{which} {p['id']} in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
               flush=True)
