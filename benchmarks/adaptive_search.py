@@ -42,7 +42,9 @@ SENS_FILE = RESULTS / "fidelity_role_sensitivity.json"
 SENS_TOKENS = 32
 EVAL_TOKENS = 64
 SETS = {"tune": RESULTS / "fidelity_tune_prompts.json",
-        "heldout2": RESULTS / "fidelity_heldout2_prompts.json"}
+        "heldout2": RESULTS / "fidelity_heldout2_prompts.json",
+        # Scored only, never tuned on: the confirmation set of a choice made after heldout2.
+        "heldout1": RESULTS / "fidelity_heldout_prompts.json"}
 
 
 def _k(dtype: D, group: int, clip: bool = False, window: int = 0) -> QuantSetting:
@@ -219,7 +221,7 @@ def policies(msg: avp.Message) -> dict[str, QuantPolicy]:
     return out
 
 
-def evaluate_set(model: Any, tok: Any, which: str) -> None:
+def evaluate_set(model: Any, tok: Any, which: str, only: list[str] | None = None) -> None:
     out_path = RESULTS / f"fidelity_adaptive_{which}.json"
     rec: dict[str, Any] = json.loads(out_path.read_text()) if out_path.exists() else {}
     rec.setdefault("prompts_file", SETS[which].name)
@@ -232,6 +234,8 @@ def evaluate_set(model: Any, tok: Any, which: str) -> None:
         pr = Prepared(model, tok, p, EVAL_TOKENS)
         rows: dict[str, Any] = {}
         for name, pol in policies(pr.base).items():
+            if only is not None and name not in only:
+                continue
             msg, size, _, _ = fb._round_trip(fb._quantized(pol), pr.base)
             agree, kl = fb._score(pr.ref, fb._logits(model, msg, pr.inputs))
             rows[name] = {"wire_bytes": size, "bf16_bytes": pr.bf16_bytes, "agree": agree,
@@ -252,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("stage", choices=["sens", "eval"])
     ap.add_argument("--set", choices=list(SETS), default="tune")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", help="';'-separated policy names (default: all)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -261,7 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage == "sens":
         measure(lm.model, lm.tokenizer)
     else:
-        evaluate_set(lm.model, lm.tokenizer, args.set)
+        evaluate_set(lm.model, lm.tokenizer, args.set,
+                     args.only.split(";") if args.only else None)
     return 0
 
 
