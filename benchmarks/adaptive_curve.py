@@ -102,6 +102,31 @@ def markdown(rep: dict[str, Any], tune_prompts: int, held_prompts: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def confirmation_markdown(conf: dict[str, dict[str, Any]], prompts: int) -> str:
+    """The confirmation run: a few policies on held-out set 1 (scored only, never tuned on)."""
+    lines = ["", f"Confirmation on held-out set 1 ({prompts} prompts of "
+             "fidelity_heldout_prompts.json, never used for tuning or selection):", "",
+             "| policy | size | top-1 (Wilson 95%) | KL / token |", "|---|---|---|---|"]
+    for name, r in sorted(conf.items(), key=lambda kv: kv[1]["size_ratio"]):
+        lo, hi = wilson(r["agree"], r["tokens"])
+        lines.append(f"| {name} | {r['size_ratio']:.2f}x | {r['top1_pct']:.2f}% "
+                     f"({r['agree']}/{r['tokens']}; {100 * lo:.1f}-{100 * hi:.1f}) | "
+                     f"{r['kl_per_token']:.3g} |")
+    return "\n".join(lines) + "\n"
+
+
+def pooled(*curves: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Top-1 agreement of the policies every curve has, pooled over all their tokens."""
+    names = [n for n in curves[0] if all(n in c for c in curves[1:])]
+    out = {}
+    for n in names:
+        agree, tokens = sum(c[n]["agree"] for c in curves), sum(c[n]["tokens"] for c in curves)
+        lo, hi = wilson(agree, tokens)
+        out[n] = {"agree": agree, "tokens": tokens, "top1_pct": round(100 * agree / tokens, 2),
+                  "wilson95_pct": [round(100 * lo, 1), round(100 * hi, 1)]}
+    return out
+
+
 def plot(rep: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -111,7 +136,7 @@ def plot(rep: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     families: dict[str, list[tuple[float, float, float, float]]] = {}
     for name, r in rep["heldout"].items():
-        fam = name.rsplit(" ", 1)[0] if name.endswith("x") else name
+        fam = name.rsplit(" ", 1)[0].rstrip(",") if name.endswith("x") else name
         lo, hi = wilson(r["agree"], r["tokens"])
         p = r["top1_pct"]
         families.setdefault(fam, []).append((r["size_ratio"], p, p - 100 * lo, 100 * hi - p))
@@ -137,8 +162,18 @@ def main() -> int:
     rep = report(curve(recs["tune"]), curve(recs["heldout2"]))
     n_t, n_h = (len(recs[s]["per_prompt"]) for s in ("tune", "heldout2"))
     rep["tuning_prompts"], rep["heldout_prompts"] = n_t, n_h
-    (RESULTS / "fidelity_adaptive_curve.json").write_text(json.dumps(rep, indent=1) + "\n")
     md = markdown(rep, n_t, n_h)
+    h1 = RESULTS / "fidelity_adaptive_heldout1.json"
+    if h1.exists():
+        rec = json.loads(h1.read_text())
+        rep["confirmation_heldout1"] = curve(rec)
+        md += confirmation_markdown(rep["confirmation_heldout1"], len(rec["per_prompt"]))
+        rep["pooled_heldout"] = pooled(rep["confirmation_heldout1"], rep["heldout"])
+        md += "\nPooled over both held-out sets: " + "; ".join(
+            f"{n} {r['top1_pct']:.2f}% ({r['agree']}/{r['tokens']}; "
+            f"{r['wilson95_pct'][0]}-{r['wilson95_pct'][1]})"
+            for n, r in rep["pooled_heldout"].items()) + ".\n"
+    (RESULTS / "fidelity_adaptive_curve.json").write_text(json.dumps(rep, indent=1) + "\n")
     (RESULTS / "fidelity_adaptive_curve.md").write_text(md)
     plot(rep, RESULTS / "fidelity_adaptive_curve.png")
     print(md)

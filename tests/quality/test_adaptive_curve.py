@@ -86,3 +86,20 @@ def test_wilson_interval_brackets_the_rate() -> None:
     lo, hi = ac.wilson(608, 640)
     assert lo < 0.95 < hi and lo > 0.92
     assert ac.wilson(0, 0) == (0.0, 1.0)
+
+
+def test_confirmation_table_lists_each_policy() -> None:
+    rec = _rec(a={"p 5x": _row(60, 200), "q 4x": _row(64, 250)})
+    md = ac.confirmation_markdown(ac.curve(rec), 1)
+    assert "held-out set 1 (1 prompts" in md
+    assert "| q 4x | 4.00x | 100.00% (64/64;" in md and "| p 5x | 5.00x | 93.75%" in md
+
+
+def test_pooled_sums_tokens_of_policies_in_every_curve() -> None:
+    a = {"p": {"agree": 60, "tokens": 64}, "only_a": {"agree": 1, "tokens": 1}}
+    b = {"p": {"agree": 30, "tokens": 32}}
+    got = ac.pooled(a, b)
+    assert list(got) == ["p"]
+    assert (got["p"]["agree"], got["p"]["tokens"], got["p"]["top1_pct"]) == (90, 96, 93.75)
+    lo, hi = got["p"]["wilson95_pct"]
+    assert lo < 93.75 < hi
