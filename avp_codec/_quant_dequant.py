@@ -93,10 +93,13 @@ def _segments(p: int, dim: int, q: int, g: int) -> Iterator[tuple[int, int, int,
 
 def dequantize_into(out: np.ndarray, codes: Codes, scale: np.ndarray, zero: np.ndarray | None,
                     axis: int, group_size: int, finish: Callable[[np.ndarray], np.ndarray],
-                    threads: int | None = None) -> np.ndarray:
+                    threads: int | None = None, *,
+                    finish_into: Callable[[np.ndarray, np.ndarray], None] | None = None
+                    ) -> np.ndarray:
     """Dequantize into ``out`` (shape of the tensor, dequant dtype). ``scale``/``zero`` are
     float32 arrays of the parameter shape; ``finish`` rounds binary32 results to the dequant
-    dtype and canonicalises NaNs."""
+    dtype and canonicalises NaNs. ``finish_into(results, dst)``, when given, does the same
+    straight into the segment of ``out`` (no intermediate array, no copy)."""
     shape = out.shape
     dim = shape[axis]
     p = int(np.prod(shape[:axis], dtype=np.int64))
@@ -129,7 +132,10 @@ def dequantize_into(out: np.ndarray, codes: Codes, scale: np.ndarray, zero: np.n
                 tail = x[:, full * g:]
                 gt = g0 + full
                 _combine(tail, s3[p0:p1, gt:gt + 1], None if z3 is None else z3[p0:p1, gt:gt + 1])
-        o3[p0:p1, d0:d1] = finish(x)
+        if finish_into is not None:
+            finish_into(x, o3[p0:p1, d0:d1])
+        else:
+            o3[p0:p1, d0:d1] = finish(x)
 
     segs = list(_segments(p, dim, q, g))
     # Weights in bytes of binary32 intermediates: what decides whether threads pay.
