@@ -83,7 +83,8 @@ def _keys_to_f32(k: np.ndarray) -> np.ndarray:
     s = np.right_shift(k, 15)
     s &= 0x7FFF
     s ^= k
-    return np.left_shift(s.view(np.uint16), 16, dtype=np.uint32).view(F32)
+    wide: np.ndarray = np.left_shift(s.view(np.uint16), 16, dtype=np.uint32)
+    return wide.view(F32)
 
 
 def _bf16_stats(seg: np.ndarray, d0: int, d1: int, g: int, zero_point: bool
