@@ -151,7 +151,8 @@ def decompress(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
         raise AvpError(ErrorCode.DECOMPRESSED_SIZE,
                        f"frame declares {declared} bytes, {content} expected", path=path)
     if out is None:
-        out = memoryview(bytearray(raw_length))
+        # Not zero-filled (every byte is written below, or the frame is refused).
+        out = memoryview(np.empty(raw_length, np.uint8))
     elif len(out) != raw_length:
         raise ValueError("output buffer is not raw_length bytes")
     got = [0]  # content bytes produced so far
