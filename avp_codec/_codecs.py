@@ -152,7 +152,7 @@ def decompress(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
                        f"frame declares {declared} bytes, {content} expected", path=path)
     if out is None:
         # Not zero-filled (every byte is written below, or the frame is refused).
-        out = memoryview(np.empty(raw_length, np.uint8))
+        out = memoryview(np.empty(raw_length, np.uint8).data)
     elif len(out) != raw_length:
         raise ValueError("output buffer is not raw_length bytes")
     got = [0]  # content bytes produced so far
