@@ -28,6 +28,7 @@ from ._registry import (
     ROLE_INFO,
     U64_MAX,
     Codec,
+    Dtype,
     ErrorCode,
     Kind,
     LayerKind,
@@ -179,24 +180,41 @@ class TensorChecker:
 
     def check(self, t: Tensor, offset: int | None = None) -> None:
         """Check one tensor in message order (raises the first fault, spec 9.2 order)."""
-        layer = t.layer
-        fast = (self.standalone_index is None and t.quant is None and layer is not None
-                and layer < len(self.layers) and t.role not in self._single
-                and not (self.kind == Kind.HIDDEN_STATE and t.role in _BATCH_ROLES))
-        if fast:
-            assert layer is not None
-            key = (t.role, t.dtype, t.shape, t.codec, t.layout, t.token_offset, t.raw_length,
-                   t.stored_length, self._layer_facts[layer])
-            if key in self._alone_ok:
-                seen = self.seen
-                prev = seen[-1].layer if seen else None
-                if prev is None or layer >= prev:  # the order rule (message-level first)
-                    seen.append(_Seen(t.role, t.dtype, t.shape, layer, t.layout,
-                                      t.token_offset, offset))
-                    return
+        fields = (t.role, t.dtype, t.shape, t.layer, t.codec, t.layout, t.token_offset,
+                  t.raw_length, t.stored_length, t.quant)
+        if self.accept_known(*fields, offset):
+            return
         self._check(t, offset)
-        if fast:
-            self._alone_ok.add(key)
+        if self._eligible(fields[0], fields[3], fields[9]):
+            assert t.layer is not None
+            self._alone_ok.add(fields[:3] + fields[4:9] + (self._layer_facts[t.layer],))
+
+    def _eligible(self, role: Role, layer: int | None, quant: object) -> bool:
+        """Whether every check of a tensor but the order rule depends on its own descriptor and
+        its layer's kind and token count (not on the tensors before it)."""
+        return (self.standalone_index is None and quant is None and layer is not None
+                and layer < len(self.layers) and role not in self._single
+                and not (self.kind == Kind.HIDDEN_STATE and role in _BATCH_ROLES))
+
+    def accept_known(self, role: Role, dtype: Dtype, shape: tuple[int, ...], layer: int | None,
+                     codec: Codec, layout: Layout, token_offset: int, raw_length: int,
+                     stored_length: int, quant: object, offset: int | None) -> bool:
+        """Accept a tensor whose descriptor (with its layer's facts) already passed every
+        check that depends on it alone, when it also keeps the layer order: record it as
+        ``check`` would and return True. False: nothing recorded, run ``check``."""
+        if not self._eligible(role, layer, quant):
+            return False
+        assert layer is not None
+        key = (role, dtype, shape, codec, layout, token_offset, raw_length, stored_length,
+               self._layer_facts[layer])
+        if key not in self._alone_ok:
+            return False
+        seen = self.seen
+        prev = seen[-1].layer if seen else None
+        if prev is not None and layer < prev:  # the order rule (message-level first)
+            return False
+        seen.append(_Seen(role, dtype, shape, layer, layout, token_offset, offset))
+        return True
 
     def _check(self, t: Tensor, offset: int | None) -> None:
         alone = self.standalone_index is not None

@@ -161,6 +161,7 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor],
     if core.state != "sections" or checker is None:
         return
     check, index, mac, lim = checker.check, core.index, core.mac, core.lim
+    known = checker.accept_known
     verify = core.verify and deferred is None  # inline CRCs, or none here (deferred)
     size, count, pos = len(mv), core.tensor_count, core.pos
     max_rank, max_bytes, max_desc = lim.max_rank, lim.max_tensor_bytes, D._MAX_DESC
@@ -199,10 +200,12 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor],
             break
         quant = core._quant_fields(scheme, axis, group, scale, zero, dequant, at + 16, i) if (
             scheme or axis or group or dequant or scale != NO_REF or zero != NO_REF) else None
-        t = pending(role, dtype, f[22:-1],
-                    None if layer == NO_REF else layer, codec, layout, token_offset, quant,
-                    raw_length, stored_length, data_crc)
-        check(t, at + 16)
+        shape, ordinal = f[22:-1], None if layer == NO_REF else layer
+        t = pending(role, dtype, shape, ordinal, codec, layout, token_offset, quant, raw_length,
+                    stored_length, data_crc)
+        if not known(role, dtype, shape, ordinal, codec, layout, token_offset, raw_length,
+                     stored_length, quant, at + 16):
+            check(t, at + 16)
         stop = data_at + stored_length
         data_end = stop + (-stop % 8)
         padded = data_end > size or (data_end > stop and from_bytes(mv[stop:data_end], "little"))
