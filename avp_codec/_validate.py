@@ -193,7 +193,7 @@ class TensorChecker:
         """Whether every check of a tensor but the order rule depends on its own descriptor and
         its layer's kind and token count (not on the tensors before it)."""
         return (self.standalone_index is None and quant is None and layer is not None
-                and layer < len(self.layers) and role not in self._single
+                and 0 <= layer < len(self.layers) and role not in self._single
                 and not (self.kind == Kind.HIDDEN_STATE and role in _BATCH_ROLES))
 
     def accept_known(self, role: Role, dtype: Dtype, shape: tuple[int, ...], layer: int | None,
