@@ -128,11 +128,11 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return d
 
 
-def decompress(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
-               shape: tuple[int, ...], path: str = "", *,
-               out: memoryview | None = None) -> memoryview:
-    """Undo ``codec``: exactly raw_length bytes, written into ``out`` (a new buffer if None),
-    or an AvpError. Memory: the output plus a constant, whatever the frame claims."""
+def check_frame(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
+                shape: tuple[int, ...], path: str = "") -> int:
+    """The checks made before inflating anything (one frame, no dictionary, a declared content
+    size that matches); returns the frame's content length. Shared with the streaming digest
+    of canonical JSON (``_raw_digest``), which must refuse exactly what ``decompress`` does."""
     if _frame_size(stored, path) != len(stored):
         raise AvpError(ErrorCode.DECOMPRESSION_FAILED,
                        "bytes follow the zstd frame", path=path)
@@ -150,6 +150,15 @@ def decompress(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
     if declared >= 0 and declared != content:
         raise AvpError(ErrorCode.DECOMPRESSED_SIZE,
                        f"frame declares {declared} bytes, {content} expected", path=path)
+    return content
+
+
+def decompress(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
+               shape: tuple[int, ...], path: str = "", *,
+               out: memoryview | None = None) -> memoryview:
+    """Undo ``codec``: exactly raw_length bytes, written into ``out`` (a new buffer if None),
+    or an AvpError. Memory: the output plus a constant, whatever the frame claims."""
+    content = check_frame(stored, codec, raw_length, dtype, shape, path)
     if out is None:
         out = memoryview(bytearray(raw_length))
     elif len(out) != raw_length:

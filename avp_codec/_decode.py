@@ -17,10 +17,18 @@ from typing import Any, cast
 
 import crc32c
 
-from . import _codecs, _dtypes
+from . import _codecs, _dtypes, _verify
 from . import _structs as S
 from ._auth import new_mac, tags_equal
-from ._events import NEED_DATA, EndEvent, Event, HeaderEvent, Source, TensorEvent
+from ._events import (
+    NEED_DATA,
+    DescriptorEvent,
+    EndEvent,
+    Event,
+    HeaderEvent,
+    Source,
+    TensorEvent,
+)
 from ._registry import (
     END_MAGIC,
     FORMAT_MAJOR,
@@ -54,8 +62,13 @@ def _err(code: ErrorCode, msg: str, off: int | None, path: str = "") -> AvpError
 
 class Core:
     def __init__(self, limits: Limits | None, verify: bool, keys: Mapping[bytes, bytes] | None,
-                 require_auth: bool) -> None:
+                 require_auth: bool, *, keep_raw: bool = True,
+                 descriptors: bool = False) -> None:
         self.lim = limits or DEFAULT_LIMITS
+        # The incremental Decoder's options (see there): verify compressed tensors without
+        # keeping their output, and report each descriptor before its data is read.
+        self.keep_raw = keep_raw
+        self.descriptors = descriptors
         self.verify = verify
         self.keys = keys or {}
         self.require_auth = require_auth
@@ -207,6 +220,8 @@ class Core:
             self._consume(src, total)
             self.pending = (t, at, self.pos)
             self.state = "data"
+            if self.descriptors:
+                return DescriptorEvent(len(self.index), t)
             return self._data(src)
         body = sec[16:16 + n]
         if expected == SectionType.HEADER:
@@ -415,15 +430,21 @@ class Core:
             raise _err(ErrorCode.NONZERO_PADDING, "padding after tensor data", stop,
                        f"tensor[{i}].padding")
         t._attach(data if isinstance(data, memoryview) else memoryview(data), src)
+        tail: bytes | memoryview | None = None  # the raw bytes' end, when not kept (keep_raw)
         if t.codec != Codec.RAW:
             try:
-                t._raw = _codecs.decompress(t.stored, t.codec, t.raw_length, t.dtype, t.shape,
-                                            f"tensor[{i}].data")
+                if self.keep_raw:
+                    t._raw = _codecs.decompress(t.stored, t.codec, t.raw_length, t.dtype,
+                                                t.shape, f"tensor[{i}].data")
+                else:
+                    last = _verify.verify(t.stored, t.codec, t.raw_length, t.dtype, t.shape,
+                                          f"tensor[{i}].data")
+                    tail = bytes([last]) if last >= 0 else b""
             except AvpError as e:
                 e.offset = data_at
                 raise
         if t.dtype in _dtypes.PACKED and not _dtypes.packed_tail_ok(
-                t.raw_bytes(), t.dtype, _prod(t.shape)):
+                t.raw_bytes() if tail is None else tail, t.dtype, _prod(t.shape)):
             raise _err(ErrorCode.NONZERO_PADDING, "unused bits of the last packed byte",
                        data_at + stored_length - 1, f"tensor[{i}].data")
         self.index.append((sec_at, data_at, stored_length))

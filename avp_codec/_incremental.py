@@ -126,6 +126,22 @@ class Decoder:
     events it returns, and about 200 bytes per tensor of the current message for the
     whole-message checks (freed at its end).
 
+    Two options serve receivers that must not pay for what they do not use (spec 11.2):
+
+    - ``keep_raw=False``: a compressed tensor is verified (every check of step T.19: the frame,
+      the exact raw_length, R-7.17, the packed padding) by streaming its decompression through a
+      scratch buffer of 1 MiB that is dropped, instead of inflating it into ``raw_length``
+      bytes. Its event's tensor keeps its stored bytes and inflates them again when
+      ``raw_bytes()`` / ``array()`` is first called. For a receiver that validates without
+      reading values (a message store), memory per tensor is then its stored bytes plus a
+      constant, whatever it declares; frames whose decoding window exceeds 8 MiB are refused
+      (``DECOMPRESSION_FAILED``, which R-7.13 allows). The verdict is otherwise the same.
+    - ``descriptors=True``: each tensor is also reported by a ``DescriptorEvent`` as soon as
+      its descriptor has been read and checked, before its data is received, checked or
+      decompressed; the ``TensorEvent`` follows once the data is there. A receiver that refuses
+      a tensor from its role, layer, dtype, shape or codec (another model's shapes, say) does so
+      before the tensor costs it anything.
+
     >>> import avp_codec as avp
     >>> one = avp.encode(avp.text_message("hi"))
     >>> dec = avp.Decoder(stream=True)
@@ -144,14 +160,18 @@ class Decoder:
 
     def __init__(self, limits: Limits | None = None, verify: bool = True,
                  keys: Mapping[bytes, bytes] | None = None, require_auth: bool = False, *,
-                 stream: bool = False) -> None:
+                 stream: bool = False, keep_raw: bool = True,
+                 descriptors: bool = False) -> None:
         check_decode_options(limits, verify, keys, require_auth)
-        if not isinstance(stream, bool):
-            raise TypeError(f"stream must be a bool, not {type(stream).__name__}")
+        for name, value in (("stream", stream), ("keep_raw", keep_raw),
+                            ("descriptors", descriptors)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
         self.limits = limits or DEFAULT_LIMITS
         self.stream = stream
         self._opts = (verify, keys, require_auth)
-        self._core = Core(self.limits, verify, keys, require_auth)
+        self.keep_raw, self.descriptors = keep_raw, descriptors
+        self._core = self._new_core()
         self._src = _Buffered(self.limits, stream)
         self._error: AvpError | None = None
         self._ended = False  # the current message's EndEvent has been returned
@@ -198,7 +218,8 @@ class Decoder:
         self._src.complete = True
 
     def next_event(self) -> Event:
-        """The next event: ``HeaderEvent``, ``TensorEvent``, ``EndEvent``, or a sentinel.
+        """The next event: ``HeaderEvent``, ``TensorEvent``, ``EndEvent`` (and
+        ``DescriptorEvent`` with ``descriptors=True``), or a sentinel.
 
         ``NEED_DATA``: feed more bytes, or call :meth:`end_of_input` (also after an
         ``EndEvent``: a single-message decoder still watches for trailing bytes, a stream
@@ -251,10 +272,14 @@ class Decoder:
         self._error = e
         raise e
 
+    def _new_core(self) -> Core:
+        return Core(self.limits, *self._opts, keep_raw=self.keep_raw,
+                    descriptors=self.descriptors)
+
     def _next_message(self) -> None:
         """Start the next message of a stream at the byte after the last Trailer."""
         length = self._core.pos
         self._src.base -= length  # count offsets from the next message's first byte
         self.message_offset += length
-        self._core = Core(self.limits, *self._opts)
+        self._core = self._new_core()
         self._ended = False
