@@ -185,7 +185,10 @@ class Core:
                        "section.length")
         if not self._have(src, total, "section"):
             return NEED_DATA
-        sec = src.get(at, total)  # the whole section: head, body, crc, pad8
+        got = src.get(at, total)  # the whole section: head, body, crc, pad8
+        # A view: slicing the bytes the incremental source joins would copy a large HEADER
+        # (up to max_header_bytes) once for its CRC and again for its body.
+        sec = got if isinstance(got, memoryview) else memoryview(got)
         if stype == SectionType.HEADER and n >= 16:
             self._header_limits(S.parse_header_fixed(sec, 16), at + 16)
         fixed = None
@@ -225,7 +228,7 @@ class Core:
             return self._data(src)
         body = sec[16:16 + n]
         if expected == SectionType.HEADER:
-            ev = self._header(bytes(body), at + 16)
+            ev = self._header(body, at + 16)
             self._start_auth(src)  # the tag covers the preamble and any earlier section too
             self._consume(src, total)
             return ev
@@ -246,7 +249,7 @@ class Core:
             raise _err(ErrorCode.LIMIT_TENSORS, "too many tensors", off + 12,
                        "header.tensor_count")
 
-    def _header(self, body: bytes, off: int) -> HeaderEvent:
+    def _header(self, body: memoryview, off: int) -> HeaderEvent:
         if len(body) < 16:
             raise _err(ErrorCode.HEADER_LAYOUT, "header body shorter than 16 bytes", off,
                        "header")

@@ -64,20 +64,37 @@ class _Buffered:
         first = parts[0] if parts else b""
         if i + n <= len(first):
             return bytes(memoryview(first)[i:i + n])
+        whole = off == self.base and n >= _SMALL  # a large structure from the first byte held
         out = []
+        covered = 0  # parts read to their end
         for p in parts:
             if i >= len(p):
                 i -= len(p)
+                covered += 1
                 continue
             take = memoryview(p)[i:i + n]
             out.append(take)
             n -= len(take)
+            if i + len(take) == len(p):
+                covered += 1
             i = 0
             if not n:
                 break
         got = b"".join(out)
+        rest = len(parts[covered]) - len(out[-1]) if whole and covered < len(out) else 0
         for v in out:  # a gathering bytearray may grow again: hold no export of it
             v.release()
+        if whole:
+            # The joined bytes replace the pieces they came from, so a large HEADER or tensor
+            # is held once, not as pieces plus their join until it is consumed. A last piece
+            # read only in part keeps its remainder (at most one piece is copied).
+            for _ in range(covered):
+                parts.popleft()
+            if rest:
+                tail = parts.popleft()
+                parts.appendleft(tail[len(tail) - rest:])
+            parts.appendleft(got)
+            self.head = 0
         return got
 
     def discard(self, upto: int) -> None:

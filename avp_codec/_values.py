@@ -25,7 +25,7 @@ _INCREASING = frozenset({MetaKey.VERSIONS, MetaKey.CAP_DTYPES, MetaKey.CAP_CODEC
                          MetaKey.CAP_MODES})
 
 
-def decode_value(vtype: int, raw: bytes, path: str, offset: int | None) -> Value:
+def decode_value(vtype: int, raw: bytes | memoryview, path: str, offset: int | None) -> Value:
     """Bytes of a value -> its Python form. Unknown value types stay raw bytes."""
     def bad(msg: str, code: ErrorCode = ErrorCode.INVALID_VALUE) -> AvpError:
         return AvpError(code, msg, offset=offset, path=path)
@@ -44,7 +44,7 @@ def decode_value(vtype: int, raw: bytes, path: str, offset: int | None) -> Value
         return f
     if vtype == ValueType.UTF8:
         try:
-            s = raw.decode("utf-8")
+            s = str(raw, "utf-8")  # raw may be a view of the HEADER: no copy of it first
         except UnicodeDecodeError:
             raise bad("value is not well-formed UTF-8") from None
         if s.startswith("\ufeff"):
