@@ -7,6 +7,7 @@ Tensors in events own a copy of their bytes (the buffer is reused), unlike whole
 
 from __future__ import annotations
 
+import traceback
 from collections import deque
 from collections.abc import Mapping
 
@@ -286,6 +287,17 @@ class Decoder:
         return ev
 
     def _fail(self, e: AvpError) -> Event:
+        # A failed decoder keeps its error (to raise it again), and the error's traceback would
+        # keep the frames it passed through, with their locals: a refused 15 MiB HEADER and
+        # the text decoded from it, plus the bytes still buffered, all reachable from a
+        # reference cycle (the error -> next_event's frame -> this decoder -> the error) that
+        # only the cyclic collector frees. A server would then hold one refused body per
+        # request until the next collection. The frames' locals and the bytes are dropped here;
+        # the traceback keeps its lines.
+        traceback.clear_frames(e.__traceback__)
+        self._src = _Buffered(self.limits, self.stream)
+        self._core.pending = None
+        self._core.prefix = bytearray()
         self._error = e
         raise e
 
