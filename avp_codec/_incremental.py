@@ -295,6 +295,7 @@ class Decoder:
         # request until the next collection. The frames' locals and the bytes are dropped here;
         # the traceback keeps its lines.
         traceback.clear_frames(e.__traceback__)
+        self._src.parts.clear()  # next_event's own frame (in the traceback) holds the source
         self._src = _Buffered(self.limits, self.stream)
         self._core.pending = None
         self._core.prefix = bytearray()

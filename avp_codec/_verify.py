@@ -23,8 +23,8 @@ from ._registry import Codec, Dtype, ErrorCode
 from .errors import AvpError
 
 SCRATCH = 1 << 20  # bytes of content pulled per step of zstd and byteplane_zstd
-# The largest decoding window verified. zstd needs min(Window_Size, Frame_Content_Size) bytes of
-# history besides the output; 8 MiB is what says every decoder SHOULD accept (the reference
+# The largest decoding window verified. zstd needs min(Window_Size, content) bytes of history
+# besides the output; 8 MiB is what says every decoder SHOULD accept (the reference
 # encoder's frames need at most 2 MiB). Larger windows MAY be refused (DECOMPRESSION_FAILED).
 WINDOW_MAX = 8 << 20
 
@@ -42,8 +42,11 @@ def verify(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
     except zstandard.ZstdError:  # pragma: no cover - check_frame has parsed this header
         raise AvpError(ErrorCode.DECOMPRESSION_FAILED, "bad zstd frame header",
                        path=path) from None
-    declared = zstandard.frame_content_size(bytes(stored[:18]))
-    history = window if declared < 0 else min(window, declared)
+    # zstd writes what it produces into a window buffer of Window_Size bytes, reserved but
+    # touched only as far as output goes: what it costs is the window or the content, the
+    # lesser (the content is bounded: check_frame refused another declared size, and the
+    # reads below stop one byte past it).
+    history = min(window, content)
     if history > WINDOW_MAX:
         raise AvpError(ErrorCode.DECOMPRESSION_FAILED,
                        f"the frame's window needs {history} bytes; this decoder verifies "
