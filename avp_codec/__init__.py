@@ -11,6 +11,9 @@ Start here (docs/embedding.md walks through all of it, with examples the tests r
   (a writable), ``StreamEncoder`` (tensor by tensor, constant memory);
 * read: ``decode`` / ``decode_file`` (whole), ``Decoder`` (incremental, events; one message or
   a stream of them), ``IndexedReader`` (random access through the index);
+* canonical JSON (spec 18): ``write_canonical_json`` / ``iter_canonical_json`` (streamed,
+  bounded memory), ``dumps_canonical_json`` (the text), ``to_canonical_json`` (Python objects),
+  ``from_canonical_json`` (back to a message);
 * errors ``AvpError`` / ``ErrorCode``, ``Limits``, authentication (``auth_key=``, ``keys=``),
   ``avp_codec.quant`` (quantized KV-caches), ``compress_message`` (lossless codecs).
 
@@ -19,8 +22,8 @@ Start here (docs/embedding.md walks through all of it, with examples the tests r
 hello
 
 Hostile input, at every entry point (``decode``, ``decode_file``, ``Decoder``, ``IndexedReader``,
-``from_canonical_json``, ``encode`` and its variants, ``StreamEncoder``, the builders, the
-handshake helpers, the ``Tensor`` accessors):
+``from_canonical_json``, ``write_canonical_json``, ``encode`` and its variants, ``StreamEncoder``,
+the builders, the handshake helpers, the ``Tensor`` accessors):
 
 * a fault in the input is an ``AvpError`` with its registry ``ErrorCode``, the offset and field
   path of spec 17.2; an argument of the wrong Python type is ``TypeError`` (``ValueError`` for a
@@ -93,7 +96,13 @@ from ._registry import (
     ValueType,
 )
 from ._whole import decode, decode_file
-from .canonical_json import dumps_canonical_json, from_canonical_json, to_canonical_json
+from .canonical_json import (
+    dumps_canonical_json,
+    from_canonical_json,
+    iter_canonical_json,
+    to_canonical_json,
+    write_canonical_json,
+)
 from .errors import AvpError
 from .limits import Limits
 from .model import Entry, Layer, Message, Quant, Tensor
@@ -112,6 +121,7 @@ __all__ = [
     "Decoder", "HeaderEvent", "DescriptorEvent", "TensorEvent", "EndEvent", "NEED_DATA",
     "END_OF_STREAM",
     "to_canonical_json", "dumps_canonical_json", "from_canonical_json",
+    "iter_canonical_json", "write_canonical_json",
     "check_model_id", "resolve_mode", "verify_peer", "check_accept", "check_payload",
     "check_capabilities", "tokenizers_compatible", "decoded_token_strings", "decoded_token",
     "is_byte_level",

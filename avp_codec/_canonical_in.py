@@ -12,13 +12,13 @@ decoder would give) with the path of the JSON member, e.g. ``tensors[0].shape[1]
 
 from __future__ import annotations
 
-import hashlib
 import re
 from enum import IntEnum
 from typing import Any, TypeVar
 
 from . import _json
 from ._args import byte_view, show, tname
+from ._raw_digest import raw_sha256
 from ._registry import (
     FORMAT_MAJOR,
     NO_REF,
@@ -53,7 +53,9 @@ _TENSOR = frozenset({"tensor_index", "layer", "role", "dtype", "codec", "layout"
                      "raw_sha256"})
 _QUANT = frozenset({"scheme", "axis", "group_size", "scale_tensor", "zero_point_tensor",
                     "dequant_dtype"})
-_HEX = re.compile(r"(?:[0-9a-f]{2})*")
+# One character class, no group: sre repeats it in a flat loop (a repeated group keeps state per
+# repetition: ``(?:[0-9a-f]{2})*`` cost 60 bytes per byte of a long hex value).
+_HEX = re.compile(r"[0-9a-f]*+")
 _SHA = re.compile(r"[0-9a-f]{64}")
 _FORMAT = re.compile(rf"AVP/{FORMAT_MAJOR}\.(0|[1-9][0-9]{{0,4}})")
 _F64_WORDS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
@@ -112,7 +114,7 @@ def _name(enum: type[E], v: Any, path: str, lower: bool = False) -> E:
 
 
 def _hex(v: Any, path: str) -> bytes:
-    if not isinstance(v, str) or not _HEX.fullmatch(v):
+    if not isinstance(v, str) or len(v) % 2 or not _HEX.fullmatch(v):
         raise _bad(f"{path} must be lowercase hex of whole bytes", path)
     return bytes.fromhex(v)
 
@@ -152,7 +154,13 @@ def _value(t: ValueType | int, v: Any, path: str) -> Any:
             raise _bad(f"{path} holds a lone surrogate (not UTF-8)", path) from None
         return v
     if t == ValueType.U32_LIST:
-        return tuple(_int(x, f"{path}[{j}]", 0xFFFFFFFF) for j, x in enumerate(_list(v, path)))
+        items = _list(v, path)
+        # One pass in C for the common case (plain ints in range); only a faulty list is walked
+        # element by element, for the path of its first bad element.
+        if all(type(x) is int for x in items) and (
+                not items or (min(items) >= 0 and max(items) <= 0xFFFFFFFF)):
+            return tuple(items)
+        return tuple(_int(x, f"{path}[{j}]", 0xFFFFFFFF) for j, x in enumerate(items))
     return _hex(v, path)  # BYTES, or an unknown type of an unregistered key
 
 
@@ -228,11 +236,11 @@ def _tensor(t: Any, i: int, data: memoryview, at: int, lim: Limits) -> Tensor:
                     quant=_quant(t["quant"], path + ".quant"), raw_length=raw_length)
     if tensor.data_crc != data_crc:
         raise _bad(f"{path}.data_crc disagrees with the stored bytes", path + ".data_crc")
-    try:
-        raw = tensor.raw_bytes()  # bounded by raw_length, itself within the limits
+    try:  # hashed chunk by chunk where the codec allows; no inflated copy is kept
+        digest = raw_sha256(tensor, path + ".stored")
     except AvpError as e:
         raise AvpError(e.code, e.detail, path=path + ".stored") from None
-    if hashlib.sha256(raw).hexdigest() != sha:
+    if digest != sha:
         raise _bad(f"{path}.raw_sha256 disagrees with the data", path + ".raw_sha256")
     return tensor
 
@@ -247,7 +255,11 @@ def from_canonical_json(doc: Any, stored: bytes | bytearray | memoryview = b"", 
     data; everything else is checked when the message is encoded (the encoder applies every
     rule of the decoder). Types are exact (see the module docstring); each fault is
     ``AvpError(INVALID_VALUE)`` with the member's path, or the decoder's limit code (``limits``,
-    spec 16). Memory: the message, plus the parsed text (at most ``max_values`` values).
+    spec 16). Memory: the message, plus the parsed text (at most ``max_values`` values; a
+    document given as text is checked against the limits before anything is built, in C-level
+    passes over the text). Each ``raw_sha256`` is verified the way ``write_canonical_json``
+    computes it (chunk by chunk where the codec allows, one tensor at a time otherwise), and the
+    returned tensors keep no inflated bytes: a 32 KB zstd bomb costs a chunk, not 256 MiB.
 
     >>> import avp_codec as avp
     >>> m = avp.from_canonical_json(avp.dumps_canonical_json(avp.text_message("hi")))

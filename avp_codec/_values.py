@@ -53,7 +53,7 @@ def decode_value(vtype: int, raw: bytes | memoryview, path: str, offset: int | N
     if vtype == ValueType.U32_LIST:
         if len(raw) % 4:
             raise bad("u32_list length is not a multiple of 4")
-        return tuple(int.from_bytes(raw[i:i + 4], "little") for i in range(0, len(raw), 4))
+        return struct.unpack(f"<{len(raw) // 4}I", raw)  # one C call: no slice per element
     return bytes(raw)  # BYTES, or an unknown type of a skippable key
 
 
@@ -80,11 +80,13 @@ def encode_value(e: Entry, path: str) -> bytes:
         if t == ValueType.U32_LIST:
             if not isinstance(v, tuple):
                 raise TypeError
-            return b"".join(int(x).to_bytes(4, "little") for x in v)
+            # check_entry has made every element an int in 0..2^32-1; one C call (a 15 MiB
+            # list as 4-byte objects plus their join cost 30x its size)
+            return struct.pack(f"<{len(v)}I", *v)
         if not isinstance(v, (bytes, bytearray, memoryview)):
             raise TypeError
         return bytes(v)
-    except (OverflowError, TypeError, ValueError) as exc:
+    except (OverflowError, TypeError, ValueError, struct.error) as exc:
         raise AvpError(ErrorCode.INVALID_VALUE,
                        f"value {v!r} does not fit value type {t}: {exc}", path=path) from None
 

@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,9 +169,19 @@ def _accessors(data: bytes, path: Path, env: Env) -> str:
 
 @entry("canonical", group="codec")
 def _canonical(data: bytes, path: Path, env: Env) -> str:
+    """The round trip a JSON-speaking system makes: decode, stream the canonical JSON text out
+    with the bounded writer, and later build the message back from that text (the strict
+    parser, with a value limit that admits the document) and encode it. The decoded message is
+    released once its text is written: the caller asks for one message at a time, not two."""
     m = avp.decode(data)
     stored = b"".join(bytes(t.stored) for t in m.tensors)
-    back = avp.from_canonical_json(json.loads(avp.dumps_canonical_json(m)), stored)
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as fp:
+        avp.write_canonical_json(m, fp)
+        del m
+        fp.seek(0)
+        text = fp.read()
+    back = avp.from_canonical_json(text, stored, max_values=len(text))
+    del text
     return f"re-encoded {len(avp.encode(back))} bytes"
 
 

@@ -308,7 +308,13 @@ def _json_view(buf: BufferLike, facts: bool) -> int:
                                      "offset": exc.offset, "path": exc.path}}, sort_keys=True))
         return EXIT_INVALID
     if not facts:
-        _write(avp.dumps_canonical_json(msg))
+        # Streamed: the text of a 15 MiB metadata list or of a bomb's digests is never held
+        # whole (write_canonical_json keeps one chunk at a time).
+        try:
+            avp.write_canonical_json(msg, sys.stdout)
+        except BrokenPipeError:
+            raise _PipeClosed from None
+        _write("")
         return EXIT_VALID
     canonical = avp.to_canonical_json(msg)
     del msg
