@@ -48,7 +48,7 @@ from ._registry import (
     ValueType,
 )
 from ._validate import TensorChecker, check_kind_entries, check_kind_layers, check_layer
-from ._values import check_entry, decode_value
+from ._values import check_entry, decode_value, precheck_value
 from .errors import AvpError
 from .limits import DEFAULT_LIMITS, Limits
 from .model import Entry, Layer, Quant, Tensor
@@ -285,7 +285,10 @@ class Core:
             if entries and e.key <= entries[-1].key:
                 raise _err(ErrorCode.NON_CANONICAL, "entries must be sorted by increasing key",
                            off + p, path + ".key")
-            value = decode_value(e.type, body[p + 8:vend], path + ".value", off + p + 8)
+            raw = body[p + 8:vend]
+            precheck_value(e.key, e.type, bool(e.flags & 1), raw, path + ".value",
+                           off + p + 8, path, off + p)
+            value = decode_value(e.type, raw, path + ".value", off + p + 8)
             vtype = _VALUE_TYPES.get(e.type, e.type)
             entry = Entry(e.key, vtype, value, bool(e.flags & 1))
             check_entry(entry, path, off + p)

@@ -227,3 +227,46 @@ def _with_policy(policy: str) -> bytes:
     import hostile_wire as w
 
     return w.kv_with_policy(policy)
+
+
+def test_a_large_policy_over_the_limits_is_refused_before_it_is_text() -> None:
+    """A 15 MiB QUANT_POLICY of empty arrays: refused from its UTF-8 bytes with the code,
+    message, path and offset that checking the decoded text gives, at a traced peak of about
+    two copies of it (its HEADER and one skeleton), where the text and its skeletons cost
+    four. Invalid UTF-8 and a byte order mark keep their own, earlier, refusals."""
+    policy = "[" + ",".join(["[]"] * (5 * MIB)) + "]"
+    wire = _with_policy(policy)
+    tracemalloc.start()
+    try:
+        with pytest.raises(avp.AvpError) as e:
+            avp.decode(wire, limits=avp.Limits(max_header_bytes=32 * MIB))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (e.value.code, e.value.path) == (E.INVALID_VALUE, "entries[2]")
+    assert "QUANT_POLICY: not strict JSON: more than 65536 values" in str(e.value)
+    assert peak < 2.5 * len(wire), peak
+    deep = "[" * 100 + "]" * 100
+    got = []
+    for text in (deep, deep + " " * 70000):  # checked as text; as bytes (64 KiB and more)
+        with pytest.raises(avp.AvpError) as e2:
+            avp.decode(_with_policy(text))
+        got.append((e2.value.code, e2.value.path, e2.value.offset, e2.value.detail))
+    assert got[0] == got[1] and got[0][3] == "QUANT_POLICY: not strict JSON: nested deeper than 64"
+    for text, why in (("\ufeff" + policy[:200000], "byte order mark"),
+                      (policy[:200000] + "\udcff", "UTF-8")):
+        bad = _with_policy_bytes(text.encode("utf-8", "surrogateescape"))
+        with pytest.raises(avp.AvpError, match=why) as e3:
+            avp.decode(bad)
+        assert (e3.value.code, e3.value.path) == (E.INVALID_VALUE, "entries[2].value")
+
+
+def _with_policy_bytes(raw: bytes) -> bytes:
+    """``_with_policy`` for a value that is not (valid) text: the marker is replaced in place
+    (one length field and the HEADER's CRC recomputed by the corpus's writer)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests" / "hostile"))
+    import hostile_wire as w
+
+    return w.kv_with_policy(raw)  # type: ignore[arg-type]
