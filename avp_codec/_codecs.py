@@ -160,7 +160,8 @@ def decompress(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
     or an AvpError. Memory: the output plus a constant, whatever the frame claims."""
     content = check_frame(stored, codec, raw_length, dtype, shape, path)
     if out is None:
-        out = memoryview(bytearray(raw_length))
+        # Not zero-filled (every byte is written below, or the frame is refused).
+        out = memoryview(np.empty(raw_length, np.uint8).data)
     elif len(out) != raw_length:
         raise ValueError("output buffer is not raw_length bytes")
     got = [0]  # content bytes produced so far

@@ -312,7 +312,10 @@ class Core:
                 raise _err(ErrorCode.INVALID_VALUE, f"layer kind {kind_c}", off + lo + 4,
                            f"layers[{i}].layer_kind")
             layer = Layer(index, layer_kind, token_start, token_count, window)
-            check_layer(i, layer, prev, off + lo)
+            # check_layer's rules, inline for the common layer; it finds and raises any fault.
+            if ((prev is not None and index <= prev.index) or layer_kind is _SLIDING
+                    or window or token_start + token_count > _U64_MAX):
+                check_layer(i, layer, prev, off + lo)
             layers.append(layer)
             prev = layer
         check_kind_entries(kind, entries, off, entry_at)
@@ -529,6 +532,8 @@ def _prod(shape: tuple[int, ...]) -> int:
 _VALUE_TYPES: dict[int, ValueType] = {int(m): m for m in ValueType}
 # code -> member dicts: a dict lookup is several times cheaper than calling the IntEnum.
 _DTYPES = {int(m): m for m in Dtype}
+_SLIDING = LayerKind.SLIDING_WINDOW
+_U64_MAX = (1 << 64) - 1
 _CODECS = {int(m): m for m in Codec}
 _ROLES = {int(m): m for m in Role}
 _LAYOUTS = {int(m): m for m in Layout}

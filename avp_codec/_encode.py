@@ -9,6 +9,7 @@ tensor's bytes are copied exactly once (from the array's memoryview into the res
 from __future__ import annotations
 
 import hmac
+import struct
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -38,6 +39,11 @@ from .errors import AvpError
 from .model import Entry, Layer, Message, Tensor, ref
 
 _ZEROS = bytes(64)
+# Hot-path builders: the struct equivalents of _structs' declarations (checked there).
+_PACK_SECTION_HEAD = S._C_SECTION_HEAD.struct.pack
+_PACK_TENSOR_FIXED = S._C_TENSOR_FIXED.struct.pack
+_PACK_INDEX_ENTRY = S._C_INDEX_ENTRY.struct.pack
+_SHAPE_PACK = [struct.Struct(f"<{r}Q").pack for r in range(256)]
 
 
 class Writable(Protocol):
@@ -54,7 +60,7 @@ def pad64(n: int) -> int:
 
 def section(type_: SectionType, body: bytes) -> bytes:
     """A complete section: head, body, CRC32C of head+body, zero padding (spec 4.1)."""
-    head = S.build_section_head(int(type_), 0, len(body))
+    head = _PACK_SECTION_HEAD(int(type_), 0, len(body))
     crc = crc32c.crc32c(body, crc32c.crc32c(head)).to_bytes(4, "little")
     return head + body + crc + _ZEROS[:pad8(20 + len(body))]
 
@@ -77,19 +83,17 @@ def header_body(kind: Kind, entries: Sequence[Entry], layers: Sequence[Layer],
 
 
 def descriptor_body(i: int, t: Tensor) -> bytes:
+    """The TENSOR section body (spec 7.1): the fixed descriptor, then the shape. Packed by the
+    struct formats derived from the construct declarations (_structs), fields in declaration
+    order; every field was range-checked by check_tensor before."""
     q = t.quant
-    fields = {
-        "tensor_index": i, "layer": ref(t.layer), "role": int(t.role), "dtype": int(t.dtype),
-        "codec": int(t.codec), "rank": len(t.shape), "layout": int(t.layout),
-        "quant_scheme": int(q.scheme) if q else 0, "quant_axis": q.axis if q else 0,
-        "group_size": q.group_size if q else 0,
-        "scale_tensor": ref(q.scale_tensor) if q else NO_REF,
-        "zero_point_tensor": ref(q.zero_point_tensor) if q else NO_REF,
-        "dequant_dtype": int(q.dequant_dtype) if q else 0,
-        "token_offset": t.token_offset, "raw_length": t.raw_length,
-        "stored_length": t.stored_length, "data_crc": t.data_crc,
-    }
-    return S.build_tensor_fixed(fields) + b"".join(d.to_bytes(8, "little") for d in t.shape)
+    rank = len(t.shape)
+    return _PACK_TENSOR_FIXED(
+        i, ref(t.layer), int(t.role), int(t.dtype), int(t.codec), rank, int(t.layout),
+        int(q.scheme) if q else 0, q.axis if q else 0, q.group_size if q else 0,
+        ref(q.scale_tensor) if q else NO_REF, ref(q.zero_point_tensor) if q else NO_REF,
+        int(q.dequant_dtype) if q else 0, b"\0\0\0", t.token_offset, t.raw_length,
+        t.stored_length, t.data_crc, 0) + _SHAPE_PACK[rank](*t.shape)
 
 
 def canonical_entries(entries: Sequence[Entry]) -> list[Entry]:
@@ -233,7 +237,7 @@ class StreamEncoder:
             self._out(_ZEROS[:pad8(self._pos)])
         data_at = start + 24 + 64 + 8 * len(t.shape)
         data_at += pad64(data_at)
-        self._index.append(S.build_index_entry(start, data_at, t.stored_length))
+        self._index.append(_PACK_INDEX_ENTRY(start, data_at, t.stored_length))
 
     def write_tensors(self, tensors: Sequence[Tensor], threads: int = 1) -> None:
         """write_tensor for each, in order; the same bytes for any ``threads``.
@@ -276,7 +280,7 @@ class StreamEncoder:
             w.n = start
             w.write(section(SectionType.TENSOR, descriptor_body(i, t)))
             w.write(_ZEROS[:data_at - w.n])
-            self._index.append(S.build_index_entry(start, data_at, t.stored_length))
+            self._index.append(_PACK_INDEX_ENTRY(start, data_at, t.stored_length))
         w.n = self._pos = pos
 
     def _check_tensor(self, i: int, t: Tensor) -> None:

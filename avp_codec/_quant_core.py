@@ -48,6 +48,10 @@ FLOAT_DTYPES: dict[str, np.dtype[Any]] = {
 # Canonical quiet NaN bit patterns, by dequant dtype (spec 12.2).
 _CANONICAL_NAN = {"float32": 0x7FC00000, "float16": 0x7E00, "bfloat16": 0x7FC0}
 _BITS_VIEW = {"float32": np.uint32, "float16": np.uint16, "bfloat16": np.uint16}
+_U1, _U16, _HALF = np.uint32(1), np.uint32(16), np.uint32(0x7FFF)
+# Smallest normal and largest finite magnitude of the 16-bit parameter dtypes.
+_NORMAL_RANGE = {"float16": (2.0**-14, 65504.0),
+                 "bfloat16": (2.0**-126, float(np.finfo(ml_dtypes.bfloat16).max))}
 
 
 def num_groups(dim: int, group_size: int) -> int:
@@ -101,6 +105,14 @@ def _to_param_dtype(values: npt.NDArray[np.float64], name: str) -> tuple[np.ndar
     """Round parameters to the requested dtype; fall back to float32 when that dtype cannot hold
     them faithfully (overflow, or a relative error above 2^-8 from underflow into subnormals)."""
     if name != "float32":
+        if values.size:
+            # Inside the dtype's normal range rounding errs by less than 2^-8 relative (half
+            # an ulp of bfloat16's 8-bit significand; 2^-11 for float16) and nothing
+            # overflows: the test below would pass, so skip it.
+            a = np.abs(values)
+            low, high = _NORMAL_RANGE[name]
+            if a.min() >= low and a.max() <= high:
+                return values.astype(FLOAT_DTYPES[name]), name
         cast = values.astype(FLOAT_DTYPES[name])
         back = cast.astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -275,6 +287,23 @@ def _finish(r: npt.NDArray[np.float32], out_dtype: str) -> np.ndarray:
     return out
 
 
+def _finish_into(r: npt.NDArray[np.float32], dst: np.ndarray) -> None:
+    """``dst[...] = _finish(r, dst's dtype)`` for results known to hold no NaN (integer codes
+    with finite parameters: (q - z) * s is then finite or an infinity), without temporaries:
+    bfloat16 by the same round-to-nearest-even on the bit pattern, written straight into
+    ``dst``; float16 and float32 by numpy's own (RNE) cast. ``r`` is scratch and is reused."""
+    if dst.dtype == FLOAT_DTYPES["bfloat16"]:
+        b = r.view(np.uint32)
+        t = np.right_shift(b, _U16)
+        t &= _U1
+        t += _HALF
+        b += t
+        b >>= _U16
+        np.copyto(dst.view(np.uint16), b, casting="unsafe")
+    else:
+        np.copyto(dst, r, casting="same_kind")
+
+
 def dequantize(
     codes: np.ndarray,
     scale: np.ndarray,
@@ -285,6 +314,7 @@ def dequantize(
     *,
     packed: tuple[bytes | memoryview, str] | None = None,
     threads: int | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Normative dequantization: AFFINE when `codes` are integers, SCALED_FLOAT for fp8 codes.
 
@@ -293,13 +323,22 @@ def dequantize(
     binary32 operation at a time. With `packed` = (bytes, "int4" | "uint4" | "uint2"), `codes`
     only gives the shape (any array of it, e.g. a broadcast zero) and the codes are widened
     straight from the packed bytes. Cost and memory are linear in the element count, whatever
-    the group size (see _quant_dequant).
+    the group size (see _quant_dequant). ``out``, when given, is the result array (the codes'
+    shape, ``out_dtype``), written in place.
     """
-    out = np.empty(codes.shape, dtype=FLOAT_DTYPES[out_dtype])
+    if out is None:
+        out = np.empty(codes.shape, dtype=FLOAT_DTYPES[out_dtype])
+    elif out.shape != codes.shape or out.dtype != FLOAT_DTYPES[out_dtype]:
+        raise ValueError("out does not have the codes' shape and the dequant dtype")
     if packed is not None:
         src = Codes(packed=packed[0], packed_dtype=packed[1])
     else:
         src = Codes(values=np.ascontiguousarray(codes))
-    return dequantize_into(out, src, np.asarray(scale).astype(F32),
-                           None if zero_point is None else np.asarray(zero_point).astype(F32),
-                           axis, group_size, lambda r: _finish(r, out_dtype), threads)
+    s32 = np.asarray(scale).astype(F32)
+    z32 = None if zero_point is None else np.asarray(zero_point).astype(F32)
+    # Integer codes with finite parameters give no NaN: the results go straight into ``out``.
+    nan_free = (packed is not None or codes.dtype.kind in "iu") and bool(
+        np.isfinite(s32).all()) and (z32 is None or bool(np.isfinite(z32).all()))
+    return dequantize_into(out, src, s32, z32, axis, group_size,
+                           lambda r: _finish(r, out_dtype), threads,
+                           finish_into=_finish_into if nan_free else None)

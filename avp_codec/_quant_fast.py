@@ -64,6 +64,65 @@ def _views(xf: np.ndarray, d0: int, d1: int, g: int) -> list[tuple[np.ndarray, i
     return out
 
 
+def _bf16_keys(x: np.ndarray, absolute: bool) -> np.ndarray:
+    """int16 keys of a bfloat16 segment that order like the values (NaNs past the infinities):
+    the bits with the magnitude bits of negatives flipped, or the magnitude alone (``absolute``).
+    Group min / max then run on 2-byte integers, with no widening; signed zeros may come back
+    as either sign, which no parameter depends on (s and z use hi - lo and -lo)."""
+    s = x.view(np.int16)
+    if absolute:
+        return np.bitwise_and(s, 0x7FFF)
+    k = np.right_shift(s, 15)
+    k &= 0x7FFF
+    k ^= s
+    return k
+
+
+def _keys_to_f32(k: np.ndarray) -> np.ndarray:
+    """binary32 values of int16 keys (the key map is its own inverse)."""
+    s = np.right_shift(k, 15)
+    s &= 0x7FFF
+    s ^= k
+    wide: np.ndarray = np.left_shift(s.view(np.uint16), 16, dtype=np.uint32)
+    return wide.view(F32)
+
+
+def _bf16_stats(seg: np.ndarray, d0: int, d1: int, g: int, zero_point: bool
+                ) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
+    """(first group, max, min or None) of a bfloat16 [p, d, q] segment, per group, as keys."""
+    keys = _bf16_keys(seg, not zero_point)
+    out: list[tuple[int, np.ndarray, np.ndarray | None]] = []
+    for v, first in _views(keys, d0, d1, g):
+        p, groups, gg, q = v.shape
+        if q == 1 and gg > 1:
+            # Groups along the innermost axis: numpy reduces a short contiguous axis slowly, so
+            # the segment is transposed once and reduced along its outer axis.
+            t = np.ascontiguousarray(v.reshape(p * groups, gg).T)
+            hi = np.maximum.reduce(t, axis=0).reshape(p, groups, 1)
+            lo = np.minimum.reduce(t, axis=0).reshape(p, groups, 1) if zero_point else None
+        else:
+            hi = np.maximum.reduce(v, axis=2)
+            lo = np.minimum.reduce(v, axis=2) if zero_point else None
+        out.append((first, hi, lo))
+    return out
+
+
+def _no_clip(hi: np.ndarray, lo: np.ndarray | None, s32: np.ndarray, z32: np.ndarray | None,
+             qmin: int, qmax: int) -> bool:
+    """Whether clipping the codes to [qmin, qmax] can change none of them: x / s + z and its
+    rounding are monotone in x for s > 0, so the codes of a group lie between those of its
+    minimum and maximum, computed here with the same binary32 operations."""
+    if not bool(np.all(s32 > 0)):
+        return False
+    with np.errstate(all="ignore"):
+        top = hi / s32
+        bottom = (lo if lo is not None else -hi) / s32
+        if z32 is not None:
+            top += z32
+            bottom += z32
+        return bool(np.all(np.rint(top) <= qmax) and np.all(np.rint(bottom) >= qmin))
+
+
 def quantize_affine(x: np.ndarray, axis: int, group_size: int, qmin: int, qmax: int,
                     zero_point: bool, make_params: object, out_dtype: np.dtype[Any],
                     threads: int | None = None) -> tuple[np.ndarray, np.ndarray,
@@ -80,11 +139,19 @@ def quantize_affine(x: np.ndarray, axis: int, group_size: int, qmin: int, qmax: 
     x3 = np.ascontiguousarray(x).reshape(p, dim, q)
     segs = list(_segments(p, dim, q, g))
     weights = [(s[1] - s[0]) * (s[3] - s[2]) * q for s in segs]
-    lo = np.full((p, groups, q), np.inf, F32)
-    hi = np.full((p, groups, q), -np.inf, F32)
+    bf16 = x3.dtype == _BF16
+    # bfloat16 ranges are gathered as int16 keys (see _bf16_keys) and widened once at the end.
+    if bf16:
+        lo = np.full((p, groups, q), np.iinfo(np.int16).max, np.int16)
+        hi = np.full((p, groups, q), np.iinfo(np.int16).min, np.int16)
+    else:
+        lo = np.full((p, groups, q), np.inf, F32)
+        hi = np.full((p, groups, q), -np.inf, F32)
 
     def stats(j: int) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
         p0, p1, d0, d1 = segs[j]
+        if bf16:
+            return _bf16_stats(x3[p0:p1, d0:d1], d0, d1, g, zero_point)
         xf = _widen(x3[p0:p1, d0:d1])
         if not zero_point:
             np.abs(xf, out=xf)
@@ -100,6 +167,8 @@ def quantize_affine(x: np.ndarray, axis: int, group_size: int, qmin: int, qmax: 
             np.maximum(hi[sl], h, out=hi[sl])
             if low is not None:
                 np.minimum(lo[sl], low, out=lo[sl])
+    if bf16:
+        hi, lo = _keys_to_f32(hi), _keys_to_f32(lo)
     if not (np.isfinite(hi).all() and (not zero_point or np.isfinite(lo).all())):
         raise ValueError("cannot quantize non-finite values")
     hi64 = hi.astype(np.float64)
@@ -108,29 +177,41 @@ def quantize_affine(x: np.ndarray, axis: int, group_size: int, qmin: int, qmax: 
     s32 = scale.astype(F32)
     z32 = None if zp is None else zp.astype(F32)
     codes = np.empty((p, dim, q), out_dtype)
+    clip = not _no_clip(hi, lo if zero_point else None, s32, z32, qmin, qmax)
+    # Groups along the innermost axis (q == 1): a parameter broadcast over a short inner axis
+    # is slow in numpy, so whole groups get their parameters repeated out for the segment.
+    inner = q == 1 and g > 1
+
+    def params(a: np.ndarray, p0: int, p1: int, first: int, v: np.ndarray) -> np.ndarray:
+        k = v.shape[1]
+        if inner and v.shape[2] == g:
+            return np.repeat(a[p0:p1, first:first + k], g, axis=1).reshape(v.shape)
+        return a[p0:p1, first:first + k, None]
 
     def encode(j: int) -> None:
         p0, p1, d0, d1 = segs[j]
         xf = _widen(x3[p0:p1, d0:d1])
         for v, first in _views(xf, d0, d1, g):
-            k = v.shape[1]
-            np.divide(v, s32[p0:p1, first:first + k, None], out=v)
+            np.divide(v, params(s32, p0, p1, first, v), out=v)
             if z32 is not None:
-                np.add(v, z32[p0:p1, first:first + k, None], out=v)
+                np.add(v, params(z32, p0, p1, first, v), out=v)
         np.rint(xf, out=xf)
-        np.clip(xf, qmin, qmax, out=xf)
-        codes[p0:p1, d0:d1] = xf
+        if clip:
+            np.clip(xf, qmin, qmax, out=xf)
+        np.copyto(codes[p0:p1, d0:d1], xf, casting="unsafe")
 
     _parallel.map_ordered(encode, weights, n)
     return codes.reshape(shape), scale, zp
 
 
-def pack4(codes: np.ndarray) -> bytes:
+def pack4(codes: np.ndarray) -> memoryview:
     """int4/uint4 codes (one per element, in range) packed two to a byte, element 2i in the
-    low nibble (spec 7.2), without the range checks of the general packer."""
+    low nibble (spec 7.2), without the range checks of the general packer. Each pair of codes
+    is one little-endian 16-bit word, low code in the low byte: masking both nibbles and
+    folding the high one down packs a pair in three operations on contiguous words."""
     u = codes.reshape(-1).view(np.uint8)
     if u.size % 2:
         u = np.concatenate([u, np.zeros(1, np.uint8)])
-    out = u[1::2] << 4
-    out |= u[0::2] & 0x0F
-    return out.tobytes()
+    m = np.bitwise_and(np.ascontiguousarray(u).view("<u2"), np.uint16(0x0F0F))
+    m |= m >> np.uint16(4)
+    return memoryview(m.astype(np.uint8))

@@ -11,6 +11,7 @@ Pure numpy + ml_dtypes; torch is never imported.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from . import _quant_core as core
 from ._dtypes import PACKED
 from ._quant_settings import QuantPolicy, QuantSetting
 from ._registry import (
+    DTYPE_BITS,
     FLOAT_PARAM_DTYPES,
     LAYOUT_INFO,
     QUANT_ROLES,
@@ -36,6 +38,7 @@ from .model import Entry, Message, Quant, Tensor
 _KV_ROLES = (Role.KEY, Role.VALUE)
 # Range shrink ratios tried by QuantSetting.clip_search (finer near 1, where 4-8 bit settings
 # land; 2-bit groups often prefer 0.6-0.8).
+_POOL_MIN = 8 << 20  # dequantized bytes from which one shared output allocation pays
 CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.6, 0.5)
 
 
@@ -107,7 +110,7 @@ def _quantize_tile(
     return out
 
 
-def _packed_tensor(packed: bytes, shape: tuple[int, ...], role: Role, codec: Codec,
+def _packed_tensor(packed: bytes | memoryview, shape: tuple[int, ...], role: Role, codec: Codec,
                    dtype: Dtype, **kw: Any) -> Tensor:
     """Like _tensor, from codes already packed."""
     raw = Tensor.from_bytes(packed, role, dtype, shape, **kw)
@@ -249,6 +252,11 @@ def _param_array(msg: Message, ref: int | None, role: Role, want: tuple[int, ...
 def dequantize_tensor(msg: Message, index: int, *, threads: int | None = None) -> np.ndarray:
     """The dequantized values of tensor `index` of `msg`, bit-exact per spec 12.2, as an array of
     its dequant_dtype (a non-quantized tensor comes back as its own array)."""
+    return _dequantize_tensor(msg, index, threads, None)
+
+
+def _dequantize_tensor(msg: Message, index: int, threads: int | None,
+                       pool: _OutPool | None) -> np.ndarray:
     t = msg.tensors[index]
     q = t.quant
     if q is None:
@@ -264,13 +272,34 @@ def dequantize_tensor(msg: Message, index: int, *, threads: int | None = None) -
                       path + ".zero_point_tensor")
     if q.scheme == QuantScheme.SCALED_FLOAT and zp is not None:
         raise AvpError(ErrorCode.QUANT_PARAMS, "SCALED_FLOAT has no zero point", path=path)
+    out = None if pool is None else pool.take(t.shape, q.dequant_dtype)
     if t.dtype in PACKED:  # widened straight from the packed bytes, segment by segment
         shape_only = np.broadcast_to(np.zeros((), np.uint8), t.shape)
         return core.dequantize(shape_only, scale, zp, q.axis, q.group_size,
                                _name(q.dequant_dtype), packed=(t.raw_bytes(), _name(t.dtype)),
-                               threads=threads)
+                               threads=threads, out=out)
     return core.dequantize(t.values(), scale, zp, q.axis, q.group_size, _name(q.dequant_dtype),
-                           threads=threads)
+                           threads=threads, out=out)
+
+
+class _OutPool:
+    """One allocation for every dequantized tensor of a message, handed out in order.
+
+    Fresh memory costs a page fault per 4 KiB page on first write, which for a KV-cache costs
+    about as much as the arithmetic; one large array is mapped in huge pages (numpy advises
+    them for large arrays) and faults a few hundred times instead of tens of thousands. The
+    total is what the separate arrays would take (each piece 64-byte aligned)."""
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.buf = np.empty(sum(-(-n // 64) * 64 for n in sizes), np.uint8)
+        self.pos = 0
+
+    def take(self, shape: tuple[int, ...], dtype: Dtype) -> np.ndarray:
+        np_dtype = core.FLOAT_DTYPES[_name(dtype)]
+        n = math.prod(shape) * np_dtype.itemsize
+        piece = self.buf[self.pos:self.pos + n]
+        self.pos += -(-n // 64) * 64
+        return piece.view(np_dtype).reshape(shape)
 
 
 def _merge_tiles(tensors: list[Tensor]) -> list[Tensor]:
@@ -323,13 +352,17 @@ def dequantize_message(msg: Message, *, merge_tiles: bool = True,
     True
     """
     out: list[Tensor] = []
+    sizes = [math.prod(t.shape) * DTYPE_BITS[t.quant.dequant_dtype] // 8
+             for t in msg.tensors if t.quant is not None and t.role not in QUANT_ROLES
+             and t.quant.dequant_dtype in FLOAT_PARAM_DTYPES]
+    pool = _OutPool(sizes) if sum(sizes) >= _POOL_MIN else None
     for i, t in enumerate(msg.tensors):
         if t.role in QUANT_ROLES:
             continue
         if t.quant is None:
             out.append(t)
             continue
-        values = dequantize_tensor(msg, i, threads=threads)
+        values = _dequantize_tensor(msg, i, threads, pool)
         out.append(Tensor.from_array(
             values, t.role, ordinal=t.layer, layout=t.layout, token_offset=t.token_offset,
         ))

@@ -28,6 +28,7 @@ from ._registry import (
     ROLE_INFO,
     U64_MAX,
     Codec,
+    Dtype,
     ErrorCode,
     Kind,
     LayerKind,
@@ -133,6 +134,7 @@ AT_MOST_ONE: dict[Kind, frozenset[Role]] = {
 AT_LEAST_ONE: dict[Kind, frozenset[Role]] = {Kind.HIDDEN_STATE: frozenset({Role.HIDDEN_STATE})}
 _BATCH_ROLES = frozenset({Role.HIDDEN_STATE, Role.TOKEN_IDS})  # R-10.10 in HIDDEN_STATE
 _BATCH = "batch"
+_TOKEN_ROLES = frozenset(r for r in Role if ROLE_INFO[r].tokens)
 
 
 class _Fail(Protocol):
@@ -167,11 +169,54 @@ class TensorChecker:
         self._single = AT_MOST_ONE.get(kind, frozenset())
         self._first: dict[object, tuple[int, ...]] = {}  # shapes the R-10.10 checks compare
         self._role_ok: set[tuple[object, ...]] = set()
+        # Descriptors (with their layer's kind and token count) that passed every check that
+        # depends on the tensor alone: a later tensor with the same values passes them too,
+        # and only the checks that look at the tensors before it remain (see check).
+        self._alone_ok: set[tuple[object, ...]] = set()
+        self._layer_facts = [(layer.kind, layer.token_count) for layer in layers]
         # A random-access read (spec 11.3) checks one tensor alone: the checks that need the
         # other tensors (order, parameter references, agreement) are skipped.
         self.standalone_index = standalone_index
 
     def check(self, t: Tensor, offset: int | None = None) -> None:
+        """Check one tensor in message order (raises the first fault, spec 9.2 order)."""
+        fields = (t.role, t.dtype, t.shape, t.layer, t.codec, t.layout, t.token_offset,
+                  t.raw_length, t.stored_length, t.quant)
+        if self.accept_known(*fields, offset):
+            return
+        self._check(t, offset)
+        if self._eligible(fields[0], fields[3], fields[9]):
+            assert t.layer is not None
+            self._alone_ok.add(fields[:3] + fields[4:9] + (self._layer_facts[t.layer],))
+
+    def _eligible(self, role: Role, layer: int | None, quant: object) -> bool:
+        """Whether every check of a tensor but the order rule depends on its own descriptor and
+        its layer's kind and token count (not on the tensors before it)."""
+        return (self.standalone_index is None and quant is None and layer is not None
+                and 0 <= layer < len(self.layers) and role not in self._single
+                and not (self.kind == Kind.HIDDEN_STATE and role in _BATCH_ROLES))
+
+    def accept_known(self, role: Role, dtype: Dtype, shape: tuple[int, ...], layer: int | None,
+                     codec: Codec, layout: Layout, token_offset: int, raw_length: int,
+                     stored_length: int, quant: object, offset: int | None) -> bool:
+        """Accept a tensor whose descriptor (with its layer's facts) already passed every
+        check that depends on it alone, when it also keeps the layer order: record it as
+        ``check`` would and return True. False: nothing recorded, run ``check``."""
+        if not self._eligible(role, layer, quant):
+            return False
+        assert layer is not None
+        key = (role, dtype, shape, codec, layout, token_offset, raw_length, stored_length,
+               self._layer_facts[layer])
+        if key not in self._alone_ok:
+            return False
+        seen = self.seen
+        prev = seen[-1].layer if seen else None
+        if prev is not None and layer < prev:  # the order rule (message-level first)
+            return False
+        seen.append(_Seen(role, dtype, shape, layer, layout, token_offset, offset))
+        return True
+
+    def _check(self, t: Tensor, offset: int | None) -> None:
         alone = self.standalone_index is not None
         i = self.standalone_index if self.standalone_index is not None else len(self.seen)
         path = f"tensor[{i}]"
@@ -333,6 +378,43 @@ class TensorChecker:
         """Whole-message checks once every tensor is known. A fault in one tensor or layer is
         reported at that structure's offset; one of the whole message at ``offset`` (the
         Trailer's, when decoding)."""
+        if not self._all_fine():
+            self._finish(offset)
+
+    def _all_fine(self) -> bool:
+        """One pass that proves the checks of ``_finish`` pass for the common message (each
+        layer's token roles in one chunk covering the layer); False sends any other message,
+        and every fault, through ``_finish``, which finds the first fault in its order."""
+        seen, layers = self.seen, self.layers
+        kv = self.kind == Kind.KV_CACHE
+        batch: int | None = None
+        have: set[int | None] = set()
+        roles: set[Role] = set()
+        chunks: set[tuple[int, Role]] = set()
+        for s in seen:
+            role, layer = s.role, s.layer
+            if role in QUANT_ROLES:
+                if not s.referenced:
+                    return False
+            else:
+                have.add(layer)
+            roles.add(role)
+            if kv and s.layout != Layout.NONE:
+                if batch is None:
+                    batch = s.shape[0]
+                elif s.shape[0] != batch:
+                    return False
+            if layer is not None and role in _TOKEN_ROLES:
+                ax = LAYOUT_INFO[s.layout].token_axis
+                if ((layer, role) in chunks or ax is None or s.token_offset
+                        or s.shape[ax] != layers[layer].token_count):
+                    return False
+                chunks.add((layer, role))
+        if kv and any(li not in have for li in range(len(layers))):
+            return False
+        return all(role in roles for role in AT_LEAST_ONE.get(self.kind, ()))
+
+    def _finish(self, offset: int | None) -> None:
         chunks: dict[tuple[int, Role], list[int]] = {}
         for i, s in enumerate(self.seen):
             if s.layer is not None and ROLE_INFO[s.role].tokens:

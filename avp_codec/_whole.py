@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import struct
 from collections.abc import Mapping
 from typing import Any
 
@@ -160,33 +161,38 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor],
     if core.state != "sections" or checker is None:
         return
     check, index, mac, lim = checker.check, core.index, core.mac, core.lim
+    known = checker.accept_known
     verify = core.verify and deferred is None  # inline CRCs, or none here (deferred)
     size, count, pos = len(mv), core.tensor_count, core.pos
     max_rank, max_bytes, max_desc = lim.max_rank, lim.max_tensor_bytes, D._MAX_DESC
     # Module attributes bound to locals: this loop runs once per tensor.
-    head, fixed, u32, shapes = D._SECTION_HEAD, D._TENSOR_FIXED, D._U32, D._SHAPES
+    whole = _WHOLE_DESC
     dtypes, codecs, roles, layouts = D._DTYPES, D._CODECS, D._ROLES, D._LAYOUTS
     crc, from_bytes, pending = crc32c.crc32c, int.from_bytes, Tensor._pending
     i = len(index)
-    while i < count and pos + 80 <= size:
+    while i < count and pos + 84 <= size:
         at = pos
-        stype, flags, n = head(mv, at)
-        if stype != _TENSOR or flags or not 64 <= n <= max_desc:
+        rank = mv[at + 28]  # the descriptor's rank byte sizes the whole section head
+        desc_end = at + 84 + 8 * rank  # section head, descriptor, shape, CRC
+        if rank > max_rank or desc_end > size:
+            break
+        # One unpack for the section head, the descriptor, its shape and the section CRC.
+        f = whole[rank](mv, at)
+        (stype, flags, n, tensor_index, layer, role_c, dtype_c, codec_c, _rank, layout_c, scheme,
+         axis, group, scale, zero, dequant, reserved1, token_offset, raw_length, stored_length,
+         data_crc, reserved2) = f[:22]
+        if stype != _TENSOR or flags or n != 64 + 8 * rank or n > max_desc:
             break
         end = at + 20 + n + (-(20 + n) % 8)
         data_at = end + (-end % 64)
         if data_at > size:
             break
-        (tensor_index, layer, role_c, dtype_c, codec_c, rank, layout_c, scheme, axis, group,
-         scale, zero, dequant, reserved1, token_offset, raw_length, stored_length, data_crc,
-         reserved2) = fixed(mv, at + 16)
         # The section's pad8 and the padding before the data are adjacent: one test for both
         # (a nonzero byte in the latter belongs to the data stage, which the fallback reaches).
-        if (rank > max_rank or raw_length > max_bytes or stored_length > max_bytes
-                or crc(mv[at:at + 16 + n]) != u32(mv, at + 16 + n)[0]
+        if (raw_length > max_bytes or stored_length > max_bytes
+                or crc(mv[at:at + 16 + n]) != f[-1]
                 or from_bytes(mv[at + 20 + n:data_at], "little")
-                or reserved1 != b"\0\0\0" or reserved2 or n != 64 + 8 * rank
-                or tensor_index != i):
+                or reserved1 != b"\0\0\0" or reserved2 or tensor_index != i):
             break
         dtype, codec = dtypes.get(dtype_c), codecs.get(codec_c)
         role, layout = roles.get(role_c), layouts.get(layout_c)
@@ -194,10 +200,12 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor],
             break
         quant = core._quant_fields(scheme, axis, group, scale, zero, dequant, at + 16, i) if (
             scheme or axis or group or dequant or scale != NO_REF or zero != NO_REF) else None
-        t = pending(role, dtype, shapes[rank].unpack_from(mv, at + 80),
-                    None if layer == NO_REF else layer, codec, layout, token_offset, quant,
-                    raw_length, stored_length, data_crc)
-        check(t, at + 16)
+        shape, ordinal = f[22:-1], None if layer == NO_REF else layer
+        t = pending(role, dtype, shape, ordinal, codec, layout, token_offset, quant, raw_length,
+                    stored_length, data_crc)
+        if not known(role, dtype, shape, ordinal, codec, layout, token_offset, raw_length,
+                     stored_length, quant, at + 16):
+            check(t, at + 16)
         stop = data_at + stored_length
         data_end = stop + (-stop % 8)
         padded = data_end > size or (data_end > stop and from_bytes(mv[stop:data_end], "little"))
@@ -235,6 +243,9 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor],
 
 _TENSOR = int(SectionType.TENSOR)
 _RAW = Codec.RAW
+# Per rank: section head, tensor descriptor, shape and the section's CRC32C, in one Struct.
+_WHOLE_DESC = [struct.Struct("<LLQLLHBBBBBBLLLB3sQQQLL" + f"{r}QL").unpack_from
+               for r in range(256)]
 
 
 def decode_file(path: str | os.PathLike[str], *, verify: bool = True,

@@ -63,26 +63,29 @@ class Hosted:
             # Refused on its declared length (R-A2A4.3): nothing of it is kept.
             await self._drain_and_refuse(receive, send, 0, length <= DRAIN_BYTES)
             return
-        body = bytearray()
+        # The pieces are joined once, then only the joined body is held, and only until the
+        # app has taken it: a body is in memory once, not as a buffer and a copy of it.
+        chunks: list[bytes] = []
+        seen = 0
         more = True
         while more:
             msg = await receive()
             if msg["type"] == "http.disconnect":
                 return
-            body += msg.get("body", b"")
+            chunk = msg.get("body", b"")
+            chunks.append(chunk)
+            seen += len(chunk)
             more = bool(msg.get("more_body"))
-            if len(body) > self.max_body:
-                seen = len(body)
-                del body[:]
+            if seen > self.max_body:
+                chunks.clear()
                 await self._drain_and_refuse(receive, send, seen, more)
                 return
-        replayed = False
+        pending: list[bytes] = [b"".join(chunks)]
+        chunks.clear()
 
         async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            if pending:
+                return {"type": "http.request", "body": pending.pop(), "more_body": False}
             return await receive()  # later calls wait for the disconnect, as ASGI says
 
         await self.app(scope, replay, send)

@@ -65,7 +65,7 @@ import avp_codec as avp
 from . import _cli
 from ._ext import A2A_URI, MEDIA_TYPE, AgentProblem, AvpParams, is_avp_media_type, is_avp_uri
 from ._host import BINDING_ROOT, Hosted, request_limit
-from .payload import FetchPolicy, PayloadReader, Received
+from .payload import Bound, FetchPolicy, PayloadReader, Received
 from .responder import Responder
 
 log = logging.getLogger("avp_agents.a2a")
@@ -180,7 +180,20 @@ class AvpExecutor(AgentExecutor):
             raise AgentProblem("bad-part", "a message carries at most one AVP part",
                                part=avp_parts[1][0])
         index, part = avp_parts[0]
-        got = await self._read(index, part)
+        negotiated = self.sessions.get(ctx.context_id or "", _principal(ctx))
+
+        def bound(header: avp.Message) -> int | None:
+            """R-A2A4.9: a payload is checked against the session at its HEADER, before any
+            of its tensors is decompressed (kind, then what we offered, then identities)."""
+            if header.kind in (avp.Kind.HELLO, avp.Kind.ERROR):
+                return None  # handshake messages carry no tensors (R-10.13)
+            if negotiated is None:
+                raise AgentProblem("session-unknown", "no session in this context: send a "
+                                   "HELLO first", part=index)
+            avp.check_payload(header, negotiated.mode, negotiated.offered)
+            return self.responder.bound_payload(header, negotiated.mode)
+
+        got = await self._read(index, part, bound)
         kind = got.message.kind
         if kind == avp.Kind.HELLO:
             if len(msg.parts) != 1:
@@ -192,8 +205,7 @@ class AvpExecutor(AgentExecutor):
             log.info("context %s: the client refused our ACCEPT (%s)", ctx.context_id, code)
             self.sessions.drop(ctx.context_id or "")
             return self._message(ctx, [Part(text=f"recorded the client's ERROR {code}")])
-        negotiated = self.sessions.get(ctx.context_id or "", _principal(ctx))
-        if negotiated is None:
+        if negotiated is None:  # pragma: no cover - bound() refused it at its HEADER
             raise AgentProblem("session-unknown", "no session in this context: send a HELLO "
                                "first", part=index)
         if not texts:
@@ -204,15 +216,15 @@ class AvpExecutor(AgentExecutor):
             raise AgentProblem.from_avp(e, part=index) from e
         return await self._answer(ctx, "\n".join(texts), got, negotiated.mode, requested)
 
-    async def _read(self, index: int, part: Part) -> Received:
+    async def _read(self, index: int, part: Part, bound: Bound) -> Received:
         meta = _part_meta(part, index)
         content = part.WhichOneof("content")
         if content == "raw":
             return await asyncio.to_thread(self.reader.inline, part.raw, size=meta.get("size"),
-                                           digest=meta.get("digest"), part=index)
+                                           digest=meta.get("digest"), part=index, bound=bound)
         if content == "url":
             return await asyncio.to_thread(self.reader.reference, part.url, meta.get("size"),
-                                           meta.get("digest"), part=index)
+                                           meta.get("digest"), part=index, bound=bound)
         raise AgentProblem("bad-part", "an AVP part carries raw or url", part=index)
 
     async def _handshake(self, ctx: RequestContext, hello: avp.Message) -> Message:

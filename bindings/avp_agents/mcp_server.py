@@ -55,7 +55,7 @@ import avp_codec as avp
 from . import _cli
 from ._ext import MCP_EXTENSION, MEDIA_TYPE, AgentProblem, AvpParams, is_hex64, major_of
 from ._host import BINDING_ROOT, Hosted, request_limit
-from .payload import FetchPolicy, PayloadReader, Received
+from .payload import Bound, FetchPolicy, PayloadReader, Received
 from .responder import Responder
 
 MESSAGES = "avp://messages/"
@@ -233,9 +233,17 @@ class MCPServer:
         mode: avp.Mode | None = None
         if payload is not None:
             self._check_version(client_version)
-            got = await asyncio.to_thread(self.read_payload, payload)
-            mode = self.responder.mode_for(got.message)  # R-MCP4.3: a payload of our modes
             offered = self.responder.offer(self.params.max_message_bytes)
+
+            def bound(header: avp.Message) -> int | None:
+                """R-MCP4.4: the payload's mode (R-MCP4.3), kind and identities at its
+                HEADER, before any of its tensors is decompressed."""
+                mode = self.responder.mode_for(header)
+                avp.check_payload(header, mode, offered)
+                return self.responder.bound_payload(header, mode)
+
+            got = await asyncio.to_thread(self.read_payload, payload, bound)
+            mode = self.responder.mode_for(got.message)  # R-MCP4.3: a payload of our modes
             self.responder.check(got.message, mode, offered, got.size)
         text: str = await asyncio.get_running_loop().run_in_executor(
             self._model, self.responder.respond, prompt, got.message if got else None, mode)
@@ -245,7 +253,7 @@ class MCPServer:
         return CallToolResult(content=[TextContent(type="text", text=text)],
                               structured_content=structured)
 
-    def read_payload(self, arg: PayloadArg) -> Received:
+    def read_payload(self, arg: PayloadArg, bound: Bound | None = None) -> Received:
         """R-MCP4.1, R-MCP4.2 (blocking: a reference is fetched)."""
         given = [k for k in ("uri", "blob", "url") if getattr(arg, k) is not None]
         if len(given) != 1:
@@ -258,7 +266,7 @@ class MCPServer:
                 raise AgentProblem("bad-part", "uri names no AVP message of this server")
             assert self.reader.own_base is not None
             return self.reader.reference(f"{self.reader.own_base}/messages/{digest}",
-                                         entry.size, digest)
+                                         entry.size, digest, bound=bound)
         if arg.blob is not None:
             if len(arg.blob) > 4 * -(-self.config.max_inline_bytes // 3):  # before decoding
                 raise AgentProblem("inline-too-large", "the blob is over the inline limit: "
@@ -267,11 +275,11 @@ class MCPServer:
                 data = base64.b64decode(arg.blob, validate=True)
             except (binascii.Error, ValueError) as e:
                 raise AgentProblem("bad-part", "blob is not base64") from e
-            return self.reader.inline(data, size=arg.size, digest=arg.digest)
+            return self.reader.inline(data, size=arg.size, digest=arg.digest, bound=bound)
         assert arg.url is not None
         if arg.size is None or arg.digest is None:
             raise AgentProblem("bad-part", "a url needs size and digest beside it")
-        return self.reader.reference(arg.url, arg.size, arg.digest)
+        return self.reader.reference(arg.url, arg.size, arg.digest, bound=bound)
 
     async def think(self, prompt: str, steps: int, client_version: str | None
                     ) -> CallToolResult:

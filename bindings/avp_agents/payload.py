@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
@@ -79,18 +79,19 @@ class PayloadReader:
 
     # -- by value -------------------------------------------------------------------------
     def inline(self, data: bytes, *, size: int | None = None, digest: str | None = None,
-               part: int | None = None) -> Received:
+               part: int | None = None, bound: Bound | None = None) -> Received:
         if len(data) > self.max_inline_bytes:
             raise AgentProblem("inline-too-large", f"{len(data)} bytes by value; send it by "
                                "reference", part=part, maximum=self.max_inline_bytes)
         h = hashlib.sha256(data).hexdigest()
         if (size is not None and size != len(data)) or (digest is not None and digest != h):
             raise AgentProblem("bad-part", "size or digest do not match the bytes", part=part)
-        return Received(self.decode(data, len(data), part=part), len(data), h, False)
+        return Received(self.decode(data, len(data), part=part, bound=bound), len(data), h,
+                        False)
 
     # -- by reference ---------------------------------------------------------------------
     def reference(self, url: str, size: object, digest: object, *,
-                  part: int | None = None) -> Received:
+                  part: int | None = None, bound: Bound | None = None) -> Received:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0 \
                 or not is_hex64(digest):
             raise AgentProblem("bad-part", "a reference needs an integer size and a digest "
@@ -103,7 +104,7 @@ class PayloadReader:
             raise AgentProblem("avp-error", f"{size} bytes > limit", code=E.LIMIT_MESSAGE,
                                part=part, maximum=self.limits.max_message_bytes)
         if self.own_base is not None and url.startswith(self.own_base.rstrip("/") + "/messages/"):
-            data = self._local(digest, part)
+            data: bytes | bytearray = self._local(digest, part)
         elif self.policy.allows(url):
             data = self._fetch(url, size, part)
         else:
@@ -112,7 +113,7 @@ class PayloadReader:
         if len(data) != size or hashlib.sha256(data).hexdigest() != digest:
             raise AgentProblem("digest-mismatch", "the referenced bytes are not the message "
                                "the digest names", part=part)
-        return Received(self.decode(data, size, part=part), size, digest, True)
+        return Received(self.decode(data, size, part=part, bound=bound), size, digest, True)
 
     def _local(self, digest: str, part: int | None) -> bytes:
         entry = self.store.get(digest) if self.store is not None else None
@@ -125,7 +126,7 @@ class PayloadReader:
             raise AgentProblem("reference-unreachable", "the stored message is gone",
                                part=part) from e
 
-    def _fetch(self, url: str, size: int, part: int | None) -> bytes:
+    def _fetch(self, url: str, size: int, part: int | None) -> bytearray:
         """One GET, no redirects, no credentials, at most ``size`` bytes (one more proves the
         body too long), within ``policy.timeout`` in total."""
         deadline = time.monotonic() + self.policy.timeout
@@ -147,13 +148,31 @@ class PayloadReader:
         except httpx.HTTPError as e:
             raise AgentProblem("reference-unreachable", f"fetching the reference failed: "
                                f"{type(e).__name__}", part=part) from e
-        return bytes(buf)
+        return buf  # not copied into bytes: the one copy of the payload we hold
 
     # -- decoding -------------------------------------------------------------------------
-    def decode(self, data: bytes, size: int, *, part: int | None = None) -> avp.Message:
+    def decode(self, data: bytes | bytearray, size: int, *, part: int | None = None,
+               bound: Bound | None = None) -> avp.Message:
         """Verified decoding under our limits (``max_message_bytes`` = the declared size) and
-        keys, keeping at most ``max_decoded_bytes`` of decoded tensors."""
+        keys, keeping at most ``max_decoded_bytes`` of decoded tensors.
+
+        ``bound(header)``, given, sees the message at its HEADER (kind, entries, layer table;
+        no tensor yet) and refuses it (``AvpError``, ``AgentProblem``) or returns the largest
+        tensor, in decoded bytes, its receiver can use (None: no bound beyond our limits):
+        the message is then decoded with that ``max_tensor_bytes``, so a tensor beyond it is
+        ``LIMIT_TENSOR`` from its descriptor, before it is decompressed (R-A2A4.9)."""
         limits = replace(self.limits, max_message_bytes=min(size, self.limits.max_message_bytes))
+        view = memoryview(data)
+        try:
+            return self._decode(view, limits, part, bound)
+        except _Tighter as t:  # the bound is below our limits and the message has tensors
+            most = t.most
+        # The first pass stopped at the HEADER (nothing inflated, nothing of it kept); the
+        # second decodes the message with the responder's tensor bound.
+        return self._decode(view, replace(limits, max_tensor_bytes=most), part, None)
+
+    def _decode(self, view: memoryview, limits: avp.Limits, part: int | None,
+                bound: Bound | None) -> avp.Message:
         dec = avp.Decoder(limits, keys=dict(self.keys), require_auth=self.require_auth)
         header: avp.HeaderEvent | None = None
         end: avp.EndEvent | None = None
@@ -165,6 +184,10 @@ class PayloadReader:
             while (ev := dec.next_event()) is not avp.NEED_DATA and ev is not avp.END_OF_STREAM:
                 if isinstance(ev, avp.HeaderEvent):
                     header = ev
+                    most = None if bound is None else bound(avp.Message(ev.kind, ev.entries,
+                                                                        ev.layers))
+                    if most is not None and most < limits.max_tensor_bytes and ev.tensor_count:
+                        raise _Tighter(most)  # before any tensor event: nothing inflated
                 elif isinstance(ev, avp.TensorEvent):
                     kept += ev.tensor.raw_length
                     if kept > self.max_decoded_bytes:
@@ -175,7 +198,6 @@ class PayloadReader:
                 elif isinstance(ev, avp.EndEvent):
                     end = ev
 
-        view = memoryview(data)
         try:
             # In pieces, drained in between: the decoder's buffer holds one piece plus what a
             # structure needs (max_buffer_bytes), not a second copy of the message.
@@ -192,6 +214,14 @@ class PayloadReader:
         return avp.Message(header.kind, header.entries, header.layers, tensors,
                            authenticated=end.authenticated, auth_tag=end.auth_tag,
                            minor=end.minor, skipped_sections=end.skipped_sections)
+
+
+Bound = Callable[[avp.Message], "int | None"]
+
+
+class _Tighter(Exception):
+    def __init__(self, most: int) -> None:
+        self.most = most
 
 
 class PayloadHost:

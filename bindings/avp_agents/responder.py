@@ -10,7 +10,9 @@ with the two things an agent protocol asks of it:
 - ``think(text, steps)``: an AVP payload of the responder's own (MCP's ``avp_think``), or
   ``UNSUPPORTED_CAPABILITY`` when it has none.
 
-``check(msg, mode, offered, size)`` applies R-14.6 to R-14.8 to a payload before ``respond``.
+``check(msg, mode, offered, size)`` applies R-14.6 to R-14.8 to a payload before ``respond``;
+``bound_payload(header, mode)`` refuses one at its HEADER, before any tensor is decompressed,
+and bounds the tensors that are (R-A2A4.9, R-MCP4.4).
 ``EchoResponder`` is the model-less responder: it reports what it was given, which is what
 protocol tests and a model-less ``--model none`` server need. The reference runtime's agent is
 ``avp_agents.runtime.RuntimeResponder`` (imports torch).
@@ -43,6 +45,17 @@ class Responder(avp_http.Receiver):
         avp.check_payload(msg, mode, offered, size)
         if self.model_id is not None and msg.kind in (avp.Kind.KV_CACHE, avp.Kind.HIDDEN_STATE):
             avp.check_model_id(msg, self.model_id, self.tokenizer_id)
+
+    def bound_payload(self, header: avp.Message, mode: avp.Mode) -> int | None:
+        """A payload of ``mode`` at its HEADER (kind, entries, layer table; no tensor read
+        yet): refuse what this responder cannot use (``AvpError``) before anything is
+        decompressed, and return the largest tensor, in decoded bytes, it can use in such a
+        payload (None: no bound beyond the binding's limits). The default checks identities
+        (R-14.8); a responder with a model bounds tensors by the model's sizes."""
+        if self.model_id is not None and header.kind in (avp.Kind.KV_CACHE,
+                                                         avp.Kind.HIDDEN_STATE):
+            avp.check_model_id(header, self.model_id, self.tokenizer_id)
+        return None
 
     def mode_for(self, msg: avp.Message) -> avp.Mode:
         """The mode a payload arriving without a handshake (MCP) belongs to; refused with

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import avp_http
 import torch
+from avp_runtime import admit
 from avp_runtime import handshake as hs
 from avp_runtime.agent import Agent, AgentReceiver, load_connector
 
@@ -41,6 +42,23 @@ class RuntimeResponder(Responder):
     def negotiate(self, hello: avp.Message, max_message_bytes: int) -> avp_http.Negotiated:
         negotiated: avp_http.Negotiated = self._receiver.negotiate(hello, max_message_bytes)
         return negotiated
+
+    def bound_payload(self, header: avp.Message, mode: avp.Mode) -> int | None:
+        """The runtime's own HEADER checks, and its bounds (what ``import_``, ``proj.receive``
+        and ``prompts.read_text`` read bytes with): a KV-cache's CONTEXT_LENGTH against the
+        model's maximum, its MODEL_ID and layer table (admit.check_header), each tensor at most
+        the largest this model's cache holds; a projected state at most the model's positions
+        of hidden states; a TEXT payload no tensor at all."""
+        c = self.agent.connector
+        super().bound_payload(header, mode)
+        if header.kind == avp.Kind.KV_CACHE:
+            admit.check_header(header, c.model_id, c.spec)
+            return int(c.spec.limits(1).max_tensor_bytes)
+        if header.kind == avp.Kind.HIDDEN_STATE:
+            hidden = int(c.model.config.get_text_config().hidden_size)
+            room = max(c.spec.max_context - self.agent.max_new_tokens, 1)
+            return int(room * max(4 * hidden, 8))
+        return 0  # TEXT (HELLO and ERROR carry no tensors either, R-10.13)
 
     def respond(self, text: str, payload: avp.Message | None, mode: avp.Mode | None) -> str:
         agent, c = self.agent, self.agent.connector

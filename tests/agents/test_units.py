@@ -68,6 +68,76 @@ def test_reader_bounds_what_a_payload_decodes_to() -> None:
     assert PayloadReader(avp.Limits(), 1 << 20).inline(KV).message.kind == avp.Kind.KV_CACHE
 
 
+def _bomb(mib: int) -> bytes:
+    """A KV_CACHE of the echo model whose two zstd tensors inflate to ``mib`` MiB each (zeros:
+    a few KB on the wire)."""
+    import numpy as np
+
+    zeros = np.zeros((1, 1, mib * 4096, 64), np.float32)
+    return avp.encode(avp.kv_cache_from_arrays(ECHO_ID, [zeros], [zeros], codec=avp.Codec.ZSTD))
+
+
+def test_reader_refuses_at_the_header_and_bounds_tensors_before_inflating() -> None:
+    """R-A2A4.9, R-MCP4.4: ``bound`` sees the HEADER before any tensor is decompressed; its
+    refusal is the payload's problem, and the bound it returns is the decoder's tensor limit
+    (LIMIT_TENSOR from the descriptor: the 16 MiB tensor is never inflated)."""
+    import tracemalloc
+
+    bomb = _bomb(16)
+    assert len(bomb) < 64 << 10
+    reader = PayloadReader(avp_http.SERVER_LIMITS, 1 << 20)
+    seen: list[avp.Message] = []
+
+    def bound(header: avp.Message) -> int:
+        seen.append(header)
+        assert not header.tensors  # nothing past the HEADER has been read
+        return 1 << 20
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(AgentProblem) as e:
+            reader.inline(bomb, bound=bound)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert e.value.problem == "avp-error" and e.value.code == avp.ErrorCode.LIMIT_TENSOR
+    assert seen[0].kind == avp.Kind.KV_CACHE and peak < 4 << 20, peak
+
+    def refuse(header: avp.Message) -> int:
+        raise avp.AvpError(avp.ErrorCode.MODEL_MISMATCH, "not ours")
+    with pytest.raises(AgentProblem) as e:
+        reader.inline(bomb, bound=refuse, part=1)
+    assert e.value.code == avp.ErrorCode.MODEL_MISMATCH and e.value.part == 1
+
+    def unknown(header: avp.Message) -> int:
+        raise AgentProblem("session-unknown", "no session")
+    with pytest.raises(AgentProblem) as e:
+        reader.inline(bomb, bound=unknown)
+    assert e.value.problem == "session-unknown"
+    # Within the bound, or with no bound from the responder, the payload decodes.
+    assert reader.inline(KV, bound=lambda h: 1 << 20).message.kind == avp.Kind.KV_CACHE
+    assert reader.inline(KV, bound=lambda h: None).message.kind == avp.Kind.KV_CACHE
+    with pytest.raises(AgentProblem) as e:  # a message cut before its HEADER
+        reader.inline(KV[:20], bound=bound)
+    assert e.value.code == avp.ErrorCode.TRUNCATED
+
+
+def test_a_payload_without_a_session_is_refused_before_it_is_decoded(
+        served: tuple[A2AServer, str]) -> None:
+    """R-A2A4.9: ``session-unknown`` from the HEADER (a 2 x 16 MiB bomb costs nothing)."""
+    _, url = served
+    bomb = _bomb(16)
+
+    async def go() -> None:
+        async with A2AClient(url) as c:
+            await c.discover()
+            part = Part(raw=bomb, media_type=MEDIA_TYPE)
+            await c.send_message(c.message([Part(text="q"), part], None, avp_parts=True))
+    with pytest.raises(AgentProblem) as e:
+        run(go())
+    assert e.value.problem == "session-unknown"
+
+
 @pytest.fixture
 def served() -> Iterator[tuple[A2AServer, str]]:
     server = A2AServer(EchoResponder(model_id=ECHO_ID), A2AConfig())

@@ -42,6 +42,8 @@ class Case:
         for k, v in self.owners.items():
             if fnmatch.fnmatch(entry, k):
                 return v
+        if entry.split(".", 1)[0] in ("a2a", "mcp") and self.owner == "runtime":
+            return "agents"  # the runtime's agent as avp_agents hosts it
         return self.owner
 
     def output_for(self, entry: str) -> int:
@@ -154,8 +156,11 @@ def _text(text: str) -> Callable[[Any], bytes]:
 
 
 # The agent endpoint (POST deliver after a handshake for the payload's mode) answers every
-# runtime class with the code the runtime's own entry point gives.
-RT = ["runtime.import", "runtime.generate", "http.deliver"]
+# runtime class with the code the runtime's own entry point gives; so do the A2A agent (a
+# payload message after a handshake, by value and by reference) and the MCP tool (avp_answer
+# with the payload as a blob and as a url), which host the same runtime agent (avp_agents).
+AGENTS = ["a2a.message", "a2a.reference", "mcp.blob", "mcp.url"]
+RT = ["runtime.import", "runtime.generate", "http.deliver", *AGENTS]
 
 
 def _rt(code: str) -> dict[str, str]:
@@ -163,11 +168,11 @@ def _rt(code: str) -> dict[str, str]:
 
 
 def _pr(code: str) -> dict[str, str]:
-    return {"runtime.projection": code, "http.deliver": code}
+    return {"runtime.projection": code, "http.deliver": code, **_all(AGENTS, code)}
 
 
 def _tx(code: str) -> dict[str, str]:
-    return {"runtime.text": code, "http.deliver": code}
+    return {"runtime.text": code, "http.deliver": code, **_all(AGENTS, code)}
 
 
 def runtime_cases() -> list[Case]:
@@ -289,10 +294,12 @@ def runtime_cases() -> list[Case]:
         # The handshake responder.
         Case("hello: 600 unknown skippable sections", "recursion",
              lambda e: w.hello_with_sections(600), "codec",
-             expect={"decode": "ok", "runtime.handshake": "ok", "http.handshake": "ok"}),
+             expect={"decode": "ok", "runtime.handshake": "ok", "http.handshake": "ok",
+                     "a2a.handshake": "ok"}),
         Case("hello: a VOCABULARY of 200k tokens", "runtime handshake",
              lambda e: w.hello_with_vocabulary(200_000), "runtime",
-             expect={"decode": "ok", "runtime.handshake": "ok", "http.handshake": "ok"}),
+             expect={"decode": "ok", "runtime.handshake": "ok", "http.handshake": "ok",
+                     "a2a.handshake": "ok"}),
     ]
 
 
@@ -352,7 +359,8 @@ def codec_cases() -> list[Case]:
              output={"decode*": 10 * big_list, "indexed": 10 * big_list,
                      "accessors": 12 * big_list, "canonical": 12 * big_list,
                      "dequantize": 10 * big_list, "dump.*": 10 * big_list,
-                     "runtime.*": 10 * big_list, "http.*": 11 * big_list},
+                     "runtime.*": 10 * big_list, "http.*": 11 * big_list,
+                     "a2a.*": 11 * big_list, "mcp.*": 11 * big_list},
              expect=VALID, note="a Python list of 3.9M ints is ~10 bytes per wire byte; the "
              "agent server also holds the body it received"),
         Case("HIDDEN_STATE with two TOKEN_IDS", "decode/avp-dump agreement",

@@ -37,6 +37,10 @@ class Entry:
     takes: str  # "avp" (message bytes) or "json" (a runner JSON document)
     run: Callable[[bytes, Path, Env], str]
     cli: bool = False
+    # Bytes the entry point may hold per input byte beyond output + 64 MiB: a payload carried
+    # by value inside JSON (base64, 4/3) is held as the request body and again as its parsed and
+    # decoded forms (hostile_agents.py states which copies).
+    input_factor: float = 0.0
 
 
 ENTRIES: dict[str, Entry] = {}
@@ -51,10 +55,11 @@ class Refused(Exception):
         self.label = label
 
 
-def entry(name: str, *, group: str, takes: str = "avp", cli: bool = False
+def entry(name: str, *, group: str, takes: str = "avp", cli: bool = False,
+          input_factor: float = 0.0
           ) -> Callable[[Callable[[bytes, Path, Env], str]], Callable[[bytes, Path, Env], str]]:
     def register(fn: Callable[[bytes, Path, Env], str]) -> Callable[[bytes, Path, Env], str]:
-        ENTRIES[name] = Entry(name, group, takes, fn, cli)
+        ENTRIES[name] = Entry(name, group, takes, fn, cli, input_factor)
         return fn
     return register
 
@@ -89,9 +94,8 @@ class Env:
         return env
 
     def close(self) -> None:
-        server = self.extras.pop("http", None)
-        if server is not None:
-            server.stop()
+        for key in [k for k, v in self.extras.items() if hasattr(v, "stop")]:
+            self.extras.pop(key).stop()  # the agent servers and the reference host
 
 
 def tiny_connector() -> Any:
@@ -426,15 +430,21 @@ def _hello_for(data: bytes, env: Env) -> avp.Message:
     kind needs (KV_CACHE, PROJECTION, else TEXT), so the delivery reaches the model."""
     from avp_runtime import handshake as hs
 
+    return hs.Initiator(_peer_for(data, env)).hello()
+
+
+def _peer_for(data: bytes, env: Env) -> Any:
+    """The handshake side (hs.LocalSide) of that peer."""
+    from avp_runtime import handshake as hs
+
     kind = int.from_bytes(data[32:34], "little") if len(data) >= 34 else 0
     modes = {int(avp.Kind.KV_CACHE): (int(avp.Mode.KV_CACHE), int(avp.Mode.TEXT)),
              int(avp.Kind.HIDDEN_STATE): (int(avp.Mode.PROJECTION), int(avp.Mode.TEXT))}.get(
                  kind, (int(avp.Mode.TEXT),))  # TEXT is always offered (R-14.3)
     local = env.local
-    side = hs.LocalSide(agent_name="hostile-peer", model_id=local.model_id,
+    return hs.LocalSide(agent_name="hostile-peer", model_id=local.model_id,
                         tokenizer_id=local.tokenizer_id, vocabulary=local.vocabulary,
                         modes=modes)
-    return hs.Initiator(side).hello()
 
 
 def _http(resource: str, data: bytes, env: Env, *, handshake: bool = False) -> str:
@@ -503,11 +513,21 @@ def _http_messages(data: bytes, path: Path, env: Env) -> str:
 
 
 def select(names: list[str] | None) -> list[Entry]:
-    """Entries by name or group (all when None), in registration order."""
+    """Entries by name, group or glob (``a2a.*``; all when None), in registration order."""
     if not names:
         return list(ENTRIES.values())
-    out = [e for e in ENTRIES.values() if e.name in names or e.group in names]
-    unknown = set(names) - {e.name for e in ENTRIES.values()} - {e.group for e in out}
+    import fnmatch
+
+    def hit(e: Entry, n: str) -> bool:
+        return e.group == n or fnmatch.fnmatchcase(e.name, n)
+
+    out = [e for e in ENTRIES.values() if any(hit(e, n) for n in names)]
+    unknown = {n for n in names if not any(hit(e, n) for e in ENTRIES.values())}
     if unknown:
         sys.exit(f"unknown entry points or groups: {sorted(unknown)}")
     return out
+
+
+# The A2A and MCP endpoints (avp_agents) register their entries; imported last, so that the
+# module they import back (this one) is complete.
+import hostile_agents  # noqa: E402, F401

@@ -17,9 +17,11 @@ The contract, per run:
   answering afterwards; a 5xx or a server that went down is a failure. Any other exception, a
   signal or a hang is a failure.
 - memory: peak RSS growth <= output the caller asked for (Case.output) + 64 MiB; a CLI view
-  may also hold the text it prints (8 bytes per input byte). For HTTP entries the growth is the
-  agent server's high-water RSS above its warmed-up baseline (a fresh server per case, so an
-  upper bound including the case's earlier HTTP runs) plus the client child's.
+  may also hold the text it prints (8 bytes per input byte), an A2A/MCP entry the copies of a
+  payload carried inside JSON (Entry.input_factor per input byte; hostile_agents.py). For
+  HTTP entries the growth is the agent server's high-water RSS above its warmed-up baseline (a
+  fresh server per case, so an upper bound including the case's earlier HTTP runs; a fresh
+  A2A/MCP server per run) plus the client child's.
 - time: <= 5 s + 2 s per MiB of input + 1 s per 64 MiB of output and printed text: linear in
   the input (a quadratic walk or a hang of a few-MB input is far beyond it; the constant
   absorbs a shared, loaded machine).
@@ -128,7 +130,7 @@ def run_one(case: hc.Case, entry: he.Entry, data: bytes, path: Path, env: he.Env
             timeout: float) -> Run:
     output = case.output_for(entry.name)
     text = CLI_TEXT_PER_BYTE * len(data) if entry.cli else 0
-    mem_budget = output + text + SLACK
+    mem_budget = output + text + int(entry.input_factor * len(data)) + SLACK
     time_budget = 5.0 + 2 * len(data) / MIB + (output + text) / (64 * MIB)
     allowance = max(2 << 30, 3 * mem_budget)
     r, wfd = os.pipe()
@@ -218,13 +220,18 @@ def run_all(cases: list[hc.Case], entries: list[he.Entry], env: he.Env, timeout:
             continue
         path = env.tmp / "case.bin"
         path.write_bytes(data)
-        if any(e.group == "http" and e.takes == case.takes for e in entries):
-            env.extras["http"].fresh(env)  # measured from a fresh, warmed-up server
+        # The server groups (http, a2a, mcp): measured from a fresh, warmed-up server, one per
+        # case (http) or, where starting one is cheap (a2a, mcp: forked), one per run.
+        servers = {e.group for e in entries if e.takes == case.takes and e.group in env.extras}
+        for group in sorted(servers):
+            if not getattr(env.extras[group], "per_run", False):
+                env.extras[group].fresh(env)
         for entry in entries:
             if entry.takes != case.takes:
                 continue
-            if entry.group == "http":  # a case that took the server down is reported; go on
-                env.extras["http"].ensure()
+            if entry.group in servers:  # a case that took the server down is reported; go on
+                server = env.extras[entry.group]
+                server.fresh(env) if getattr(server, "per_run", False) else server.ensure()
             run = run_one(case, entry, data, path, env, timeout)
             runs.append(run)
             if log is not None:
@@ -267,7 +274,13 @@ def markdown(runs: list[Run], meta: dict[str, Any]) -> str:
            "running the same tiny model in its own process: 2xx or a problem+json (its AVP code "
            "where it has one), the server answering its description after every request, and "
            "its high-water RSS above its warmed-up baseline counted (a fresh server per case: an "
-           "upper bound that includes the case's earlier HTTP runs); the server went down "
+           "upper bound that includes the case's earlier HTTP runs). A2A and MCP entries "
+           "(`a2a.*`, `mcp.*`, tests/hostile/hostile_agents.py) send the case to avp_agents' "
+           "A2A agent and MCP server hosting the same runtime agent, through the official SDKs' "
+           "clients: by value (base64 inside the JSON-RPC body) and by reference (a plain HTTP "
+           "host); each run gets a fresh server forked from a loaded zygote, its own high-water "
+           "RSS counted, and its budget adds 16 bytes per payload byte by value (the two JSON "
+           "stacks' copies of a base64 payload) or 2 by reference. The servers went down "
            f"{meta.get('server_restarts', 0)} times.", "",
            *([f"Updated: {meta['rerun']} (the runs it repeated replace the earlier ones; the "
               f"others are from {meta['updated_from'].get('commit', '?')})", ""]
@@ -374,12 +387,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="avp-hostile-") as tmp:
         env = he.Env.build(Path(tmp), http=any(e.group == "http" for e in entries))
         try:
+            he.hostile_agents.start(env, {e.group for e in entries})
             t0 = time.perf_counter()
             runs = run_all(cases, entries, env, args.timeout, None if args.quiet else sys.stderr)
             wall = time.perf_counter() - t0
         finally:
-            server = env.extras.get("http")
-            restarts = server.restarts if server is not None else 0
+            restarts = sum(env.extras[g].restarts for g in ("http", "a2a", "mcp")
+                           if g in env.extras)
             env.close()
     if prev is not None:  # keep the earlier runs this invocation did not repeat
         again = {(r.case, r.entry) for r in runs}

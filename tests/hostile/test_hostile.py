@@ -37,7 +37,7 @@ def test_the_corpus_covers_every_class_of_the_issue() -> None:
     assert {c.cls for c in cases} >= ISSUE_CLASSES
     assert len({c.name for c in cases}) == len(cases)
     groups = {e.group for e in he.ENTRIES.values()}
-    assert groups == {"codec", "json", "dump", "runtime", "http"}
+    assert groups == {"codec", "json", "dump", "runtime", "http", "a2a", "mcp"}
     # Every pinned expectation names an entry point that exists.
     names = set(he.ENTRIES)
     for c in cases:
