@@ -57,7 +57,14 @@ from ._encode import (
     encode_to,
     encoded_size,
 )
-from ._events import END_OF_STREAM, NEED_DATA, EndEvent, HeaderEvent, TensorEvent
+from ._events import (
+    END_OF_STREAM,
+    NEED_DATA,
+    DescriptorEvent,
+    EndEvent,
+    HeaderEvent,
+    TensorEvent,
+)
 from ._handshake import (
     check_accept,
     check_capabilities,
@@ -111,7 +118,8 @@ __all__ = [
     "hello_message", "accept_message", "error_message",
     "encode", "encode_to", "encode_into", "encoded_size", "StreamEncoder",
     "decode", "decode_file", "IndexedReader",
-    "Decoder", "HeaderEvent", "TensorEvent", "EndEvent", "NEED_DATA", "END_OF_STREAM",
+    "Decoder", "HeaderEvent", "DescriptorEvent", "TensorEvent", "EndEvent", "NEED_DATA",
+    "END_OF_STREAM",
     "to_canonical_json", "dumps_canonical_json", "from_canonical_json",
     "iter_canonical_json", "write_canonical_json",
     "check_model_id", "resolve_mode", "verify_peer", "check_accept", "check_payload",

@@ -17,10 +17,18 @@ from typing import Any, cast
 
 import crc32c
 
-from . import _codecs, _dtypes
+from . import _codecs, _dtypes, _verify
 from . import _structs as S
 from ._auth import new_mac, tags_equal
-from ._events import NEED_DATA, EndEvent, Event, HeaderEvent, Source, TensorEvent
+from ._events import (
+    NEED_DATA,
+    DescriptorEvent,
+    EndEvent,
+    Event,
+    HeaderEvent,
+    Source,
+    TensorEvent,
+)
 from ._registry import (
     END_MAGIC,
     FORMAT_MAJOR,
@@ -40,7 +48,7 @@ from ._registry import (
     ValueType,
 )
 from ._validate import TensorChecker, check_kind_entries, check_kind_layers, check_layer
-from ._values import check_entry, decode_value
+from ._values import check_entry, decode_value, precheck_value
 from .errors import AvpError
 from .limits import DEFAULT_LIMITS, Limits
 from .model import Entry, Layer, Quant, Tensor
@@ -54,8 +62,13 @@ def _err(code: ErrorCode, msg: str, off: int | None, path: str = "") -> AvpError
 
 class Core:
     def __init__(self, limits: Limits | None, verify: bool, keys: Mapping[bytes, bytes] | None,
-                 require_auth: bool) -> None:
+                 require_auth: bool, *, keep_raw: bool = True,
+                 descriptors: bool = False) -> None:
         self.lim = limits or DEFAULT_LIMITS
+        # The incremental Decoder's options (see there): verify compressed tensors without
+        # keeping their output, and report each descriptor before its data is read.
+        self.keep_raw = keep_raw
+        self.descriptors = descriptors
         self.verify = verify
         self.keys = keys or {}
         self.require_auth = require_auth
@@ -172,7 +185,10 @@ class Core:
                        "section.length")
         if not self._have(src, total, "section"):
             return NEED_DATA
-        sec = src.get(at, total)  # the whole section: head, body, crc, pad8
+        got = src.get(at, total)  # the whole section: head, body, crc, pad8
+        # A view: slicing the bytes the incremental source joins would copy a large HEADER
+        # (up to max_header_bytes) once for its CRC and again for its body.
+        sec = got if isinstance(got, memoryview) else memoryview(got)
         if stype == SectionType.HEADER and n >= 16:
             self._header_limits(S.parse_header_fixed(sec, 16), at + 16)
         fixed = None
@@ -207,10 +223,12 @@ class Core:
             self._consume(src, total)
             self.pending = (t, at, self.pos)
             self.state = "data"
+            if self.descriptors:
+                return DescriptorEvent(len(self.index), t)
             return self._data(src)
         body = sec[16:16 + n]
         if expected == SectionType.HEADER:
-            ev = self._header(bytes(body), at + 16)
+            ev = self._header(body, at + 16)
             self._start_auth(src)  # the tag covers the preamble and any earlier section too
             self._consume(src, total)
             return ev
@@ -231,7 +249,7 @@ class Core:
             raise _err(ErrorCode.LIMIT_TENSORS, "too many tensors", off + 12,
                        "header.tensor_count")
 
-    def _header(self, body: bytes, off: int) -> HeaderEvent:
+    def _header(self, body: memoryview, off: int) -> HeaderEvent:
         if len(body) < 16:
             raise _err(ErrorCode.HEADER_LAYOUT, "header body shorter than 16 bytes", off,
                        "header")
@@ -267,7 +285,10 @@ class Core:
             if entries and e.key <= entries[-1].key:
                 raise _err(ErrorCode.NON_CANONICAL, "entries must be sorted by increasing key",
                            off + p, path + ".key")
-            value = decode_value(e.type, body[p + 8:vend], path + ".value", off + p + 8)
+            raw = body[p + 8:vend]
+            precheck_value(e.key, e.type, bool(e.flags & 1), raw, path + ".value",
+                           off + p + 8, path, off + p)
+            value = decode_value(e.type, raw, path + ".value", off + p + 8)
             vtype = _VALUE_TYPES.get(e.type, e.type)
             entry = Entry(e.key, vtype, value, bool(e.flags & 1))
             check_entry(entry, path, off + p)
@@ -418,15 +439,21 @@ class Core:
             raise _err(ErrorCode.NONZERO_PADDING, "padding after tensor data", stop,
                        f"tensor[{i}].padding")
         t._attach(data if isinstance(data, memoryview) else memoryview(data), src)
+        tail: bytes | memoryview | None = None  # the raw bytes' end, when not kept (keep_raw)
         if t.codec != Codec.RAW:
             try:
-                t._raw = _codecs.decompress(t.stored, t.codec, t.raw_length, t.dtype, t.shape,
-                                            f"tensor[{i}].data")
+                if self.keep_raw:
+                    t._raw = _codecs.decompress(t.stored, t.codec, t.raw_length, t.dtype,
+                                                t.shape, f"tensor[{i}].data")
+                else:
+                    last = _verify.verify(t.stored, t.codec, t.raw_length, t.dtype, t.shape,
+                                          f"tensor[{i}].data")
+                    tail = bytes([last]) if last >= 0 else b""
             except AvpError as e:
                 e.offset = data_at
                 raise
         if t.dtype in _dtypes.PACKED and not _dtypes.packed_tail_ok(
-                t.raw_bytes(), t.dtype, _prod(t.shape)):
+                t.raw_bytes() if tail is None else tail, t.dtype, _prod(t.shape)):
             raise _err(ErrorCode.NONZERO_PADDING, "unused bits of the last packed byte",
                        data_at + stored_length - 1, f"tensor[{i}].data")
         self.index.append((sec_at, data_at, stored_length))

@@ -36,6 +36,22 @@ class TensorEvent:
 
 
 @dataclass
+class DescriptorEvent:
+    """A tensor's descriptor, checked (spec 7.1, step T.1-T.18 that need no data), before its
+    data is received, checked or decompressed: only with ``Decoder(descriptors=True)``.
+
+    ``tensor`` has its final descriptor fields (role, layer, dtype, shape, codec, layout,
+    quant, raw_length, stored_length) and no data yet: ``stored`` is empty and the data
+    accessors (``raw_bytes``, ``array``, ``values``) must wait for the ``TensorEvent`` of the
+    same ``index``, which carries the same object with its data. A receiver refuses a tensor
+    it cannot use here, by raising, so that nothing of it is buffered or inflated.
+    """
+
+    index: int
+    tensor: Tensor
+
+
+@dataclass
 class EndEvent:
     """The message ended and is valid (INDEX, Trailer and the whole-message checks passed,
     R-11.2). ``authenticated`` is True only when its tag verified with a key the decoder holds;
@@ -65,7 +81,7 @@ NEED_DATA = _NeedData()
 END_OF_STREAM = _EndOfStream()
 """Returned by ``Decoder.next_event`` (on every call) once ``end_of_input`` was called and the
 input ended after a complete message: no event will follow. Compare with ``is``."""
-Event = HeaderEvent | TensorEvent | EndEvent | _NeedData | _EndOfStream
+Event = HeaderEvent | DescriptorEvent | TensorEvent | EndEvent | _NeedData | _EndOfStream
 
 
 class Source(Protocol):

@@ -135,9 +135,10 @@ def _fail(msg: str, path: str) -> AvpError:
 
 
 def decompress_into(read: Callable[[memoryview], None], dtype: Dtype, shape: tuple[int, ...],
-                    out: memoryview, path: str) -> None:
+                    out: memoryview | None, path: str) -> None:
     """Rebuild the raw bytes into ``out`` from P, pulled in order through ``read(view)``, which
-    fills the view completely or raises. Memory: one block besides ``out``."""
+    fills the view completely or raises. Memory: one block besides ``out``. With ``out`` None,
+    P is only checked (R-7.17) and nothing is rebuilt (``_verify``: no output is kept)."""
     w, e_bits, m_bits = FORMATS[dtype]
     a, d, t = geometry(shape)
     c, n = a * d, a * d * t
@@ -153,8 +154,8 @@ def decompress_into(read: Callable[[memoryview], None], dtype: Dtype, shape: tup
         raise _fail("nonzero padding bits after the flip bits", path)
     flips = flips[:c]
     ut = _UINT[w]
-    view = np.frombuffer(out, ut)
-    view3 = view.reshape(a, t, d).transpose(0, 2, 1)  # [A, D, T], a view of out
+    view3 = (None if out is None else  # [A, D, T], a view of out
+             np.frombuffer(out, ut).reshape(a, t, d).transpose(0, 2, 1))
     top = m_bits - 8 * (k - 1)  # bits used in the last mantissa plane
     buf = bytearray(BLOCK * (1 + k) + BLOCK // 8)
     for i0 in range(0, n, BLOCK):
@@ -171,6 +172,8 @@ def decompress_into(read: Callable[[memoryview], None], dtype: Dtype, shape: tup
         last = blk[nb + sb + (k - 1) * nb:nb + sb + k * nb]
         if top < 8 and int(last.max(initial=0)) >> top:
             raise _fail("nonzero bits above the mantissa", path)
+        if view3 is None:
+            continue
         # Per-element anchor and flip: repeat each channel's over its elements in this block.
         r0, r1 = i0 // t, (i0 + nb - 1) // t
         counts = np.full(r1 - r0 + 1, t)

@@ -7,6 +7,7 @@ Tensors in events own a copy of their bytes (the buffer is reused), unlike whole
 
 from __future__ import annotations
 
+import traceback
 from collections import deque
 from collections.abc import Mapping
 
@@ -64,20 +65,37 @@ class _Buffered:
         first = parts[0] if parts else b""
         if i + n <= len(first):
             return bytes(memoryview(first)[i:i + n])
+        whole = off == self.base and n >= _SMALL  # a large structure from the first byte held
         out = []
+        covered = 0  # parts read to their end
         for p in parts:
             if i >= len(p):
                 i -= len(p)
+                covered += 1
                 continue
             take = memoryview(p)[i:i + n]
             out.append(take)
             n -= len(take)
+            if i + len(take) == len(p):
+                covered += 1
             i = 0
             if not n:
                 break
         got = b"".join(out)
+        rest = len(parts[covered]) - len(out[-1]) if whole and covered < len(out) else 0
         for v in out:  # a gathering bytearray may grow again: hold no export of it
             v.release()
+        if whole:
+            # The joined bytes replace the pieces they came from, so a large HEADER or tensor
+            # is held once, not as pieces plus their join until it is consumed. A last piece
+            # read only in part keeps its remainder (at most one piece is copied).
+            for _ in range(covered):
+                parts.popleft()
+            if rest:
+                tail = parts.popleft()
+                parts.appendleft(tail[len(tail) - rest:])
+            parts.appendleft(got)
+            self.head = 0
         return got
 
     def discard(self, upto: int) -> None:
@@ -126,6 +144,22 @@ class Decoder:
     events it returns, and about 200 bytes per tensor of the current message for the
     whole-message checks (freed at its end).
 
+    Two options serve receivers that must not pay for what they do not use (spec 11.2):
+
+    - ``keep_raw=False``: a compressed tensor is verified (every check of step T.19: the frame,
+      the exact raw_length, R-7.17, the packed padding) by streaming its decompression through a
+      scratch buffer of 1 MiB that is dropped, instead of inflating it into ``raw_length``
+      bytes. Its event's tensor keeps its stored bytes and inflates them again when
+      ``raw_bytes()`` / ``array()`` is first called. For a receiver that validates without
+      reading values (a message store), memory per tensor is then its stored bytes plus a
+      constant, whatever it declares; frames whose decoding window exceeds 8 MiB are refused
+      (``DECOMPRESSION_FAILED``, which R-7.13 allows). The verdict is otherwise the same.
+    - ``descriptors=True``: each tensor is also reported by a ``DescriptorEvent`` as soon as
+      its descriptor has been read and checked, before its data is received, checked or
+      decompressed; the ``TensorEvent`` follows once the data is there. A receiver that refuses
+      a tensor from its role, layer, dtype, shape or codec (another model's shapes, say) does so
+      before the tensor costs it anything.
+
     >>> import avp_codec as avp
     >>> one = avp.encode(avp.text_message("hi"))
     >>> dec = avp.Decoder(stream=True)
@@ -144,14 +178,18 @@ class Decoder:
 
     def __init__(self, limits: Limits | None = None, verify: bool = True,
                  keys: Mapping[bytes, bytes] | None = None, require_auth: bool = False, *,
-                 stream: bool = False) -> None:
+                 stream: bool = False, keep_raw: bool = True,
+                 descriptors: bool = False) -> None:
         check_decode_options(limits, verify, keys, require_auth)
-        if not isinstance(stream, bool):
-            raise TypeError(f"stream must be a bool, not {type(stream).__name__}")
+        for name, value in (("stream", stream), ("keep_raw", keep_raw),
+                            ("descriptors", descriptors)):
+            if not isinstance(value, bool):
+                raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
         self.limits = limits or DEFAULT_LIMITS
         self.stream = stream
         self._opts = (verify, keys, require_auth)
-        self._core = Core(self.limits, verify, keys, require_auth)
+        self.keep_raw, self.descriptors = keep_raw, descriptors
+        self._core = self._new_core()
         self._src = _Buffered(self.limits, stream)
         self._error: AvpError | None = None
         self._ended = False  # the current message's EndEvent has been returned
@@ -198,7 +236,8 @@ class Decoder:
         self._src.complete = True
 
     def next_event(self) -> Event:
-        """The next event: ``HeaderEvent``, ``TensorEvent``, ``EndEvent``, or a sentinel.
+        """The next event: ``HeaderEvent``, ``TensorEvent``, ``EndEvent`` (and
+        ``DescriptorEvent`` with ``descriptors=True``), or a sentinel.
 
         ``NEED_DATA``: feed more bytes, or call :meth:`end_of_input` (also after an
         ``EndEvent``: a single-message decoder still watches for trailing bytes, a stream
@@ -248,13 +287,29 @@ class Decoder:
         return ev
 
     def _fail(self, e: AvpError) -> Event:
+        # A failed decoder keeps its error (to raise it again), and the error's traceback would
+        # keep the frames it passed through, with their locals: a refused 15 MiB HEADER and
+        # the text decoded from it, plus the bytes still buffered, all reachable from a
+        # reference cycle (the error -> next_event's frame -> this decoder -> the error) that
+        # only the cyclic collector frees. A server would then hold one refused body per
+        # request until the next collection. The frames' locals and the bytes are dropped here;
+        # the traceback keeps its lines.
+        traceback.clear_frames(e.__traceback__)
+        self._src.parts.clear()  # next_event's own frame (in the traceback) holds the source
+        self._src = _Buffered(self.limits, self.stream)
+        self._core.pending = None
+        self._core.prefix = bytearray()
         self._error = e
         raise e
+
+    def _new_core(self) -> Core:
+        return Core(self.limits, *self._opts, keep_raw=self.keep_raw,
+                    descriptors=self.descriptors)
 
     def _next_message(self) -> None:
         """Start the next message of a stream at the byte after the last Trailer."""
         length = self._core.pos
         self._src.base -= length  # count offsets from the next message's first byte
         self.message_offset += length
-        self._core = Core(self.limits, *self._opts)
+        self._core = self._new_core()
         self._ended = False

@@ -174,3 +174,25 @@ def loads(
         )
     except (ValueError, RecursionError) as e:
         raise _bad(str(e), path) from None
+
+
+_STRING_UTF8 = re.compile(_STRING.pattern.encode("ascii"), re.DOTALL)
+_ANY_WHITESPACE = re.compile(rb"[ \t\n\r]")
+
+
+def utf8_limits_problem(raw: bytes | memoryview, *, max_depth: int = MAX_DEPTH,
+                        max_values: int = MAX_VALUES) -> str | None:
+    """Why the UTF-8 bytes of a JSON text break the limits of ``check_json_text``, or None,
+    decided on the bytes before they are decoded: a 15 MiB QUANT_POLICY of empty arrays is
+    refused without its text and the text's skeleton (about 4 copies of it) ever existing
+    at once. The skeleton is the same as ``_skeleton``'s: a string is replaced whole whatever
+    its bytes (UTF-8 continuation bytes are never `"` or `\\`), whitespace is ASCII. The caller
+    has checked the text is UTF-8 without a byte order mark."""
+    skel = _STRING_UTF8.sub(b"s", raw)
+    if _ANY_WHITESPACE.search(skel):  # else no second copy
+        skel = skel.translate(None, _WHITESPACE)
+    if _count_values(skel) > max_values:
+        return f"not strict JSON: more than {max_values} values"
+    if _depth(skel, max_depth) > max_depth:
+        return f"not strict JSON: nested deeper than {max_depth}"
+    return None

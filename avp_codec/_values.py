@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
 import math
 import struct
 
-from ._json import check_json_text
+from ._json import check_json_text, utf8_limits_problem
 from ._registry import (
     KEY_INFO,
     ErrorCode,
@@ -25,7 +26,7 @@ _INCREASING = frozenset({MetaKey.VERSIONS, MetaKey.CAP_DTYPES, MetaKey.CAP_CODEC
                          MetaKey.CAP_MODES})
 
 
-def decode_value(vtype: int, raw: bytes, path: str, offset: int | None) -> Value:
+def decode_value(vtype: int, raw: bytes | memoryview, path: str, offset: int | None) -> Value:
     """Bytes of a value -> its Python form. Unknown value types stay raw bytes."""
     def bad(msg: str, code: ErrorCode = ErrorCode.INVALID_VALUE) -> AvpError:
         return AvpError(code, msg, offset=offset, path=path)
@@ -44,7 +45,7 @@ def decode_value(vtype: int, raw: bytes, path: str, offset: int | None) -> Value
         return f
     if vtype == ValueType.UTF8:
         try:
-            s = raw.decode("utf-8")
+            s = str(raw, "utf-8")  # raw may be a view of the HEADER: no copy of it first
         except UnicodeDecodeError:
             raise bad("value is not well-formed UTF-8") from None
         if s.startswith("\ufeff"):
@@ -161,3 +162,31 @@ def parse_vocabulary(v: bytes) -> list[bytes]:
         out.append(v[pos + 4:pos + 4 + n])
         pos += 4 + n
     return out
+
+
+_PRECHECK_MIN = 1 << 16  # QUANT_POLICY texts from this size have their limits checked as bytes
+
+
+def precheck_value(key: int, vtype: int, critical: bool, raw: bytes | memoryview, path: str,
+                   offset: int | None, entry_path: str, entry_offset: int | None) -> None:
+    """Refuse a large QUANT_POLICY whose JSON breaks the limits before ``decode_value`` makes
+    a str of it (the HEADER may hold max_header_bytes of it): the same code, message, path and
+    offset as ``check_entry`` would give after decoding, and the same earlier faults first
+    (not UTF-8 or a byte order mark: left to ``decode_value``; a wrong type or criticality:
+    left to ``check_entry``). UTF-8 is validated in pieces, so no text of the whole exists."""
+    if (key != MetaKey.QUANT_POLICY or vtype != ValueType.UTF8 or len(raw) < _PRECHECK_MIN
+            or critical != KEY_INFO[MetaKey.QUANT_POLICY].critical
+            or bytes(raw[:3]) == b"\xef\xbb\xbf"):
+        return
+    dec = codecs.getincrementaldecoder("utf-8")()
+    view = memoryview(raw)
+    try:
+        for i in range(0, len(view), _PRECHECK_MIN):
+            dec.decode(view[i:i + _PRECHECK_MIN])
+        dec.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return  # decode_value refuses it with its own message
+    problem = utf8_limits_problem(raw)
+    if problem:
+        raise AvpError(ErrorCode.INVALID_VALUE, f"QUANT_POLICY: {problem}",
+                       offset=entry_offset, path=entry_path)

@@ -4,9 +4,12 @@
 (R-H5.5): each piece must arrive within ``chunk_timeout`` and the whole body at an average rate of
 at least ``min_rate`` bytes/s after a ``grace`` period, so a peer that sends one byte every few
 seconds is refused in about ``grace`` seconds whatever it declared. ``Intake`` feeds the chunks to
-``avp.Decoder`` and reacts to its events: the caller's checks run at the HEADER and at each tensor
-(R-H2.7, R-H4.2), tensors are kept only when asked, and the bytes go to a ``StoreWriter`` when the
-message is to be stored. One request uses one ``Intake``.
+``avp.Decoder`` and reacts to its events: the caller's checks run at the HEADER, at each tensor's
+descriptor (before its data is received or decompressed) and at each tensor (R-H2.7, R-H4.2),
+tensors are kept only when asked, and the bytes go to a ``StoreWriter`` when the message is to be
+stored. One request uses one ``Intake``. An intake that keeps no tensors has its decoder verify
+compressed tensors without keeping their output (``keep_raw=False``, R-H4.3): storing a message
+then costs its stored bytes, not what its tensors declare they inflate to.
 """
 
 from __future__ import annotations
@@ -100,13 +103,15 @@ class Intake:
     writer: StoreWriter | None = None
     on_header: HeaderCheck | None = None
     on_tensor: TensorCheck | None = None
+    on_descriptor: TensorCheck | None = None  # a tensor whose data has not been read (R-H2.14)
     # Bound on the decoded bytes of the tensors kept (R-H5.7): compressed tensors inflate up
     # to max_tensor_bytes each, so the wire size alone does not bound what keeping them costs.
     max_decoded_bytes: int = 1 << 32
 
     def __post_init__(self) -> None:
         self._dec = avp.Decoder(self.limits, verify=True, keys=self.keys,
-                                require_auth=self.require_auth)
+                                require_auth=self.require_auth, keep_raw=self.keep_tensors,
+                                descriptors=self.on_descriptor is not None)
         self._header: avp.HeaderEvent | None = None
         self._tensors: list[avp.Tensor] = []
         self._token_ids: avp.Tensor | None = None
@@ -141,6 +146,9 @@ class Intake:
                 self._header = ev
                 if self.on_header is not None:
                     self.on_header(ev)
+            elif isinstance(ev, avp.DescriptorEvent):
+                assert self.on_descriptor is not None  # only then does the decoder send one
+                self.on_descriptor(ev.index, ev.tensor)
             elif isinstance(ev, avp.TensorEvent):
                 if self.on_tensor is not None:
                     self.on_tensor(ev.index, ev.tensor)

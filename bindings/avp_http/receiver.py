@@ -9,6 +9,10 @@ side of the protocol is. Override any of:
 - ``check_header(session, header)``: refuse a payload at its HEADER, before any tensor arrives.
   The default checks MODEL_ID against ``model_id`` (R-14.8); the server itself has already
   checked that the kind is a payload of the session's mode.
+- ``tensor_check(session, header)``: called at the HEADER (after ``check_header``); may return
+  a check that runs on each tensor's descriptor (role, layer, dtype, shape, codec, raw_length)
+  before its data is received or decompressed (R-H2.14), with state for this one message (a
+  model's per-layer counts, say). The default returns None.
 - ``on_tensor(session, index, tensor)``: act on a tensor as it arrives (install a layer, start a
   forward pass). Provisional until the end event (R-11.2): a later error discards the message.
 - ``deliver(session, msg, info)``: the whole, valid message (the end event has passed); return
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +94,10 @@ class Receiver:
         if self.model_id is not None:
             avp.check_model_id(avp.Message(header.kind, header.entries), self.model_id,
                                self.tokenizer_id)
+
+    def tensor_check(self, session: Session, header: avp.HeaderEvent
+                     ) -> Callable[[int, avp.Tensor], None] | None:
+        return None
 
     def on_tensor(self, session: Session, index: int, tensor: avp.Tensor) -> None:
         return None

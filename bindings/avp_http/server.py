@@ -346,6 +346,7 @@ class AvpApp:
         Idempotency-Key gets back (body None: too large to keep), or None when the message was
         not a payload (HELLO, ERROR) and nothing was acted on."""
         recv = self.receiver
+        check: list[Callable[[int, avp.Tensor], None] | None] = [None]
 
         def on_header(h: avp.HeaderEvent) -> None:
             if h.kind in (avp.Kind.HELLO, avp.Kind.ERROR):
@@ -353,20 +354,27 @@ class AvpApp:
             avp.check_payload(avp.Message(h.kind, h.entries), session.mode,
                               session.negotiated.offered)
             recv.check_header(session, h)
+            check[0] = recv.tensor_check(session, h)
 
-        def on_tensor(i: int, t: avp.Tensor) -> None:
+        def on_descriptor(i: int, t: avp.Tensor) -> None:
+            # R-H2.14: what the descriptor decides is refused before the data costs anything.
             avp.check_capabilities(avp.Message(avp.Kind.KV_CACHE, tensors=[t]),
                                    session.negotiated.offered)
+            if check[0] is not None:
+                check[0](i, t)
+
+        def on_tensor(i: int, t: avp.Tensor) -> None:
             recv.on_tensor(session, i, t)
 
         digest = None
         if ref is not None:
-            got, digest = await self._by_reference(ref, on_header, on_tensor)
+            got, digest = await self._by_reference(ref, on_header, on_descriptor, on_tensor)
         else:
             writer = self.store.writer() if recv.keep_deliveries else None
             try:
                 got = await self._receive_body(receive, self._intake(
-                    writer=writer, on_header=on_header, on_tensor=on_tensor), req)
+                    writer=writer, on_header=on_header, on_descriptor=on_descriptor,
+                    on_tensor=on_tensor), req)
             except BaseException:
                 if writer is not None:
                     writer.abort()
@@ -419,6 +427,7 @@ class AvpApp:
         return answer.status, headers, data if len(data) <= REPLAY_MAX else None
 
     async def _by_reference(self, digest: str, on_header: Callable[[avp.HeaderEvent], None],
+                            on_descriptor: Callable[[int, avp.Tensor], None],
                             on_tensor: Callable[[int, avp.Tensor], None]
                             ) -> tuple[Received, str]:
         """R-H2.10: a stored message goes through the same intake as a body would."""
@@ -426,7 +435,8 @@ class AvpApp:
         entry = self.store.get(digest)
         if entry is None:
             raise HttpProblem("not-found", "no stored message has this digest; send the bytes")
-        intake = self._intake(on_header=on_header, on_tensor=on_tensor)
+        intake = self._intake(on_header=on_header, on_descriptor=on_descriptor,
+                              on_tensor=on_tensor)
 
         def feed_file() -> Received:
             with open(entry.path, "rb") as f:

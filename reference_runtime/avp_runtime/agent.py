@@ -31,6 +31,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,6 +201,19 @@ class AgentReceiver(avp_http.Receiver):
             c = self.agent.connector
             admit.check_header(avp.Message(header.kind, header.entries, header.layers),
                                c.model_id, c.spec)
+
+    def tensor_check(self, session: avp_http.Session, header: avp.HeaderEvent
+                     ) -> Callable[[int, avp.Tensor], None] | None:
+        """A KV_CACHE's tensors are checked against this model (admit.TensorChecks: roles,
+        layers, dtype, heads and head_dim, batch, token counts) from their descriptors, before
+        their data is received or decompressed (R-H2.14): a tensor of another model's shapes is
+        refused before it costs what it declares. ``import_`` checks the whole message again."""
+        if header.kind != avp.Kind.KV_CACHE:
+            return None
+        c = self.agent.connector
+        length = admit.check_header(avp.Message(header.kind, header.entries, header.layers),
+                                    c.model_id, c.spec)
+        return admit.TensorChecks(header.layers, c.spec, length, max_batch=1).tensor
 
     def deliver(self, session: avp_http.Session, msg: avp.Message,
                 info: avp_http.Delivery) -> avp_http.Answer:

@@ -34,7 +34,7 @@ import avp_codec as avp
 
 from ._errors import fail
 from ._msg import build
-from .vocab import VocabIndex, compatible, encode_vocabulary, parse_vocabulary, shared_size
+from .vocab import VocabIndex, compatible, encode_vocabulary, parse_vocabulary, shared_with
 
 M = avp.MetaKey
 FORMAT_1_0 = (1 << 16) | 0
@@ -180,11 +180,10 @@ def _tokenizers(local: LocalSide, peer_tok: bytes | None,
     if peer_vocab is None or mine is None:
         same = hmac.compare_digest(local.tokenizer_id, peer_tok)
         return same, (len(mine.ids) if same and mine is not None else None)
-    theirs = VocabIndex.build(peer_vocab)
-    shared = shared_size(mine, theirs)
+    shared = shared_with(mine, peer_vocab)
     if hmac.compare_digest(local.tokenizer_id, peer_tok):
         return True, shared
-    return compatible(shared, mine.size, theirs.size), shared
+    return compatible(shared, mine.size, len(peer_vocab)), shared
 
 
 def resolve(local: LocalSide, peer: PeerClaims, *, peer_modes: Sequence[int] | None = None,

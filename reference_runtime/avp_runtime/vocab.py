@@ -82,6 +82,19 @@ def shared_size(a: VocabIndex, b: VocabIndex) -> int:
     return sum(1 for key in small.ids if key in large.ids)
 
 
+def shared_with(mine: VocabIndex, tokens: Sequence[bytes]) -> int:
+    """``shared_size(mine, VocabIndex.build(tokens))`` without building the peer's index: its
+    decoded strings are looked up one at a time, so a peer's VOCABULARY of 200k tokens costs a
+    set of at most this side's own size, not a second index of the peer's."""
+    byte_level = is_byte_level(tokens)
+    seen: set[bytes] = set()
+    for tok in tokens:
+        key = decoded_bytes(tok, byte_level)
+        if key is not None and key in mine.ids:
+            seen.add(key)
+    return len(seen)
+
+
 def compatible(shared: int, size_a: int, size_b: int) -> bool:
     """Rule 3 of 14.3: shared >= 50% of the smaller vocabulary (integer arithmetic, no rounding)."""
     smaller = min(size_a, size_b)

@@ -97,14 +97,11 @@ def test_the_runner_catches_each_kind_of_broken_contract() -> None:
                                     "refused:INVALID_VALUE"]
 
 
-# Open, with their code right but memory over budget: a KV_CACHE whose HEADER fits the model
-# but whose compressed tensor declares other shapes is inflated by the decoder (the binding's
-# tensor callback runs after decompression) before Connector.import_ refuses it; the 200k-token
-# HELLO's server high-water (an upper bound including the case's handshake run) measured 47 to
-# 65.7 MB of 64. (A bomb whose HEADER the model cannot take is now refused at the HEADER by
-# AgentReceiver.check_header, before any tensor byte is decoded.)
-KNOWN_OPEN = {("kv: zstd bomb, 10 tokens x 2^20 heads (64 MiB), receiver's model", "http.deliver"),
-              ("hello: a VOCABULARY of 200k tokens", "http.deliver")}
+# Open, with their code right but memory over budget: none. (Closed: a KV_CACHE whose HEADER
+# fits the model but whose compressed tensor declares other shapes is refused MODEL_MISMATCH from
+# its descriptor, before it is inflated, by AgentReceiver.tensor_check (R-H2.14); the 200k-token
+# HELLO no longer builds a second index of the peer's vocabulary, 61-65 MB -> 25 MB.)
+KNOWN_OPEN: set[tuple[str, str]] = set()
 
 
 def test_runtime_entry_points_keep_the_contract(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ on the server process's PYTHONPATH). Each is a small, real ``avp_http.Receiver``
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import avp_http
 
@@ -71,3 +72,34 @@ class _Broken(avp_http.Mailbox):
 
 def broken() -> avp_http.Receiver:
     return _Broken(name="broken")
+
+
+class _Picky(avp_http.Mailbox):
+    """Checks each KV tensor's descriptor (R-H2.14): a KEY or VALUE with other than 2 heads is
+    MODEL_MISMATCH before its data is read; counts the tensors that reached ``on_tensor``."""
+
+    seen = 0
+
+    def tensor_check(self, session: avp_http.Session, header: avp.HeaderEvent
+                     ) -> Callable[[int, avp.Tensor], None] | None:
+        if header.kind != avp.Kind.KV_CACHE:
+            return None
+
+        def check(index: int, t: avp.Tensor) -> None:
+            assert t.stored_length and not len(t.stored)  # a descriptor: no data yet
+            if t.role in (avp.Role.KEY, avp.Role.VALUE) and t.shape[1] != 2:
+                raise avp.AvpError(avp.ErrorCode.MODEL_MISMATCH,
+                                   f"{t.shape[1]} heads; this receiver's model has 2",
+                                   path=f"tensor[{index}]")
+        return check
+
+    def on_tensor(self, session: avp_http.Session, index: int, tensor: avp.Tensor) -> None:
+        _Picky.seen += 1
+
+    def deliver(self, session: avp_http.Session, msg: avp.Message,
+                info: avp_http.Delivery) -> avp_http.Answer | None:
+        return avp_http.Answer.json({"seen": _Picky.seen, "digest": info.digest})
+
+
+def picky() -> avp_http.Receiver:
+    return _Picky(name="picky", model_id=MODEL_ID)

@@ -12,6 +12,7 @@ from avp_runtime.vocab import (
     parse_vocabulary,
     shared_pairs,
     shared_size,
+    shared_with,
 )
 
 import avp_codec as avp
@@ -62,6 +63,17 @@ def test_shared_counts_distinct_decoded_strings_once() -> None:
     spm = VocabIndex.build(["\u2581a".encode(), b"b", b"b", b"<0x41>"])
     assert shared_size(bpe, spm) == shared_size(spm, bpe) == 2
     assert shared_pairs(bpe, spm) == [(0, 0), (1, 1)]
+
+
+def test_shared_with_a_peer_list_equals_the_shared_size_of_its_index() -> None:
+    """The responder counts a peer's VOCABULARY against its own index without building the
+    peer's (a 200k-token HELLO cost a second index of 200k entries); same count."""
+    bpe_tokens = ["\u0120a".encode(), b"b", b"c"]
+    spm_tokens = ["\u2581a".encode(), b"b", b"b", b"<0x41>", b"zz"]
+    for mine, theirs in ((bpe_tokens, spm_tokens), (spm_tokens, bpe_tokens),
+                         (bpe_tokens, bpe_tokens), (spm_tokens, [])):
+        index = VocabIndex.build(mine)
+        assert shared_with(index, theirs) == shared_size(index, VocabIndex.build(theirs))
 
 
 def test_compatible_is_half_of_the_smaller_vocabulary() -> None:
