@@ -296,7 +296,7 @@ def markdown(runs: list[Run], meta: dict[str, Any]) -> str:
                    f"{w['peak_case']} | {w['seconds']} s | {w['slowest_case']} |")
     out += ["", "## Failing runs, by the helper whose fix the class needs", ""]
     if not bad:
-        out.append("None.")
+        out += ["None.", ""]
     for owner in sorted({r.owner for r in bad}):
         out += [f"### {owner}", "", "| case | class | entry | outcome | peak | time | why |",
                 "|---|---|---|---|---:|---:|---|"]
