@@ -17,7 +17,8 @@ workers: which mode is used depends only on the size, so the bytes never depend 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import zstandard
@@ -153,6 +154,47 @@ def check_frame(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
     return content
 
 
+class FrameReader:
+    """One zstd frame's content, pulled exactly: ``read(view)`` fills ``view`` with the next
+    bytes or raises DECOMPRESSED_SIZE (the frame ended early), ``end()`` raises it for a byte
+    past ``content``. Shared by decompression, verification without the output (_verify) and
+    canonical JSON's streamed digest (_raw_digest), so all three refuse a frame alike. zstd's
+    own errors surface as ``zstandard.ZstdError``: use it inside ``zstd_errors(path)``."""
+
+    __slots__ = ("_reader", "content", "got", "path")
+
+    def __init__(self, stored: memoryview, content: int, path: str,
+                 dctx: zstandard.ZstdDecompressor | None = None) -> None:
+        self._reader = (dctx or _decompressor()).stream_reader(stored, read_across_frames=False)
+        self.content, self.path = content, path
+        self.got = 0  # content bytes pulled so far
+
+    def read(self, view: memoryview) -> None:
+        pos = 0
+        while pos < len(view):
+            n = self._reader.readinto(view[pos:])
+            if not n:
+                raise AvpError(ErrorCode.DECOMPRESSED_SIZE, f"frame decompresses to "
+                               f"{self.got + pos} bytes, {self.content} expected",
+                               path=self.path)
+            pos += n
+        self.got += pos
+
+    def end(self) -> None:
+        if self._reader.read(1):
+            raise AvpError(ErrorCode.DECOMPRESSED_SIZE, f"frame decompresses to more than "
+                           f"{self.content} bytes", path=self.path)
+
+
+@contextmanager
+def zstd_errors(path: str) -> Iterator[None]:
+    """zstd's failures (a corrupt block, a bad checksum) as DECOMPRESSION_FAILED."""
+    try:
+        yield
+    except zstandard.ZstdError as e:
+        raise AvpError(ErrorCode.DECOMPRESSION_FAILED, f"zstd: {e}", path=path) from None
+
+
 def decompress(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
                shape: tuple[int, ...], path: str = "", *,
                out: memoryview | None = None) -> memoryview:
@@ -164,33 +206,17 @@ def decompress(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
         out = memoryview(np.empty(raw_length, np.uint8).data)
     elif len(out) != raw_length:
         raise ValueError("output buffer is not raw_length bytes")
-    got = [0]  # content bytes produced so far
-    try:
-        reader = _decompressor().stream_reader(stored, read_across_frames=False)
-
-        def read(view: memoryview) -> None:
-            pos = 0
-            while pos < len(view):
-                n = reader.readinto(view[pos:])
-                if not n:
-                    raise AvpError(ErrorCode.DECOMPRESSED_SIZE, f"frame decompresses to "
-                                   f"{got[0] + pos} bytes, {content} expected", path=path)
-                pos += n
-            got[0] += pos
-
+    with zstd_errors(path):
+        frame = FrameReader(stored, content, path)
         if codec == Codec.ZSTD:
-            read(out)
+            frame.read(out)
         elif codec == Codec.BYTEPLANE_ZSTD:
-            _join_planes_into(read, out, DTYPE_BITS[dtype] // 8)
+            _join_planes_into(frame.read, out, DTYPE_BITS[dtype] // 8)
         elif codec == Codec.FLOATPLANE_ZSTD:
-            _floatplane.decompress_into(read, dtype, shape, out, path)
+            _floatplane.decompress_into(frame.read, dtype, shape, out, path)
         else:
             raise ValueError(f"codec {codec!r} does not compress")
-        if reader.read(1):
-            raise AvpError(ErrorCode.DECOMPRESSED_SIZE, f"frame decompresses to more than "
-                           f"{content} bytes", path=path)
-    except zstandard.ZstdError as e:
-        raise AvpError(ErrorCode.DECOMPRESSION_FAILED, f"zstd: {e}", path=path) from None
+        frame.end()
     return out
 
 

@@ -26,8 +26,7 @@ import numpy as np
 import zstandard
 
 from . import _codecs
-from ._registry import DTYPE_BITS, Codec, ErrorCode
-from .errors import AvpError
+from ._registry import DTYPE_BITS, Codec
 from .model import Tensor
 
 CHUNK = 1 << 20  # raw bytes hashed per step of the streamed paths
@@ -55,11 +54,6 @@ def raw_sha256(t: Tensor, path: str = "") -> str:
     return digest
 
 
-def _short(got: int, content: int, path: str) -> AvpError:
-    return AvpError(ErrorCode.DECOMPRESSED_SIZE,
-                    f"frame decompresses to {got} bytes, {content} expected", path=path)
-
-
 def _stream(stored: memoryview, content: int, k: int, path: str) -> str:
     """Hash the ``content`` bytes of one frame holding ``k`` byte planes (k = 1: plain zstd).
 
@@ -71,34 +65,22 @@ def _stream(stored: memoryview, content: int, k: int, path: str) -> str:
     h = hashlib.sha256()
     planes = bytearray(step * k)
     pview = memoryview(planes)
-    try:
-        readers = [zstandard.ZstdDecompressor().stream_reader(stored, read_across_frames=False)
+    with _codecs.zstd_errors(path):
+        # One decompression context per reader: they advance together.
+        readers = [_codecs.FrameReader(stored, content, path, zstandard.ZstdDecompressor())
                    for _ in range(k)]
-
-        def fill(j: int, view: memoryview, at: int) -> None:
-            pos = 0
-            while pos < len(view):
-                got = readers[j].readinto(view[pos:])
-                if not got:
-                    raise _short(at + pos, content, path)
-                pos += got
-
         for j in range(1, k):
             for skipped in range(0, j * n, step):
-                fill(j, pview[:min(step, j * n - skipped)], skipped)
+                readers[j].read(pview[:min(step, j * n - skipped)])
         rows = np.frombuffer(planes, np.uint8).reshape(k, step)  # row j: a chunk of plane j
         out = bytearray(step * k) if k > 1 else planes
         grid = np.frombuffer(out, np.uint8).reshape(step, k)
         for i0 in range(0, n, step):
             m = min(step, n - i0)
             for j in range(k):
-                fill(j, pview[j * step:j * step + m], j * n + i0)
+                readers[j].read(pview[j * step:j * step + m])
                 if k > 1:  # element i's byte j is plane j's byte i; a column at a time is 5x
                     grid[:m, j] = rows[j, :m]  # faster than one transposing copy
             h.update(memoryview(out)[:m * k])
-        if readers[-1].read(1):
-            raise AvpError(ErrorCode.DECOMPRESSED_SIZE,
-                           f"frame decompresses to more than {content} bytes", path=path)
-    except zstandard.ZstdError as e:
-        raise AvpError(ErrorCode.DECOMPRESSION_FAILED, f"zstd: {e}", path=path) from None
+        readers[-1].end()
     return h.hexdigest()

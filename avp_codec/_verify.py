@@ -51,37 +51,20 @@ def verify(stored: memoryview, codec: Codec, raw_length: int, dtype: Dtype,
         raise AvpError(ErrorCode.DECOMPRESSION_FAILED,
                        f"the frame's window needs {history} bytes; this decoder verifies "
                        f"frames with a window of at most {WINDOW_MAX} bytes", path=path)
-    got = 0  # content bytes pulled so far
-    try:
-        reader = _codecs._decompressor().stream_reader(stored, read_across_frames=False)
-
-        def read(view: memoryview) -> None:
-            nonlocal got
-            pos = 0
-            while pos < len(view):
-                n = reader.readinto(view[pos:])
-                if not n:
-                    raise AvpError(ErrorCode.DECOMPRESSED_SIZE, f"frame decompresses to "
-                                   f"{got + pos} bytes, {content} expected", path=path)
-                pos += n
-            got += pos
-
+    with _codecs.zstd_errors(path):
+        frame = _codecs.FrameReader(stored, content, path)
         last = -1
         if codec == Codec.FLOATPLANE_ZSTD:
-            _floatplane.decompress_into(read, dtype, shape, None, path)
+            _floatplane.decompress_into(frame.read, dtype, shape, None, path)
         elif codec in (Codec.ZSTD, Codec.BYTEPLANE_ZSTD):
             scratch = memoryview(bytearray(min(SCRATCH, content)))
-            while got < content:
-                step = scratch[:min(SCRATCH, content - got)]
-                read(step)
+            while frame.got < content:
+                step = scratch[:min(SCRATCH, content - frame.got)]
+                frame.read(step)
                 last = step[-1]
             if codec != Codec.ZSTD:
                 last = -1
         else:
             raise ValueError(f"codec {codec!r} does not compress")
-        if reader.read(1):
-            raise AvpError(ErrorCode.DECOMPRESSED_SIZE, f"frame decompresses to more than "
-                           f"{content} bytes", path=path)
-    except zstandard.ZstdError as e:
-        raise AvpError(ErrorCode.DECOMPRESSION_FAILED, f"zstd: {e}", path=path) from None
+        frame.end()
     return last

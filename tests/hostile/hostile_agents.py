@@ -152,11 +152,7 @@ class ProtoServer:
         self.pid, self.url = int(info["pid"]), f"http://127.0.0.1:{info['port']}"
 
     def alive(self) -> bool:
-        try:  # the zygote's child, not ours: read its state
-            with open(f"/proc/{self.pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-        except OSError:
-            return False
+        return he.pid_alive(self.pid)  # the zygote's child, not ours
 
     def ensure(self) -> None:
         if not self.alive():

@@ -310,6 +310,14 @@ def _runtime_handshake(data: bytes, path: Path, env: Env) -> str:
 
 # ---------------------------------------------------------------- the agent server (avp_http)
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (not a zombie), also when it is no child of ours."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
 
 class AgentServer:
     """The runtime's agent server (avp_runtime.agent.AgentReceiver on avp_http, hypercorn) with
@@ -370,11 +378,7 @@ class AgentServer:
         if os.getpid() == self._owner:
             return self.proc.poll() is None
         # In a forked child the server is no child of ours (poll() would say it exited).
-        try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-        except OSError:
-            return False
+        return pid_alive(self.proc.pid)
 
     def ensure(self) -> None:
         if not self.alive():
