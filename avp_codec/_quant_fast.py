@@ -18,11 +18,12 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from . import _parallel
+from . import _parallel, _quant_kernels
 from ._quant_dequant import _segments
 
 F32 = np.float32
 _BF16 = np.dtype(ml_dtypes.bfloat16)
+UNIT = 1 << 16  # elements per compiled work unit (about; whole groups)
 
 
 def _widen(x: np.ndarray) -> np.ndarray:
@@ -134,9 +135,35 @@ def quantize_affine(x: np.ndarray, axis: int, group_size: int, qmin: int, qmax: 
     p = int(np.prod(shape[:axis], dtype=np.int64))
     q = int(np.prod(shape[axis + 1:], dtype=np.int64))
     g = dim if group_size == 0 or group_size > dim else group_size
-    groups = -(-dim // g)
     n = _parallel.resolve(threads)
     x3 = np.ascontiguousarray(x).reshape(p, dim, q)
+    fast = _fast_inputs(x3)
+    if fast is not None:
+        return _quantize_compiled(fast, shape, p, dim, q, g, qmin, qmax, zero_point,
+                                  make_params, out_dtype, n)
+    hi, lo = _stats_numpy(x3, p, dim, q, g, zero_point, n)
+    return _finish_codes(x3, shape, p, dim, q, g, qmin, qmax, zero_point, make_params,
+                         out_dtype, n, hi, lo)
+
+
+def _params(hi: np.ndarray, lo: np.ndarray, zero_point: bool, make_params: object
+            ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """(scale, zero point, their binary32 values) from the binary32 group ranges, rejecting
+    non-finite ranges (shared by both paths)."""
+    if not (np.isfinite(hi).all() and (not zero_point or np.isfinite(lo).all())):
+        raise ValueError("cannot quantize non-finite values")
+    hi64 = hi.astype(np.float64)
+    lo64 = lo.astype(np.float64) if zero_point else -hi64
+    scale, zp = make_params(lo64, hi64)  # type: ignore[operator]
+    s32 = scale.astype(F32)
+    z32 = None if zp is None else zp.astype(F32)
+    return scale, zp, s32, z32
+
+
+def _stats_numpy(x3: np.ndarray, p: int, dim: int, q: int, g: int, zero_point: bool, n: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(hi, lo) binary32 group ranges [p, groups, q] (lo unused without a zero point)."""
+    groups = -(-dim // g)
     segs = list(_segments(p, dim, q, g))
     weights = [(s[1] - s[0]) * (s[3] - s[2]) * q for s in segs]
     bf16 = x3.dtype == _BF16
@@ -169,13 +196,17 @@ def quantize_affine(x: np.ndarray, axis: int, group_size: int, qmin: int, qmax: 
                 np.minimum(lo[sl], low, out=lo[sl])
     if bf16:
         hi, lo = _keys_to_f32(hi), _keys_to_f32(lo)
-    if not (np.isfinite(hi).all() and (not zero_point or np.isfinite(lo).all())):
-        raise ValueError("cannot quantize non-finite values")
-    hi64 = hi.astype(np.float64)
-    lo64 = lo.astype(np.float64) if zero_point else -hi64
-    scale, zp = make_params(lo64, hi64)  # type: ignore[operator]
-    s32 = scale.astype(F32)
-    z32 = None if zp is None else zp.astype(F32)
+    return hi, lo
+
+
+def _finish_codes(x3: np.ndarray, shape: tuple[int, ...], p: int, dim: int, q: int, g: int,
+                  qmin: int, qmax: int, zero_point: bool, make_params: object,
+                  out_dtype: np.dtype[Any], n: int, hi: np.ndarray, lo: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The numpy codes pass, from the group ranges."""
+    scale, zp, s32, z32 = _params(hi, lo, zero_point, make_params)
+    segs = list(_segments(p, dim, q, g))
+    weights = [(s[1] - s[0]) * (s[3] - s[2]) * q for s in segs]
     codes = np.empty((p, dim, q), out_dtype)
     clip = not _no_clip(hi, lo if zero_point else None, s32, z32, qmin, qmax)
     # Groups along the innermost axis (q == 1): a parameter broadcast over a short inner axis
@@ -202,6 +233,71 @@ def quantize_affine(x: np.ndarray, axis: int, group_size: int, qmin: int, qmax: 
 
     _parallel.map_ordered(encode, weights, n)
     return codes.reshape(shape), scale, zp
+
+
+def _fast_inputs(x3: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int] | None:
+    """(int bits for the keys, uint bits for the codes, shift, magnitude mask) when the
+    compiled kernels will run, else None. float16 is widened to binary32 once (exact)."""
+    if _quant_kernels.group_keys.get() is None:
+        return None
+    flat = x3.reshape(-1)
+    if x3.dtype == _BF16:
+        return flat.view(np.int16), flat.view(np.uint16), 16, 0x7FFF
+    if x3.dtype != F32:
+        flat = flat.astype(F32)
+    return flat.view(np.int32), flat.view(np.uint32), 0, 0x7FFFFFFF
+
+
+def _quantize_compiled(fast: tuple[np.ndarray, np.ndarray, int, int], shape: tuple[int, ...],
+                       p: int, dim: int, q: int, g: int, qmin: int, qmax: int,
+                       zero_point: bool, make_params: object, out_dtype: np.dtype[Any], n: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The two passes of the numpy path through the compiled kernels, unit by unit on the
+    pool: group ranges as order keys, then (after the same parameter step) the codes."""
+    keys, ubits, shift, mask = fast
+    groups = -(-dim // g)
+    units = _quant_kernels.units(p, dim, q, g, UNIT)
+    weights = [(u[1] - u[0]) * (u[3] - u[2]) * g * q for u in units]
+    lo_k = np.empty(p * groups * q, np.int32)
+    hi_k = np.empty(p * groups * q, np.int32)
+    stats = _quant_kernels.group_keys.get()
+    assert stats is not None
+    _parallel.map_ordered(lambda j: stats(keys, dim, q, g, *units[j], zero_point, mask,
+                                          lo_k, hi_k), weights, n)
+    if shift:  # bfloat16 keys: the int16 key map, inverted as in the numpy path
+        hi = _keys_to_f32(hi_k.astype(np.int16)).reshape(p, groups, q)
+        lo = _keys_to_f32(lo_k.astype(np.int16)).reshape(p, groups, q)
+    else:
+        hi = _keys32_to_f32(hi_k).reshape(p, groups, q)
+        lo = _keys32_to_f32(lo_k).reshape(p, groups, q)
+    scale, zp, s32, z32 = _params(hi, lo, zero_point, make_params)
+    if not (np.all(s32 > 0) and np.isfinite(s32).all()
+            and (z32 is None or np.isfinite(z32).all())):
+        # A scale rounded to zero (ranges near the smallest subnormal) or a non-finite zero
+        # point make NaN codes, whose integer conversion the numpy path leaves to the C cast:
+        # such tensors take the numpy codes pass so the bytes stay the same.
+        return _finish_codes(ubits.view(_BF16 if shift else F32).reshape(p, dim, q), shape,
+                             p, dim, q, g, qmin, qmax, zero_point, make_params, out_dtype, n,
+                             hi, lo)
+    clip = not _no_clip(hi, lo if zero_point else None, s32, z32, qmin, qmax)
+    codes = np.empty(p * dim * q, out_dtype)
+    enc = _quant_kernels.affine_codes.get()
+    assert enc is not None
+    sf = s32.reshape(-1)
+    zf = sf if z32 is None else z32.reshape(-1)
+    _parallel.map_ordered(lambda j: enc(ubits, shift, dim, q, g, *units[j], sf, zf,
+                                        z32 is not None, float(qmin), float(qmax), clip,
+                                        codes), weights, n)
+    return codes.reshape(shape), scale, zp
+
+
+def _keys32_to_f32(k: np.ndarray) -> np.ndarray:
+    """binary32 values of int32 order keys (the key map is its own inverse)."""
+    s = np.right_shift(k, 31)
+    s &= 0x7FFFFFFF
+    s ^= k
+    out: np.ndarray = s.view(F32)
+    return out
 
 
 def pack4(codes: np.ndarray) -> memoryview:

@@ -1,0 +1,215 @@
+"""Compiled AFFINE quantize / dequantize kernels (numba, through ``_jit``), one work unit each.
+
+Each kernel is the compiled twin of numpy code in ``_quant_fast`` / ``_quant_dequant`` and
+produces the same bytes (tests/quant/test_quant_kernels.py checks it on adversarial inputs):
+
+- ``group_keys``: per group, the minimum and maximum (or the absolute maximum) of the input as
+  order keys, integers that sort like the values (``_quant_fast._bf16_keys``, widened to int32
+  for binary32 input). Integer min / max vectorise where float min / max, with their NaN rules,
+  do not; the caller turns the keys back into binary32 and rejects non-finite ranges exactly as
+  the numpy path does (NaNs sort past the infinities, so they reach the group's max or min).
+- ``affine_codes``: ``rint(x / s + z)`` (clipped to [qmin, qmax] when the caller could not
+  prove clipping changes nothing), every operation in binary32, written as int8 / uint8 codes.
+- ``affine_dequant``: ``(float32(q) - z) * s`` or ``float32(q) * s`` in binary32, the codes
+  read from int8 / uint8 arrays or from packed int4 / uint4 / uint2 bytes (element 2i in the low
+  nibble, element 4i in the lowest crumb, spec 7.2), rounded to bfloat16 with the same
+  round-to-nearest-even on the bit pattern as ``_quant_core._finish_into``, or stored as
+  binary32. Only for NaN-free results (integer codes, finite parameters), like ``_finish_into``.
+
+The tensor is viewed as ``[P, dim, Q]`` around the quantized axis, its parameters as
+``[P, G, Q]``; one group of one ``p`` is then a contiguous run of ``gl * Q`` elements. A work
+unit is the range of groups ``[g0, g1)`` of the rows ``[p0, p1)`` (``g0 = 0, g1 = G`` when it
+spans several rows): units never share a group, so threads write disjoint outputs and the result
+does not depend on how units are spread. Bit casts between binary32 and its bits go through a
+small scratch array viewed both ways (numba has no scalar bit cast).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _jit
+
+CHUNK = 2048  # elements per scratch pass: scratch and codes stay in L1
+
+
+@_jit.kernel
+def group_keys(x: np.ndarray, dim: int, q: int, g: int, p0: int, p1: int, g0: int, g1: int,
+               zero_point: bool, mask: int, lo: np.ndarray, hi: np.ndarray) -> None:
+    """lo / hi ([P * G * Q] int32) of the groups of a unit; x is the input's bits as a flat
+    int16 (bfloat16) or int32 (binary32) array; mask 0x7FFF or 0x7FFFFFFF (magnitude bits)."""
+    n_groups = (dim + g - 1) // g
+    m = np.int32(mask)
+    for p in range(p0, p1):
+        for gi in range(g0, g1):
+            d0 = gi * g
+            gl = min(dim, d0 + g) - d0
+            base = (p * dim + d0) * q
+            ob = (p * n_groups + gi) * q
+            if q == 1:
+                mx = np.int32(-2147483648)
+                mn = np.int32(2147483647)
+                if zero_point:
+                    for i in range(base, base + gl):
+                        s = np.int32(x[i])
+                        k = s ^ ((s >> np.int32(31)) & m)
+                        mn = min(mn, k)
+                        mx = max(mx, k)
+                    lo[ob] = mn
+                else:
+                    for i in range(base, base + gl):
+                        k = np.int32(x[i]) & m
+                        mx = max(mx, k)
+                hi[ob] = mx
+                continue
+            for c in range(q):
+                hi[ob + c] = np.int32(-2147483648)
+                lo[ob + c] = np.int32(2147483647)
+            for r in range(gl):
+                rb = base + r * q
+                if zero_point:
+                    for c in range(q):
+                        s = np.int32(x[rb + c])
+                        k = s ^ ((s >> np.int32(31)) & m)
+                        lo[ob + c] = min(lo[ob + c], k)
+                        hi[ob + c] = max(hi[ob + c], k)
+                else:
+                    for c in range(q):
+                        k = np.int32(x[rb + c]) & m
+                        hi[ob + c] = max(hi[ob + c], k)
+
+
+@_jit.kernel
+def affine_codes(x: np.ndarray, shift: int, dim: int, q: int, g: int, p0: int, p1: int,
+                 g0: int, g1: int, s32: np.ndarray, z32: np.ndarray, has_z: bool, qmin: float,
+                 qmax: float, clip: bool, out: np.ndarray) -> None:
+    """Codes of a unit into ``out`` (flat int8 / uint8, one per element). x is the input's bits
+    as a flat uint16 (bfloat16, shift 16) or uint32 (binary32, shift 0) array; s32 / z32 are the
+    stored parameters as flat binary32 [P * G * Q] (z32 ignored without a zero point)."""
+    n_groups = (dim + g - 1) // g
+    scratch = np.empty(CHUNK, np.float32)
+    bits = scratch.view(np.uint32)
+    lo = np.float32(qmin)
+    hi = np.float32(qmax)
+    sh = np.uint32(shift)
+    for p in range(p0, p1):
+        for gi in range(g0, g1):
+            d0 = gi * g
+            gl = min(dim, d0 + g) - d0
+            base = (p * dim + d0) * q
+            ob = (p * n_groups + gi) * q
+            # A group is one contiguous run with one parameter (q == 1), or gl rows of q
+            # elements with a parameter per column.
+            rows = 1 if q == 1 else gl
+            rowlen = gl if q == 1 else q
+            for r in range(rows):
+                for c0 in range(0, rowlen, CHUNK):
+                    n = min(CHUNK, rowlen - c0)
+                    src = base + r * rowlen + c0
+                    for j in range(n):
+                        bits[j] = np.uint32(x[src + j]) << sh
+                    if q == 1:
+                        sv = s32[ob]
+                        zv = z32[ob] if has_z else np.float32(0)
+                        for j in range(n):
+                            v = scratch[j] / sv
+                            if has_z:
+                                v = v + zv
+                            v = np.rint(v)
+                            if clip:
+                                v = min(max(v, lo), hi)
+                            scratch[j] = v
+                    else:
+                        pb = ob + c0
+                        for j in range(n):
+                            v = scratch[j] / s32[pb + j]
+                            if has_z:
+                                v = v + z32[pb + j]
+                            v = np.rint(v)
+                            if clip:
+                                v = min(max(v, lo), hi)
+                            scratch[j] = v
+                    for j in range(n):
+                        out[src + j] = np.int32(scratch[j])
+
+
+@_jit.kernel
+def affine_dequant(codes: np.ndarray, kind: int, dim: int, q: int, g: int, p0: int, p1: int,
+                   g0: int, g1: int, s32: np.ndarray, z32: np.ndarray, has_z: bool,
+                   bf16: bool, out: np.ndarray) -> None:
+    """Dequantize a unit into ``out`` (flat: uint16 bits of bfloat16, or binary32). ``kind``:
+    0 codes one per element (int8 / uint8 array), 1 packed int4, 2 packed uint4, 3 packed
+    uint2 (``codes`` the packed bytes)."""
+    n_groups = (dim + g - 1) // g
+    scratch = np.empty(CHUNK, np.float32)
+    bits = scratch.view(np.uint32)
+    for p in range(p0, p1):
+        for gi in range(g0, g1):
+            d0 = gi * g
+            gl = min(dim, d0 + g) - d0
+            base = (p * dim + d0) * q
+            ob = (p * n_groups + gi) * q
+            rows = 1 if q == 1 else gl
+            rowlen = gl if q == 1 else q
+            for r in range(rows):
+                for c0 in range(0, rowlen, CHUNK):
+                    n = min(CHUNK, rowlen - c0)
+                    src = base + r * rowlen + c0
+                    if kind == 0:
+                        for j in range(n):
+                            scratch[j] = np.float32(codes[src + j])
+                    elif kind == 3:
+                        for j in range(n):
+                            f = src + j
+                            scratch[j] = np.float32(
+                                (np.int32(codes[f >> 2]) >> ((f & 3) * 2)) & 3)
+                    elif kind == 2:
+                        for j in range(n):
+                            f = src + j
+                            scratch[j] = np.float32(
+                                (np.int32(codes[f >> 1]) >> ((f & 1) * 4)) & 15)
+                    else:
+                        for j in range(n):
+                            f = src + j
+                            c = (np.int32(codes[f >> 1]) >> ((f & 1) * 4)) & 15
+                            scratch[j] = np.float32((c ^ 8) - 8)
+                    if q == 1:
+                        sv = s32[ob]
+                        if has_z:
+                            zv = z32[ob]
+                            for j in range(n):
+                                scratch[j] = (scratch[j] - zv) * sv
+                        else:
+                            for j in range(n):
+                                scratch[j] = scratch[j] * sv
+                    else:
+                        pb = ob + c0
+                        if has_z:
+                            for j in range(n):
+                                scratch[j] = (scratch[j] - z32[pb + j]) * s32[pb + j]
+                        else:
+                            for j in range(n):
+                                scratch[j] = scratch[j] * s32[pb + j]
+                    if bf16:
+                        for j in range(n):
+                            b = bits[j]
+                            out[src + j] = np.uint16(
+                                (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1)))
+                                >> np.uint32(16))
+                    else:
+                        for j in range(n):
+                            out[src + j] = scratch[j]
+
+
+def units(p: int, dim: int, q: int, g: int, target: int) -> list[tuple[int, int, int, int]]:
+    """(p0, p1, g0, g1) work units of about ``target`` elements, whole groups each."""
+    n_groups = -(-dim // g)
+    row = dim * q
+    if p == 0 or row == 0:
+        return []
+    if row <= target:
+        step = max(1, target // row)
+        return [(p0, min(p, p0 + step), 0, n_groups) for p0 in range(0, p, step)]
+    per = max(1, target // (g * q))
+    return [(p0, p0 + 1, g0, min(n_groups, g0 + per))
+            for p0 in range(p) for g0 in range(0, n_groups, per)]
