@@ -255,6 +255,7 @@ def _quantize_compiled(fast: tuple[np.ndarray, np.ndarray, int, int], shape: tup
     """The two passes of the numpy path through the compiled kernels, unit by unit on the
     pool: group ranges as order keys, then (after the same parameter step) the codes."""
     keys, ubits, shift, mask = fast
+    xin = ubits if shift else ubits.view(F32)
     groups = -(-dim // g)
     units = _quant_kernels.units(p, dim, q, g, UNIT)
     weights = [(u[1] - u[0]) * (u[3] - u[2]) * g * q for u in units]
@@ -285,7 +286,7 @@ def _quantize_compiled(fast: tuple[np.ndarray, np.ndarray, int, int], shape: tup
     assert enc is not None
     sf = s32.reshape(-1)
     zf = sf if z32 is None else z32.reshape(-1)
-    _parallel.map_ordered(lambda j: enc(ubits, shift, dim, q, g, *units[j], sf, zf,
+    _parallel.map_ordered(lambda j: enc(xin, shift != 0, dim, q, g, *units[j], sf, zf,
                                         z32 is not None, float(qmin), float(qmax), clip,
                                         codes), weights, n)
     return codes.reshape(shape), scale, zp

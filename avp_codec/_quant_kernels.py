@@ -20,8 +20,8 @@ The tensor is viewed as ``[P, dim, Q]`` around the quantized axis, its parameter
 ``[P, G, Q]``; one group of one ``p`` is then a contiguous run of ``gl * Q`` elements. A work
 unit is the range of groups ``[g0, g1)`` of the rows ``[p0, p1)`` (``g0 = 0, g1 = G`` when it
 spans several rows): units never share a group, so threads write disjoint outputs and the result
-does not depend on how units are spread. Bit casts between binary32 and its bits go through a
-small scratch array viewed both ways (numba has no scalar bit cast).
+does not depend on how units are spread. Bit casts between binary32 and its bits use the
+numpy scalar ``view``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ import numpy as np
 
 from . import _jit
 
-CHUNK = 2048  # elements per scratch pass: scratch and codes stay in L1
 
 
 @_jit.kernel
@@ -49,88 +48,91 @@ def group_keys(x: np.ndarray, dim: int, q: int, g: int, p0: int, p1: int, g0: in
             if q == 1:
                 mx = np.int32(-2147483648)
                 mn = np.int32(2147483647)
+                xs = x[base:base + gl]  # a slice: indices known non-negative (see affine_codes)
                 if zero_point:
-                    for i in range(base, base + gl):
-                        s = np.int32(x[i])
+                    for i in range(gl):
+                        s = np.int32(xs[i])
                         k = s ^ ((s >> np.int32(31)) & m)
                         mn = min(mn, k)
                         mx = max(mx, k)
                     lo[ob] = mn
                 else:
-                    for i in range(base, base + gl):
-                        k = np.int32(x[i]) & m
+                    for i in range(gl):
+                        k = np.int32(xs[i]) & m
                         mx = max(mx, k)
                 hi[ob] = mx
                 continue
-            for c in range(q):
-                hi[ob + c] = np.int32(-2147483648)
-                lo[ob + c] = np.int32(2147483647)
+            los = lo[ob:ob + q]
+            his = hi[ob:ob + q]
+            his[:] = np.int32(-2147483648)
+            los[:] = np.int32(2147483647)
             for r in range(gl):
-                rb = base + r * q
+                xs = x[base + r * q:base + r * q + q]
                 if zero_point:
                     for c in range(q):
-                        s = np.int32(x[rb + c])
+                        s = np.int32(xs[c])
                         k = s ^ ((s >> np.int32(31)) & m)
-                        lo[ob + c] = min(lo[ob + c], k)
-                        hi[ob + c] = max(hi[ob + c], k)
+                        los[c] = min(los[c], k)
+                        his[c] = max(his[c], k)
                 else:
                     for c in range(q):
-                        k = np.int32(x[rb + c]) & m
-                        hi[ob + c] = max(hi[ob + c], k)
+                        k = np.int32(xs[c]) & m
+                        his[c] = max(his[c], k)
 
 
 @_jit.kernel
-def affine_codes(x: np.ndarray, shift: int, dim: int, q: int, g: int, p0: int, p1: int,
+def affine_codes(x: np.ndarray, bf16: bool, dim: int, q: int, g: int, p0: int, p1: int,
                  g0: int, g1: int, s32: np.ndarray, z32: np.ndarray, has_z: bool, qmin: float,
                  qmax: float, clip: bool, out: np.ndarray) -> None:
-    """Codes of a unit into ``out`` (flat int8 / uint8, one per element). x is the input's bits
-    as a flat uint16 (bfloat16, shift 16) or uint32 (binary32, shift 0) array; s32 / z32 are the
-    stored parameters as flat binary32 [P * G * Q] (z32 ignored without a zero point)."""
+    """Codes of a unit into ``out`` (flat int8 / uint8, one per element). x is the flat input:
+    its bits as uint16 (bfloat16) or binary32 values; s32 / z32 are the stored parameters as
+    flat binary32 [P * G * Q] (z32 ignored without a zero point)."""
     n_groups = (dim + g - 1) // g
-    scratch = np.empty(CHUNK, np.float32)
-    bits = scratch.view(np.uint32)
     lo = np.float32(qmin)
     hi = np.float32(qmax)
-    sh = np.uint32(shift)
     for p in range(p0, p1):
         for gi in range(g0, g1):
             d0 = gi * g
             gl = min(dim, d0 + g) - d0
             base = (p * dim + d0) * q
             ob = (p * n_groups + gi) * q
-            # A group is one contiguous run with one parameter (q == 1), or gl rows of q
-            # elements with a parameter per column.
-            rows = 1 if q == 1 else gl
-            rowlen = gl if q == 1 else q
-            for r in range(rows):
-                for c0 in range(0, rowlen, CHUNK):
-                    n = min(CHUNK, rowlen - c0)
-                    src = base + r * rowlen + c0
-                    for j in range(n):
-                        bits[j] = np.uint32(x[src + j]) << sh
-                    if q == 1:
-                        sv = s32[ob]
-                        zv = z32[ob] if has_z else np.float32(0)
-                        for j in range(n):
-                            v = scratch[j] / sv
-                            if has_z:
-                                v = v + zv
-                            v = np.rint(v)
-                            if clip:
-                                v = min(max(v, lo), hi)
-                            scratch[j] = v
+            if q == 1:  # one contiguous run, one parameter
+                # Slices, so that indices are known non-negative (numba's wraparound checks
+                # on computed indices keep loops from vectorising).
+                xs = x[base:base + gl]
+                os_ = out[base:base + gl]
+                sv = s32[ob]
+                zv = z32[ob] if has_z else np.float32(0)
+                for j in range(gl):
+                    if bf16:  # its bits are the high half of the binary32 value (exact)
+                        v = np.uint32(np.uint32(xs[j]) << np.uint32(16)).view(np.float32)
                     else:
-                        pb = ob + c0
-                        for j in range(n):
-                            v = scratch[j] / s32[pb + j]
-                            if has_z:
-                                v = v + z32[pb + j]
-                            v = np.rint(v)
-                            if clip:
-                                v = min(max(v, lo), hi)
-                            scratch[j] = v
-                    for j in range(n):
-                        out[src + j] = np.int32(scratch[j])
+                        v = np.float32(xs[j])
+                    v = v / sv
+                    if has_z:
+                        v = v + zv
+                    v = np.rint(v)
+                    if clip:
+                        v = min(max(v, lo), hi)
+                    os_[j] = np.int32(v)
+                continue
+            ss = s32[ob:ob + q]  # rows of q elements, a parameter per column
+            zs = z32[ob:ob + q] if has_z else ss
+            for r in range(gl):
+                xs = x[base + r * q:base + r * q + q]
+                os_ = out[base + r * q:base + r * q + q]
+                for j in range(q):
+                    if bf16:
+                        v = np.uint32(np.uint32(xs[j]) << np.uint32(16)).view(np.float32)
+                    else:
+                        v = np.float32(xs[j])
+                    v = v / ss[j]
+                    if has_z:
+                        v = v + zs[j]
+                    v = np.rint(v)
+                    if clip:
+                        v = min(max(v, lo), hi)
+                    os_[j] = np.int32(v)
 
 
 @_jit.kernel
@@ -141,64 +143,45 @@ def affine_dequant(codes: np.ndarray, kind: int, dim: int, q: int, g: int, p0: i
     0 codes one per element (int8 / uint8 array), 1 packed int4, 2 packed uint4, 3 packed
     uint2 (``codes`` the packed bytes)."""
     n_groups = (dim + g - 1) // g
-    scratch = np.empty(CHUNK, np.float32)
-    bits = scratch.view(np.uint32)
     for p in range(p0, p1):
         for gi in range(g0, g1):
             d0 = gi * g
             gl = min(dim, d0 + g) - d0
             base = (p * dim + d0) * q
             ob = (p * n_groups + gi) * q
+            # A group is one contiguous run with one parameter (q == 1), or gl rows of q
+            # elements with a parameter per column.
             rows = 1 if q == 1 else gl
-            rowlen = gl if q == 1 else q
+            n = gl if q == 1 else q
             for r in range(rows):
-                for c0 in range(0, rowlen, CHUNK):
-                    n = min(CHUNK, rowlen - c0)
-                    src = base + r * rowlen + c0
+                src = base + r * n
+                os_ = out[src:src + n]  # slices: indices known non-negative
+                for j in range(n):
+                    k = ob if q == 1 else ob + j
                     if kind == 0:
-                        for j in range(n):
-                            scratch[j] = np.float32(codes[src + j])
+                        c = np.float32(codes[np.uintp(src + j)])
                     elif kind == 3:
-                        for j in range(n):
-                            f = src + j
-                            scratch[j] = np.float32(
-                                (np.int32(codes[f >> 2]) >> ((f & 3) * 2)) & 3)
-                    elif kind == 2:
-                        for j in range(n):
-                            f = src + j
-                            scratch[j] = np.float32(
-                                (np.int32(codes[f >> 1]) >> ((f & 1) * 4)) & 15)
+                        f = np.uintp(src + j)
+                        c = np.float32((np.int32(codes[f >> np.uintp(2)])
+                                        >> np.int32((f & np.uintp(3)) * np.uintp(2))) & 3)
                     else:
-                        for j in range(n):
-                            f = src + j
-                            c = (np.int32(codes[f >> 1]) >> ((f & 1) * 4)) & 15
-                            scratch[j] = np.float32((c ^ 8) - 8)
-                    if q == 1:
-                        sv = s32[ob]
-                        if has_z:
-                            zv = z32[ob]
-                            for j in range(n):
-                                scratch[j] = (scratch[j] - zv) * sv
-                        else:
-                            for j in range(n):
-                                scratch[j] = scratch[j] * sv
+                        f = np.uintp(src + j)
+                        nib = (np.int32(codes[f >> np.uintp(1)])
+                               >> np.int32((f & np.uintp(1)) * np.uintp(4))) & 15
+                        if kind == 1:
+                            nib = (nib ^ 8) - 8
+                        c = np.float32(nib)
+                    if has_z:
+                        v = (c - z32[k]) * s32[k]
                     else:
-                        pb = ob + c0
-                        if has_z:
-                            for j in range(n):
-                                scratch[j] = (scratch[j] - z32[pb + j]) * s32[pb + j]
-                        else:
-                            for j in range(n):
-                                scratch[j] = scratch[j] * s32[pb + j]
-                    if bf16:
-                        for j in range(n):
-                            b = bits[j]
-                            out[src + j] = np.uint16(
-                                (b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1)))
-                                >> np.uint32(16))
+                        v = c * s32[k]
+                    if bf16:  # round to nearest even on the bits, as _finish_into
+                        b = v.view(np.uint32)
+                        os_[j] = np.uint16((b + np.uint32(0x7FFF)
+                                            + ((b >> np.uint32(16)) & np.uint32(1)))
+                                           >> np.uint32(16))
                     else:
-                        for j in range(n):
-                            out[src + j] = scratch[j]
+                        os_[j] = v
 
 
 def units(p: int, dim: int, q: int, g: int, target: int) -> list[tuple[int, int, int, int]]:
