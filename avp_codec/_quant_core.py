@@ -21,7 +21,7 @@ import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 
-from . import _quant_fast
+from . import _parallel, _quant_fast, _quant_kernels
 from ._quant_dequant import Codes, dequantize_into
 
 F32 = np.float32
@@ -339,6 +339,46 @@ def dequantize(
     # Integer codes with finite parameters give no NaN: the results go straight into ``out``.
     nan_free = (packed is not None or codes.dtype.kind in "iu") and bool(
         np.isfinite(s32).all()) and (z32 is None or bool(np.isfinite(z32).all()))
+    if nan_free and out_dtype != "float16" and _dequant_compiled(
+            out, codes, packed, s32, z32, axis, group_size, threads):
+        return out
     return dequantize_into(out, src, s32, z32, axis, group_size,
                            lambda r: _finish(r, out_dtype), threads,
                            finish_into=_finish_into if nan_free else None)
+
+
+_KINDS = {"int4": 1, "uint4": 2, "uint2": 3}
+
+
+def _dequant_compiled(out: np.ndarray, codes: np.ndarray,
+                      packed: tuple[bytes | memoryview, str] | None, s32: np.ndarray,
+                      z32: np.ndarray | None, axis: int, group_size: int,
+                      threads: int | None) -> bool:
+    """The compiled twin of ``dequantize_into`` + ``_finish_into`` (NaN-free results, bfloat16
+    or binary32 output): False, having done nothing, when the kernels are unavailable."""
+    kern = _quant_kernels.affine_dequant.get()
+    if kern is None:
+        return False
+    shape = out.shape
+    dim = shape[axis]
+    p = int(np.prod(shape[:axis], dtype=np.int64))
+    q = int(np.prod(shape[axis + 1:], dtype=np.int64))
+    if dim == 0 or p == 0 or q == 0:
+        return True
+    g = dim if group_size == 0 or group_size > dim else group_size
+    if packed is not None:
+        src = np.frombuffer(packed[0], np.uint8)
+        kind = _KINDS[packed[1]]
+    else:
+        src = np.ascontiguousarray(codes).reshape(-1)
+        kind = 0
+    bf16 = out.dtype == FLOAT_DTYPES["bfloat16"]
+    dst = out.reshape(-1).view(np.uint16 if bf16 else F32)
+    sf = np.ascontiguousarray(s32).reshape(-1)
+    zf = sf if z32 is None else np.ascontiguousarray(z32).reshape(-1)
+    units = _quant_kernels.units(p, dim, q, g, _quant_fast.UNIT)
+    weights = [4 * (u[1] - u[0]) * (u[3] - u[2]) * g * q for u in units]
+    _parallel.map_ordered(lambda j: kern(src, kind, dim, q, g, *units[j], sf, zf,
+                                         z32 is not None, bf16, dst),
+                          weights, _parallel.resolve(threads))
+    return True

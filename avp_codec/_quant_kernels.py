@@ -176,7 +176,8 @@ def affine_dequant(codes: np.ndarray, kind: int, dim: int, q: int, g: int, p0: i
                     else:
                         v = c * s32[k]
                     if bf16:  # round to nearest even on the bits, as _finish_into
-                        b = v.view(np.uint32)
+                        w = np.float32(v)  # one definition: numba views only those
+                        b = w.view(np.uint32)
                         os_[j] = np.uint16((b + np.uint32(0x7FFF)
                                             + ((b >> np.uint32(16)) & np.uint32(1)))
                                            >> np.uint32(16))
