@@ -30,6 +30,8 @@ import numpy as np
 
 from . import _jit
 
+CHUNK = 4096  # codes widened per scratch pass (16 KiB of binary32: stays in L1)
+
 
 
 @_jit.kernel
@@ -141,8 +143,10 @@ def affine_dequant(codes: np.ndarray, kind: int, dim: int, q: int, g: int, p0: i
                    bf16: bool, out: np.ndarray) -> None:
     """Dequantize a unit into ``out`` (flat: uint16 bits of bfloat16, or binary32). ``kind``:
     0 codes one per element (int8 / uint8 array), 1 packed int4, 2 packed uint4, 3 packed
-    uint2 (``codes`` the packed bytes)."""
+    uint2 (``codes`` the packed bytes). Codes are first widened into a small binary32 scratch
+    run (packed bytes one byte at a time, so the loops vectorise), then combined."""
     n_groups = (dim + g - 1) // g
+    scratch = np.empty(CHUNK + 8, np.float32)
     for p in range(p0, p1):
         for gi in range(g0, g1):
             d0 = gi * g
@@ -152,37 +156,73 @@ def affine_dequant(codes: np.ndarray, kind: int, dim: int, q: int, g: int, p0: i
             # A group is one contiguous run with one parameter (q == 1), or gl rows of q
             # elements with a parameter per column.
             rows = 1 if q == 1 else gl
-            n = gl if q == 1 else q
+            rowlen = gl if q == 1 else q
             for r in range(rows):
-                src = base + r * n
-                os_ = out[src:src + n]  # slices: indices known non-negative
-                for j in range(n):
-                    k = ob if q == 1 else ob + j
+                for c0 in range(0, rowlen, CHUNK):
+                    n = min(CHUNK, rowlen - c0)
+                    src = base + r * rowlen + c0
+                    # scratch[lead:lead + n] are the codes of elements src .. src + n - 1
+                    lead = 0
                     if kind == 0:
-                        c = np.float32(codes[np.uintp(src + j)])
+                        cs = codes[src:src + n]
+                        for j in range(n):
+                            scratch[j] = np.float32(cs[j])
                     elif kind == 3:
-                        f = np.uintp(src + j)
-                        c = np.float32((np.int32(codes[f >> np.uintp(2)])
-                                        >> np.int32((f & np.uintp(3)) * np.uintp(2))) & 3)
+                        lead = src & 3
+                        bs = codes[src >> 2:(src + n + 3) >> 2]
+                        for i in range(bs.size):
+                            b = np.int32(bs[i])
+                            scratch[4 * i] = np.float32(b & 3)
+                            scratch[4 * i + 1] = np.float32((b >> 2) & 3)
+                            scratch[4 * i + 2] = np.float32((b >> 4) & 3)
+                            scratch[4 * i + 3] = np.float32((b >> 6) & 3)
                     else:
-                        f = np.uintp(src + j)
-                        nib = (np.int32(codes[f >> np.uintp(1)])
-                               >> np.int32((f & np.uintp(1)) * np.uintp(4))) & 15
-                        if kind == 1:
-                            nib = (nib ^ 8) - 8
-                        c = np.float32(nib)
-                    if has_z:
-                        v = (c - z32[k]) * s32[k]
+                        lead = src & 1
+                        bs = codes[src >> 1:(src + n + 1) >> 1]
+                        if kind == 1:  # two's complement nibbles: (n ^ 8) - 8
+                            for i in range(bs.size):
+                                b = np.int32(bs[i])
+                                scratch[2 * i] = np.float32(((b & 15) ^ 8) - 8)
+                                scratch[2 * i + 1] = np.float32(((b >> 4) ^ 8) - 8)
+                        else:
+                            for i in range(bs.size):
+                                b = np.int32(bs[i])
+                                scratch[2 * i] = np.float32(b & 15)
+                                scratch[2 * i + 1] = np.float32(b >> 4)
+                    cv = scratch[lead:lead + n]
+                    os_ = out[src:src + n]  # slices: indices known non-negative
+                    if q == 1:
+                        sv = s32[ob]
+                        zv = z32[ob]
+                        for j in range(n):
+                            if has_z:
+                                v = (cv[j] - zv) * sv
+                            else:
+                                v = cv[j] * sv
+                            if bf16:  # round to nearest even on the bits, as _finish_into
+                                w = np.float32(v)  # one definition: numba views only those
+                                b = w.view(np.uint32)
+                                os_[j] = np.uint16((b + np.uint32(0x7FFF)
+                                                    + ((b >> np.uint32(16)) & np.uint32(1)))
+                                                   >> np.uint32(16))
+                            else:
+                                os_[j] = v
                     else:
-                        v = c * s32[k]
-                    if bf16:  # round to nearest even on the bits, as _finish_into
-                        w = np.float32(v)  # one definition: numba views only those
-                        b = w.view(np.uint32)
-                        os_[j] = np.uint16((b + np.uint32(0x7FFF)
-                                            + ((b >> np.uint32(16)) & np.uint32(1)))
-                                           >> np.uint32(16))
-                    else:
-                        os_[j] = v
+                        ss = s32[ob + c0:ob + c0 + n]
+                        zs = z32[ob + c0:ob + c0 + n] if has_z else ss
+                        for j in range(n):
+                            if has_z:
+                                v = (cv[j] - zs[j]) * ss[j]
+                            else:
+                                v = cv[j] * ss[j]
+                            if bf16:
+                                w = np.float32(v)
+                                b = w.view(np.uint32)
+                                os_[j] = np.uint16((b + np.uint32(0x7FFF)
+                                                    + ((b >> np.uint32(16)) & np.uint32(1)))
+                                                   >> np.uint32(16))
+                            else:
+                                os_[j] = v
 
 
 def units(p: int, dim: int, q: int, g: int, target: int) -> list[tuple[int, int, int, int]]:
