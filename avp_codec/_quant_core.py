@@ -246,6 +246,31 @@ def quantize_affine(
     return QuantizedArray(codes.astype(np.int8 if signed else np.uint8), scale, zp)
 
 
+def quantize_affine_packed(
+    x: np.ndarray, dtype: str, axis: int, group_size: int, *, zero_point: bool,
+    param_dtype: str = "float16", threads: int | None = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``quantize_affine`` without clip search for int4 / uint4, the codes packed two to a
+    byte (spec 7.2, as ``_quant_fast.pack4``) as they are made: (packed bytes as a flat uint8
+    array, scale, zero point)."""
+    bits, signed = INT_DTYPES[dtype]
+    if bits != 4:
+        raise ValueError("only int4 / uint4 codes are packed here")
+    x = np.asarray(x)
+    if x.size == 0:
+        r = quantize_affine(x, dtype, axis, group_size, zero_point=zero_point,
+                            param_dtype=param_dtype)
+        return np.zeros(0, np.uint8), r.scale, r.zero_point
+    qmax = 7 if signed else 15
+    qmin = (-8 if zero_point else -7) if signed else 0
+    codes, scale, zp = _quant_fast.quantize_affine(
+        x, axis, group_size, qmin, qmax, zero_point,
+        lambda lo, hi: _affine_params(lo, hi, qmin, qmax, zero_point, param_dtype),
+        np.dtype(np.int8 if signed else np.uint8), threads, pack=True)
+    pshape = param_shape(x.shape, axis, group_size)
+    return codes, scale.reshape(pshape), None if zp is None else zp.reshape(pshape)
+
+
 def quantize_scaled_float(
     x: np.ndarray, dtype: str, axis: int, group_size: int, *, param_dtype: str = "float16"
 ) -> QuantizedArray:

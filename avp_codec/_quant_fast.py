@@ -126,10 +126,11 @@ def _no_clip(hi: np.ndarray, lo: np.ndarray | None, s32: np.ndarray, z32: np.nda
 
 def quantize_affine(x: np.ndarray, axis: int, group_size: int, qmin: int, qmax: int,
                     zero_point: bool, make_params: object, out_dtype: np.dtype[Any],
-                    threads: int | None = None) -> tuple[np.ndarray, np.ndarray,
-                                                         np.ndarray | None]:
+                    threads: int | None = None, pack: bool = False
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(codes, scale, zero point) of a non-empty float array; ``make_params(lo, hi)`` turns the
-    binary64 group ranges into the stored (scale, zero point)."""
+    binary64 group ranges into the stored (scale, zero point). ``pack``: int4 / uint4 codes
+    come back packed (``pack4``'s bytes as a flat uint8 array)."""
     shape = x.shape
     dim = shape[axis]
     p = int(np.prod(shape[:axis], dtype=np.int64))
@@ -140,10 +141,11 @@ def quantize_affine(x: np.ndarray, axis: int, group_size: int, qmin: int, qmax: 
     fast = _fast_inputs(x3)
     if fast is not None:
         return _quantize_compiled(fast, shape, p, dim, q, g, qmin, qmax, zero_point,
-                                  make_params, out_dtype, n)
+                                  make_params, out_dtype, n, pack)
     hi, lo = _stats_numpy(x3, p, dim, q, g, zero_point, n)
-    return _finish_codes(x3, shape, p, dim, q, g, qmin, qmax, zero_point, make_params,
-                         out_dtype, n, hi, lo)
+    codes, scale, zp = _finish_codes(x3, shape, p, dim, q, g, qmin, qmax, zero_point,
+                                     make_params, out_dtype, n, hi, lo)
+    return (np.frombuffer(pack4(codes), np.uint8) if pack else codes), scale, zp
 
 
 def _params(hi: np.ndarray, lo: np.ndarray, zero_point: bool, make_params: object
@@ -250,8 +252,8 @@ def _fast_inputs(x3: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int] | No
 
 def _quantize_compiled(fast: tuple[np.ndarray, np.ndarray, int, int], shape: tuple[int, ...],
                        p: int, dim: int, q: int, g: int, qmin: int, qmax: int,
-                       zero_point: bool, make_params: object, out_dtype: np.dtype[Any], n: int
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                       zero_point: bool, make_params: object, out_dtype: np.dtype[Any], n: int,
+                       nibbles: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The two passes of the numpy path through the compiled kernels, unit by unit on the
     pool: group ranges as order keys, then (after the same parameter step) the codes."""
     keys, ubits, shift, mask = fast
@@ -277,19 +279,32 @@ def _quantize_compiled(fast: tuple[np.ndarray, np.ndarray, int, int], shape: tup
         # A scale rounded to zero (ranges near the smallest subnormal) or a non-finite zero
         # point make NaN codes, whose integer conversion the numpy path leaves to the C cast:
         # such tensors take the numpy codes pass so the bytes stay the same.
-        return _finish_codes(ubits.view(_BF16 if shift else F32).reshape(p, dim, q), shape,
-                             p, dim, q, g, qmin, qmax, zero_point, make_params, out_dtype, n,
-                             hi, lo)
+        codes, scale, zp = _finish_codes(ubits.view(_BF16 if shift else F32).reshape(
+            p, dim, q), shape, p, dim, q, g, qmin, qmax, zero_point, make_params, out_dtype,
+            n, hi, lo)
+        return (np.frombuffer(pack4(codes), np.uint8) if nibbles else codes), scale, zp
     clip = not _no_clip(hi, lo if zero_point else None, s32, z32, qmin, qmax)
-    codes = np.empty(p * dim * q, out_dtype)
+    total = p * dim * q
+    if nibbles:  # int4 / uint4 codes packed as they are made: no unpacked array
+        codes = np.empty((total + 1) // 2, np.uint8)
+        codes[-1:] = 0  # the pad nibble of an odd count is zero
+        # Units share a byte where one starts at an odd element: then they run in order.
+        if any(((u[0] * dim + u[2] * g) * q) % 2 for u in units):
+            n = 1
+    else:
+        codes = np.empty(total, out_dtype)
     enc = _quant_kernels.affine_codes.get()
     assert enc is not None
     sf = s32.reshape(-1)
     zf = sf if z32 is None else z32.reshape(-1)
-    _parallel.map_ordered(lambda j: enc(xin, shift != 0, dim, q, g, *units[j], sf, zf,
-                                        z32 is not None, float(qmin), float(qmax), clip,
-                                        codes), weights, n)
-    return codes.reshape(shape), scale, zp
+
+    def run(j: int) -> None:
+        work = np.empty(_quant_kernels.CHUNK if nibbles else 0, out_dtype)
+        enc(xin, shift != 0, dim, q, g, *units[j], sf, zf, z32 is not None, float(qmin),
+            float(qmax), clip, nibbles, work, codes)
+
+    _parallel.map_ordered(run, weights, n)
+    return (codes if nibbles else codes.reshape(shape)), scale, zp
 
 
 def _keys32_to_f32(k: np.ndarray) -> np.ndarray:

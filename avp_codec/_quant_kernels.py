@@ -85,10 +85,14 @@ def group_keys(x: np.ndarray, dim: int, q: int, g: int, p0: int, p1: int, g0: in
 @_jit.kernel
 def affine_codes(x: np.ndarray, bf16: bool, dim: int, q: int, g: int, p0: int, p1: int,
                  g0: int, g1: int, s32: np.ndarray, z32: np.ndarray, has_z: bool, qmin: float,
-                 qmax: float, clip: bool, out: np.ndarray) -> None:
-    """Codes of a unit into ``out`` (flat int8 / uint8, one per element). x is the flat input:
-    its bits as uint16 (bfloat16) or binary32 values; s32 / z32 are the stored parameters as
-    flat binary32 [P * G * Q] (z32 ignored without a zero point)."""
+                 qmax: float, clip: bool, nibbles: bool, work: np.ndarray,
+                 out: np.ndarray) -> None:
+    """Codes of a unit into ``out``: flat int8 / uint8, one per element, or (``nibbles``) the
+    int4 / uint4 packing of spec 7.2 (element 2i in the low nibble), read-modify-write at the
+    unit's ends, so units may run on threads only when they start at even elements. x is the
+    flat input: its bits as uint16 (bfloat16) or binary32 values; s32 / z32 are the stored
+    parameters as flat binary32 [P * G * Q] (z32 ignored without a zero point); ``work`` is a
+    scratch of CHUNK codes of out's dtype (used when packing)."""
     n_groups = (dim + g - 1) // g
     lo = np.float32(qmin)
     hi = np.float32(qmax)
@@ -98,43 +102,65 @@ def affine_codes(x: np.ndarray, bf16: bool, dim: int, q: int, g: int, p0: int, p
             gl = min(dim, d0 + g) - d0
             base = (p * dim + d0) * q
             ob = (p * n_groups + gi) * q
-            if q == 1:  # one contiguous run, one parameter
-                # Slices, so that indices are known non-negative (numba's wraparound checks
-                # on computed indices keep loops from vectorising).
-                xs = x[base:base + gl]
-                os_ = out[base:base + gl]
-                sv = s32[ob]
-                zv = z32[ob] if has_z else np.float32(0)
-                for j in range(gl):
-                    if bf16:  # its bits are the high half of the binary32 value (exact)
-                        v = np.uint32(np.uint32(xs[j]) << np.uint32(16)).view(np.float32)
+            # A group is one contiguous run with one parameter (q == 1), or gl rows of q
+            # elements with a parameter per column.
+            rows = 1 if q == 1 else gl
+            rowlen = gl if q == 1 else q
+            for r in range(rows):
+                for c0 in range(0, rowlen, CHUNK):
+                    n = min(CHUNK, rowlen - c0)
+                    src = base + r * rowlen + c0
+                    # Slices, so that indices are known non-negative (numba's wraparound
+                    # checks on computed indices keep loops from vectorising).
+                    xs = x[src:src + n]
+                    dst = work[:n] if nibbles else out[src:src + n]
+                    if q == 1:
+                        sv = s32[ob]
+                        zv = z32[ob] if has_z else np.float32(0)
+                        for j in range(n):
+                            if bf16:  # its bits are the high half of the binary32 (exact)
+                                v = np.uint32(np.uint32(xs[j]) << np.uint32(16)).view(
+                                    np.float32)
+                            else:
+                                v = np.float32(xs[j])
+                            v = v / sv
+                            if has_z:
+                                v = v + zv
+                            v = np.rint(v)
+                            if clip:
+                                v = min(max(v, lo), hi)
+                            dst[j] = np.int32(v)
                     else:
-                        v = np.float32(xs[j])
-                    v = v / sv
-                    if has_z:
-                        v = v + zv
-                    v = np.rint(v)
-                    if clip:
-                        v = min(max(v, lo), hi)
-                    os_[j] = np.int32(v)
-                continue
-            ss = s32[ob:ob + q]  # rows of q elements, a parameter per column
-            zs = z32[ob:ob + q] if has_z else ss
-            for r in range(gl):
-                xs = x[base + r * q:base + r * q + q]
-                os_ = out[base + r * q:base + r * q + q]
-                for j in range(q):
-                    if bf16:
-                        v = np.uint32(np.uint32(xs[j]) << np.uint32(16)).view(np.float32)
-                    else:
-                        v = np.float32(xs[j])
-                    v = v / ss[j]
-                    if has_z:
-                        v = v + zs[j]
-                    v = np.rint(v)
-                    if clip:
-                        v = min(max(v, lo), hi)
-                    os_[j] = np.int32(v)
+                        ss = s32[ob + c0:ob + c0 + n]
+                        zs = z32[ob + c0:ob + c0 + n] if has_z else ss
+                        for j in range(n):
+                            if bf16:
+                                v = np.uint32(np.uint32(xs[j]) << np.uint32(16)).view(
+                                    np.float32)
+                            else:
+                                v = np.float32(xs[j])
+                            v = v / ss[j]
+                            if has_z:
+                                v = v + zs[j]
+                            v = np.rint(v)
+                            if clip:
+                                v = min(max(v, lo), hi)
+                            dst[j] = np.int32(v)
+                    if nibbles:
+                        j0 = src & 1
+                        if j0:  # element src is the high nibble of a byte begun before
+                            k = src >> 1
+                            out[k] = (out[k] & 15) | ((np.int32(dst[0]) & 15) << 4)
+                        pairs = (n - j0) >> 1
+                        ob_ = (src + j0) >> 1
+                        os_ = out[ob_:ob_ + pairs]
+                        ds = dst[j0:j0 + 2 * pairs]
+                        for i in range(pairs):
+                            os_[i] = (np.int32(ds[2 * i]) & 15) | (
+                                (np.int32(ds[2 * i + 1]) & 15) << 4)
+                        if j0 + 2 * pairs < n:  # the low nibble of a byte finished later
+                            k = (src + n - 1) >> 1
+                            out[k] = (out[k] & 240) | (np.int32(dst[n - 1]) & 15)
 
 
 @_jit.kernel

@@ -89,7 +89,14 @@ def _quantize_tile(
 ) -> list[Tensor]:
     """[scale, (zero point,) codes] for one tile; `first` is the scale tensor's final index."""
     axis = quant_axis(setting, t)
-    codes, scale, zp = quantize_array(arr, setting, axis, threads=1)
+    nibbles = setting.dtype in (Dtype.INT4, Dtype.UINT4) and not setting.clip_search and (
+        setting.scheme == QuantScheme.AFFINE)
+    if nibbles:  # codes packed as they are made (no unpacked array)
+        packed, scale, zp = core.quantize_affine_packed(
+            arr, _name(setting.dtype), axis, setting.group_size,
+            zero_point=setting.zero_point, param_dtype=_name(setting.param_dtype), threads=1)
+    else:
+        codes, scale, zp = quantize_array(arr, setting, axis, threads=1)
     # Parameters are 16/32-bit floats: byte planes split their exponent bytes out for zstd.
     pcodec = Codec.BYTEPLANE_ZSTD if setting.compress else Codec.RAW
     out = [_tensor(scale, Role.QUANT_SCALE, pcodec, ordinal=t.layer)]
@@ -100,7 +107,11 @@ def _quantize_tile(
         first + 1 if zp is not None else None, t.dtype,
     )
     codec = Codec.ZSTD if setting.compress else Codec.RAW
-    if setting.dtype in (Dtype.INT4, Dtype.UINT4):  # codes are in range: pack them directly
+    if nibbles:
+        out.append(_packed_tensor(memoryview(packed), arr.shape, t.role, codec,
+                                  setting.dtype, layer=t.layer, layout=t.layout,
+                                  token_offset=token_offset, quant=q))
+    elif setting.dtype in (Dtype.INT4, Dtype.UINT4):  # codes are in range: pack them directly
         out.append(_packed_tensor(_quant_fast.pack4(codes), codes.shape, t.role, codec,
                                   setting.dtype, layer=t.layer, layout=t.layout,
                                   token_offset=token_offset, quant=q))
