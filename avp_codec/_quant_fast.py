@@ -299,7 +299,9 @@ def _quantize_compiled(fast: tuple[np.ndarray, np.ndarray, int, int], shape: tup
     zf = sf if z32 is None else z32.reshape(-1)
 
     def run(j: int) -> None:
-        work = np.empty(_quant_kernels.CHUNK if nibbles else 0, out_dtype)
+        # The scratch has the output's dtype (numba types both branches alike): packed codes
+        # go through uint8, where a negative int4 code wraps to its two's complement nibble.
+        work = np.empty(_quant_kernels.CHUNK, np.uint8) if nibbles else codes[:0]
         enc(xin, shift != 0, dim, q, g, *units[j], sf, zf, z32 is not None, float(qmin),
             float(qmax), clip, nibbles, work, codes)
 
