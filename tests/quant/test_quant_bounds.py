@@ -12,6 +12,9 @@ import pytest
 import avp_codec as avp
 from avp_codec import _dtypes, _quant_dequant, quant
 
+# Every test here runs on the compiled kernels and on their numpy twins (conftest.py).
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 F32 = np.float32
 
 

@@ -13,6 +13,9 @@ from avp_codec import quant
 
 from . import _quant_reference as ref
 
+# Every test here runs on the compiled kernels and on their numpy twins (conftest.py).
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 PARAM = {"float32": np.float32, "float16": np.float16, "bfloat16": ml_dtypes.bfloat16}
 BITS_VIEW = {"float32": np.uint32, "float16": np.uint16, "bfloat16": np.uint16}
 INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255), "int4": (-8, 7), "uint4": (0, 15),

@@ -14,6 +14,9 @@ import avp_codec as avp
 from avp_codec import quant
 from avp_codec.quant import LayerSetting, QuantPolicy, QuantSetting
 
+# Every test here runs on the compiled kernels and on their numpy twins (conftest.py).
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 D = avp.Dtype
 T = 40  # tokens
 

@@ -10,6 +10,9 @@ import pytest
 import avp_codec as avp
 from avp_codec import quant
 
+# Every test here runs on the compiled kernels and on their numpy twins (conftest.py).
+pytestmark = pytest.mark.usefixtures("kernel_path")
+
 BITS = {avp.Dtype.INT4: 4, avp.Dtype.UINT4: 4, avp.Dtype.UINT2: 2}
 
 
