@@ -221,10 +221,7 @@ def affine_dequant(codes: np.ndarray, kind: int, dim: int, q: int, g: int, p0: i
                         sv = s32[ob]
                         zv = z32[ob]
                         for j in range(n):
-                            if has_z:
-                                v = (cv[j] - zv) * sv
-                            else:
-                                v = cv[j] * sv
+                            v = (cv[j] - zv) * sv if has_z else cv[j] * sv
                             if bf16:  # round to nearest even on the bits, as _finish_into
                                 w = np.float32(v)  # one definition: numba views only those
                                 b = w.view(np.uint32)
@@ -237,10 +234,7 @@ def affine_dequant(codes: np.ndarray, kind: int, dim: int, q: int, g: int, p0: i
                         ss = s32[ob + c0:ob + c0 + n]
                         zs = z32[ob + c0:ob + c0 + n] if has_z else ss
                         for j in range(n):
-                            if has_z:
-                                v = (cv[j] - zs[j]) * ss[j]
-                            else:
-                                v = cv[j] * ss[j]
+                            v = (cv[j] - zs[j]) * ss[j] if has_z else cv[j] * ss[j]
                             if bf16:
                                 w = np.float32(v)
                                 b = w.view(np.uint32)

@@ -108,7 +108,7 @@ def _quantize_tile(
     )
     codec = Codec.ZSTD if setting.compress else Codec.RAW
     if nibbles:
-        out.append(_packed_tensor(memoryview(packed), arr.shape, t.role, codec,
+        out.append(_packed_tensor(packed.data, arr.shape, t.role, codec,
                                   setting.dtype, layer=t.layer, layout=t.layout,
                                   token_offset=token_offset, quant=q))
     elif setting.dtype in (Dtype.INT4, Dtype.UINT4):  # codes are in range: pack them directly
