@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 import avp_codec as avp
+from avp_codec import _jit
 
 LAYERS, HEADS, TOKENS, HEAD_DIM = 28, 8, 1024, 128
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -236,6 +237,10 @@ def main() -> None:
     lines += [f"| {k} | {v['ms']:.1f} | {v['mb_s']:.0f} | {v['cpu_ms']:.1f} | "
               f"{v['mb_per_cpu_s']:.0f} | {v.get('ratio', '')} |"
               for k, v in compact["paths"].items()]
+    lines += ["", f"Quantization: compiled kernels {'on' if compact['kernels'] else 'OFF'}; "
+              "`*_numpy` is the numpy twin (same bytes), `*_1t` the kernels on one thread. "
+              "Kernels / numpy, MB/s: " + ", ".join(
+                  f"{k} {v:.2f}x" for k, v in compact["kernel_speedup_vs_numpy"].items())]
     lines += ["", "| target (issue 18 point 2) | measured MB/s | limit MB/s | met |",
               "|---|---:|---:|---|"]
     lines += [f"| {k} | {v:.0f} | {lim} | {'met' if compact['targets_met'][k] else 'MISSED'} |"
@@ -276,6 +281,16 @@ def compact_codecs(keys: list[np.ndarray], values: list[np.ndarray], reps: int
         paths[f"{name}_quantize"] = lambda n=name: quant.quantize_message(
             build(keys, values), quant.preset(n))
         paths[f"{name}_dequantize"] = lambda q=quantized[name]: quant.dequantize_message(q)
+    # Quantization side by side: the compiled kernels (above, when numba is installed), their
+    # numpy twins (same bytes, AVP_KERNELS=numpy for the call) and the kernels on one thread
+    # (what one core gives: the figure to extrapolate from on a shared machine).
+    for name in ("int8", "int4"):
+        for op in ("quantize", "dequantize"):
+            paths[f"{name}_{op}_numpy"] = _numpy_twin(paths[f"{name}_{op}"])
+        paths[f"{name}_quantize_1t"] = lambda n=name: quant.quantize_message(
+            build(keys, values), quant.preset(n), threads=1)
+        paths[f"{name}_dequantize_1t"] = lambda q=quantized[name]: quant.dequantize_message(
+            q, threads=1)
     times: dict[str, list[float]] = {k: [] for k in paths}
     cpu: dict[str, list[float]] = {k: [] for k in paths}
     order = list(paths)
@@ -306,9 +321,27 @@ def compact_codecs(keys: list[np.ndarray], values: list[np.ndarray], reps: int
         limits[f"{name}_encode_ge_400"] = (f"{name}_encode", 400)
         limits[f"{name}_decode_ge_800"] = (f"{name}_decode", 800)
     values_ = {k: (out[p]["mb_s"], lim) for k, (p, lim) in limits.items()}
+    speedup = {f"{n}_{op}": round(out[f"{n}_{op}"]["mb_s"] / out[f"{n}_{op}_numpy"]["mb_s"], 2)
+               for n in ("int8", "int4") for op in ("quantize", "dequantize")}
     return {"threads": len(os.sched_getaffinity(0)), "bytes": nbytes, "paths": out,
+            "kernels": _jit.available(), "kernel_speedup_vs_numpy": speedup,
             "target_values": values_,
             "targets_met": {k: v >= lim for k, (v, lim) in values_.items()}}
+
+
+def _numpy_twin(fn: Callable[[], object]) -> Callable[[], object]:
+    """fn with the compiled kernels off (their numpy twins) for the duration of the call."""
+    def run() -> object:
+        old = os.environ.get(_jit.ENV)
+        os.environ[_jit.ENV] = "numpy"
+        try:
+            return fn()
+        finally:
+            if old is None:
+                del os.environ[_jit.ENV]
+            else:
+                os.environ[_jit.ENV] = old
+    return run
 
 
 if __name__ == "__main__":
