@@ -403,7 +403,7 @@ def _dequant_compiled(out: np.ndarray, codes: np.ndarray,
     zf = sf if z32 is None else np.ascontiguousarray(z32).reshape(-1)
     units = _quant_kernels.units(p, dim, q, g, _quant_fast.UNIT)
     weights = [4 * (u[1] - u[0]) * (u[3] - u[2]) * g * q for u in units]
-    _parallel.map_ordered(lambda j: kern(src, kind, dim, q, g, *units[j], sf, zf,
-                                         z32 is not None, bf16, dst),
-                          weights, _parallel.resolve(threads))
+    _quant_fast.map_dynamic(lambda j: kern(src, kind, dim, q, g, *units[j], sf, zf,
+                                           z32 is not None, bf16, dst),
+                            weights, _parallel.resolve(threads))
     return True

@@ -13,7 +13,9 @@ one parameter per element.
 
 from __future__ import annotations
 
-from typing import Any
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import ml_dtypes
 import numpy as np
@@ -23,6 +25,7 @@ from ._quant_dequant import _segments
 
 F32 = np.float32
 _BF16 = np.dtype(ml_dtypes.bfloat16)
+T = TypeVar("T")
 UNIT = 1 << 16  # elements per compiled work unit (about; whole groups)
 
 
@@ -148,6 +151,36 @@ def quantize_affine(x: np.ndarray, axis: int, group_size: int, qmin: int, qmax: 
     return (np.frombuffer(pack4(codes), np.uint8) if pack else codes), scale, zp
 
 
+def map_dynamic(fn: Callable[[int], T], weights: Sequence[int], threads: int) -> list[T]:
+    """[fn(i) for i in range(len(weights))] like ``_parallel.map_ordered``, but the threads
+    take items one at a time from a shared counter instead of a fixed share each: on a shared
+    machine, a thread left waiting for a core leaves its work to the others instead of holding
+    up the result. Results come back in order and must not depend on which thread ran them
+    (the kernels write disjoint outputs); at most ``threads`` threads, the caller's included."""
+    n = len(weights)
+    if threads <= 1 or n < 2 or sum(weights) < _parallel.MIN_PARALLEL_BYTES:
+        return [fn(i) for i in range(n)]
+    results: list[Any] = [None] * n
+    counter = itertools.count()  # next() on a count is atomic under the GIL
+
+    def work() -> None:
+        for i in counter:
+            if i >= n:
+                return
+            results[i] = fn(i)
+
+    helpers = min(threads, n) - 1
+    pool = _parallel._get_pool(helpers)
+    futures = [pool.submit(work) for _ in range(helpers)]
+    work()
+    for f in futures:
+        # A helper still queued (the pool busy, e.g. with this caller's own job) is not waited
+        # for: the counter is spent, so it would find nothing to do.
+        if not f.cancel():
+            f.result()
+    return results
+
+
 def _params(hi: np.ndarray, lo: np.ndarray, zero_point: bool, make_params: object
             ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray | None]:
     """(scale, zero point, their binary32 values) from the binary32 group ranges, rejecting
@@ -265,8 +298,8 @@ def _quantize_compiled(fast: tuple[np.ndarray, np.ndarray, int, int], shape: tup
     hi_k = np.empty(p * groups * q, np.int32)
     stats = _quant_kernels.group_keys.get()
     assert stats is not None
-    _parallel.map_ordered(lambda j: stats(keys, dim, q, g, *units[j], zero_point, mask,
-                                          lo_k, hi_k), weights, n)
+    map_dynamic(lambda j: stats(keys, dim, q, g, *units[j], zero_point, mask, lo_k, hi_k),
+                weights, n)
     if shift:  # bfloat16 keys: the int16 key map, inverted as in the numpy path
         hi = _keys_to_f32(hi_k.astype(np.int16)).reshape(p, groups, q)
         lo = _keys_to_f32(lo_k.astype(np.int16)).reshape(p, groups, q)
@@ -305,7 +338,7 @@ def _quantize_compiled(fast: tuple[np.ndarray, np.ndarray, int, int], shape: tup
         enc(xin, shift != 0, dim, q, g, *units[j], sf, zf, z32 is not None, float(qmin),
             float(qmax), clip, nibbles, work, codes)
 
-    _parallel.map_ordered(run, weights, n)
+    map_dynamic(run, weights, n)
     return (codes if nibbles else codes.reshape(shape)), scale, zp
 
 

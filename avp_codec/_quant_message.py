@@ -229,8 +229,8 @@ def quantize_message(msg: Message, policy: QuantPolicy, *,
         t, setting, tokens, first = jobs[j]
         return [t] if setting is None else _quantize_kv(t, setting, tokens, first)
 
-    parts = _parallel.map_ordered(run, [t.raw_length for t, _, _, _ in jobs],
-                                  _parallel.resolve(threads))
+    parts = _quant_fast.map_dynamic(run, [t.raw_length for t, _, _, _ in jobs],
+                                    _parallel.resolve(threads))
     out = [x for part in parts for x in part]
     assert len(out) == count
     return Message(
