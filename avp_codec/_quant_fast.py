@@ -9,6 +9,13 @@ clipped, in binary32. Two passes over the input, each segment by segment (see
 run as elementwise minimum / maximum over halves of the group (numpy reduces a short inner axis
 an order of magnitude slower than it combines two arrays), and nothing is ever repeated out to
 one parameter per element.
+
+When numba is installed (and ``AVP_KERNELS`` is not ``numpy``), both passes run as the compiled
+kernels of ``_quant_kernels`` instead, on work units of whole groups taken by the threads from a
+shared counter (``map_dynamic``); the parameter step between them is this module's, shared. The
+bytes are the same either way (tests/quant/test_quant_kernels.py). Tensors whose stored scale
+rounds to zero or whose zero point is not finite take the numpy codes pass (their NaN codes are
+whatever numpy's cast gives).
 """
 
 from __future__ import annotations
