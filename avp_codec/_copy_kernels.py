@@ -218,13 +218,17 @@ def _self_test(fn: Any) -> bool:
     """Compile and check the kernel once on bytes that exercise every loop (blocks, words,
     tail) against the crc32c package; any failure leaves the numpy twin in charge."""
     raw = bytes(range(256)) * 200 + b"avp"
-    src = np.frombuffer(raw, np.uint8)
-    dst = np.zeros_like(src)
-    try:
-        got = int(fn(dst, src, np.uint32(0x12345678), shift_table(BLOCK)))
-    except Exception:  # noqa: BLE001 - a platform numba cannot compile for
-        return False
-    return got == crc32c.crc32c(raw, 0x12345678) and dst.tobytes() == raw
+    want = crc32c.crc32c(raw, 0x12345678)
+    # Read-only and writable sources are two specialisations: compile both now.
+    for src in (np.frombuffer(raw, np.uint8), np.frombuffer(bytearray(raw), np.uint8)):
+        dst = np.zeros(len(raw), np.uint8)
+        try:
+            got = int(fn(dst, src, np.uint32(0x12345678), shift_table(BLOCK)))
+        except Exception:  # noqa: BLE001 - a platform numba cannot compile for
+            return False
+        if got != want or dst.tobytes() != raw:
+            return False
+    return True
 
 
 def get() -> Any:
@@ -236,7 +240,10 @@ def get() -> Any:
     if _ready is None:
         with _lock:
             if _ready is None:
-                fn = _KERNEL.get() if _intrinsics() else None
+                try:
+                    fn = _KERNEL.get() if _intrinsics() else None
+                except Exception:  # noqa: BLE001 - numba present but unusable (no cache
+                    fn = None      # locator, a broken llvmlite): the numpy twin serves
                 if fn is not None and not _self_test(fn):
                     fn = None
                 if fn is not None:

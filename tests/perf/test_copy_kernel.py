@@ -126,3 +126,25 @@ def test_too_small_buffer_is_refused_before_any_copy(mode: str) -> None:
     buf = bytearray(len(want) - 1)
     with pytest.raises(ValueError, match="too small"):
         avp.encode_into(_message(), buf, threads=1)
+
+
+def test_an_unusable_numba_leaves_the_numpy_twin_in_charge(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel that cannot be compiled here (no cache locator, a broken llvmlite) or gives a
+    wrong CRC in the self-test is never used: encoders fall back to the twin, same bytes."""
+    want = avp.encode(_message())
+
+    def broken() -> object:
+        raise RuntimeError("cannot cache function: no locator available")
+
+    for fake in (broken, lambda: (lambda dst, src, crc, table: 0)):
+        monkeypatch.setattr(_copy_kernels, "_ready", None)
+        monkeypatch.setattr(_copy_kernels, "_fn", None)
+        monkeypatch.setattr(_copy_kernels._KERNEL, "get", fake)
+        monkeypatch.setattr(_copy_kernels, "MIN_BYTES", 0)
+        monkeypatch.delenv(_jit.ENV, raising=False)
+        if _jit._load_numba() is not None:
+            assert _copy_kernels.get() is None
+        buf = bytearray(len(want))
+        avp.encode_into(_message(), buf, threads=1)
+        assert bytes(buf) == want
