@@ -9,9 +9,14 @@ from memory once: per block of about 16 KiB it runs the SSE4.2 ``crc32`` instruc
 block as three independent streams (the instruction's latency is three cycles, its throughput
 one), and copies the block, then in L1, with 64-byte non-temporal stores in address order while
 the next block's CRC runs (the destination is first brought to a 64-byte boundary byte by byte;
-8-byte non-temporal stores measured a third slower). The three
-stream CRCs are joined per block by a linear map: appending ``n`` zero bytes multiplies the raw
-CRC by x^(8n) mod P, a 32x32 bit matrix applied as four 256-entry tables.
+8-byte non-temporal stores measured a third slower). The three stream CRCs are joined per
+block by a linear map: appending ``n`` zero bytes multiplies the raw CRC by x^(8n) mod P, a
+32x32 bit matrix applied as four 256-entry tables.
+
+The first use in a process imports numba and loads (or, the first time on a machine,
+compiles) the kernel: about 1-3 s measured on the loaded 2-core development machine, paid once
+by the first ``encode_into`` of a tensor of ``MIN_BYTES`` or more. A one-shot process that
+cares more about that latency than about copy speed sets ``AVP_KERNELS=numpy``.
 
 It only makes things faster. ``_parallel.copy_crc`` keeps the numpy twin (``np.copyto`` plus
 the ``crc32c`` package), which gives the same bytes and the same CRC; the kernel is used on
