@@ -364,9 +364,12 @@ def dequantize(
     # Integer codes with finite parameters give no NaN: the results go straight into ``out``.
     nan_free = (packed is not None or codes.dtype.kind in "iu") and bool(
         np.isfinite(s32).all()) and (z32 is None or bool(np.isfinite(z32).all()))
-    if nan_free and out_dtype != "float16" and _dequant_compiled(
-            out, codes, packed, s32, z32, axis, group_size, threads):
-        return out
+    try:
+        if nan_free and out_dtype != "float16" and _dequant_compiled(
+                out, codes, packed, s32, z32, axis, group_size, threads):
+            return out
+    except _quant_kernels.KernelFailure:
+        pass  # numba could not compile or run the kernel: the numpy twin rewrites all of out
     return dequantize_into(out, src, s32, z32, axis, group_size,
                            lambda r: _finish(r, out_dtype), threads,
                            finish_into=_finish_into if nan_free else None)
@@ -381,7 +384,7 @@ def _dequant_compiled(out: np.ndarray, codes: np.ndarray,
                       threads: int | None) -> bool:
     """The compiled twin of ``dequantize_into`` + ``_finish_into`` (NaN-free results, bfloat16
     or binary32 output): False, having done nothing, when the kernels are unavailable."""
-    kern = _quant_kernels.affine_dequant.get()
+    kern = _quant_kernels.get(_quant_kernels.affine_dequant)
     if kern is None:
         return False
     shape = out.shape
@@ -403,7 +406,8 @@ def _dequant_compiled(out: np.ndarray, codes: np.ndarray,
     zf = sf if z32 is None else np.ascontiguousarray(z32).reshape(-1)
     units = _quant_kernels.units(p, dim, q, g, _quant_fast.UNIT)
     weights = [4 * (u[1] - u[0]) * (u[3] - u[2]) * g * q for u in units]
-    _quant_fast.map_dynamic(lambda j: kern(src, kind, dim, q, g, *units[j], sf, zf,
-                                           z32 is not None, bf16, dst),
+    _quant_fast.map_dynamic(lambda j: _quant_kernels.call(kern, src, kind, dim, q, g,
+                                                          *units[j], sf, zf, z32 is not None,
+                                                          bf16, dst),
                             weights, _parallel.resolve(threads))
     return True

@@ -150,8 +150,11 @@ def quantize_affine(x: np.ndarray, axis: int, group_size: int, qmin: int, qmax: 
     x3 = np.ascontiguousarray(x).reshape(p, dim, q)
     fast = _fast_inputs(x3)
     if fast is not None:
-        return _quantize_compiled(fast, shape, p, dim, q, g, qmin, qmax, zero_point,
-                                  make_params, out_dtype, n, pack)
+        try:
+            return _quantize_compiled(fast, shape, p, dim, q, g, qmin, qmax, zero_point,
+                                      make_params, out_dtype, n, pack)
+        except _quant_kernels.KernelFailure:
+            pass  # numba could not compile or run a kernel: the numpy twin, same bytes
     hi, lo = _stats_numpy(x3, p, dim, q, g, zero_point, n)
     codes, scale, zp = _finish_codes(x3, shape, p, dim, q, g, qmin, qmax, zero_point,
                                      make_params, out_dtype, n, hi, lo)
@@ -280,7 +283,7 @@ def _finish_codes(x3: np.ndarray, shape: tuple[int, ...], p: int, dim: int, q: i
 def _fast_inputs(x3: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, int] | None:
     """(int bits for the keys, uint bits for the codes, shift, magnitude mask) when the
     compiled kernels will run, else None. float16 is widened to binary32 once (exact)."""
-    if _quant_kernels.group_keys.get() is None:
+    if _quant_kernels.get(_quant_kernels.group_keys) is None:
         return None
     flat = x3.reshape(-1)
     if x3.dtype == _BF16:
@@ -303,10 +306,12 @@ def _quantize_compiled(fast: tuple[np.ndarray, np.ndarray, int, int], shape: tup
     weights = [(u[1] - u[0]) * (u[3] - u[2]) * g * q for u in units]
     lo_k = np.empty(p * groups * q, np.int32)
     hi_k = np.empty(p * groups * q, np.int32)
-    stats = _quant_kernels.group_keys.get()
-    assert stats is not None
-    map_dynamic(lambda j: stats(keys, dim, q, g, *units[j], zero_point, mask, lo_k, hi_k),
-                weights, n)
+    stats = _quant_kernels.get(_quant_kernels.group_keys)
+    enc = _quant_kernels.get(_quant_kernels.affine_codes)
+    if stats is None or enc is None:
+        raise _quant_kernels.KernelFailure("kernel unavailable")
+    map_dynamic(lambda j: _quant_kernels.call(stats, keys, dim, q, g, *units[j], zero_point,
+                                              mask, lo_k, hi_k), weights, n)
     if shift:  # bfloat16 keys: the int16 key map, inverted as in the numpy path
         hi = _keys_to_f32(hi_k.astype(np.int16)).reshape(p, groups, q)
         lo = _keys_to_f32(lo_k.astype(np.int16)).reshape(p, groups, q)
@@ -333,8 +338,6 @@ def _quantize_compiled(fast: tuple[np.ndarray, np.ndarray, int, int], shape: tup
             n = 1
     else:
         codes = np.empty(total, out_dtype)
-    enc = _quant_kernels.affine_codes.get()
-    assert enc is not None
     sf = s32.reshape(-1)
     zf = sf if z32 is None else z32.reshape(-1)
 
@@ -342,8 +345,9 @@ def _quantize_compiled(fast: tuple[np.ndarray, np.ndarray, int, int], shape: tup
         # The scratch has the output's dtype (numba types both branches alike): packed codes
         # go through uint8, where a negative int4 code wraps to its two's complement nibble.
         work = np.empty(_quant_kernels.CHUNK, np.uint8) if nibbles else codes[:0]
-        enc(xin, shift != 0, dim, q, g, *units[j], sf, zf, z32 is not None, float(qmin),
-            float(qmax), clip, nibbles, work, codes)
+        _quant_kernels.call(enc, xin, shift != 0, dim, q, g, *units[j], sf, zf,
+                            z32 is not None, float(qmin), float(qmax), clip, nibbles, work,
+                            codes)
 
     map_dynamic(run, weights, n)
     return (codes if nibbles else codes.reshape(shape)), scale, zp

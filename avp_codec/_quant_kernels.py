@@ -26,6 +26,8 @@ numpy scalar ``view``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from . import _jit
@@ -243,6 +245,31 @@ def affine_dequant(codes: np.ndarray, kind: int, dim: int, q: int, g: int, p0: i
                                                    >> np.uint32(16))
                             else:
                                 os_[j] = v
+
+
+class KernelFailure(Exception):
+    """A compiled kernel could not be made or run (no cache location, a broken llvmlite, a
+    numba error): the caller falls back to the numpy twin, which gives the same bytes."""
+
+
+def get(k: _jit.Kernel) -> Any:
+    """``k.get()``, or None when the kernels are off or numba fails to set the kernel up
+    (``cache=True`` raises when it finds nowhere to write its cache)."""
+    try:
+        return k.get()
+    except Exception:  # noqa: BLE001 - any failure to set up means: use the numpy twin
+        return None
+
+
+def call(fn: Any, *args: Any) -> None:
+    """fn(*args), numba's own errors (compiling a new signature) raised as KernelFailure."""
+    try:
+        fn(*args)
+    except Exception as e:
+        nb = _jit._load_numba()
+        if nb is not None and isinstance(e, nb.core.errors.NumbaError):
+            raise KernelFailure(str(e)) from e
+        raise
 
 
 def units(p: int, dim: int, q: int, g: int, target: int) -> list[tuple[int, int, int, int]]:

@@ -53,6 +53,9 @@ def test_huge_group_size_costs_what_the_elements_cost(group: int) -> None:
     zp = np.array([[1.0]], np.float16)
     got = quant.dequantize_array(codes, scale, zp, 1, group, "float32")
     assert got.tolist() == [[(i - 1) * 0.5 for i in range(8)]]
+    # Once first: with a cold numba cache that call compiles the bfloat16 kernel, a one-time
+    # cost (megabytes of compiler memory) that is not what this test bounds.
+    quant.dequantize_array(codes, scale, zp, 1, group, "bfloat16")
     assert _peak(lambda: quant.dequantize_array(codes, scale, zp, 1, group, "bfloat16")) < 1 << 20
 
 

@@ -205,3 +205,35 @@ def test_dequantize_non_finite_parameters_identical(monkeypatch: pytest.MonkeyPa
     for out in ("float32", "bfloat16", "float16"):
         same(*both(monkeypatch, core.dequantize, codes, scale, np.zeros_like(scale), 1, 0,
                    out))
+
+
+def test_kernel_failures_fall_back_to_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # numba unable to set a kernel up (cache=True with nowhere to write raises RuntimeError)
+    # or to compile a signature (a NumbaError at call time): the numpy twin answers, same bytes.
+    from avp_codec import _quant_kernels
+
+    nb = _jit._load_numba()
+    x = hostile(np.random.default_rng(3), (2, 4, 70, 16), BF16, "normal")
+    want_q = quantize(x, "uint8", 2, 64, zero_point=True)
+    want_p = core.quantize_affine_packed(x, "int4", 3, 8, zero_point=True)
+    want_d = core.dequantize(want_q[0], want_q[1], want_q[2], 2, 64, "bfloat16")
+
+    def broken_get() -> Any:
+        raise RuntimeError("cannot cache function: no locator available")
+
+    def failing(*args: Any) -> None:
+        raise nb.core.errors.TypingError("no implementation for this signature")
+
+    for kern in (_quant_kernels.group_keys, _quant_kernels.affine_codes,
+                 _quant_kernels.affine_dequant):
+        for patch in (broken_get, lambda: failing):
+            with monkeypatch.context() as m:
+                m.setattr(kern, "get", patch)
+                same(quantize(x, "uint8", 2, 64, zero_point=True), want_q)
+                same(core.quantize_affine_packed(x, "int4", 3, 8, zero_point=True), want_p)
+                same(core.dequantize(want_q[0], want_q[1], want_q[2], 2, 64, "bfloat16"),
+                     want_d)
+    # Errors of the data itself are not kernel failures: they still reach the caller.
+    x[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        quantize(x, "uint8", 2, 64, zero_point=True)
