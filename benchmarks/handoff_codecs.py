@@ -18,6 +18,7 @@ sink; decode: decode + dequantize + import), the numbers auto chooses from.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -61,6 +62,91 @@ def kv_digest(ctx: Context) -> str:
 def agreements(path: Path = HERE / "results" / "fidelity_heldout.json") -> dict[str, float]:
     rows = {r["codec"]: r["top1_agreement_pct"] for r in json.loads(path.read_text())["results"]}
     return {short: float(rows[long]) for short, long in FIDELITY_ROWS.items()}
+
+
+_KV = (avp.Role.KEY, avp.Role.VALUE)
+
+
+def tiles_out(n_tokens: int, token_offset: int, setting: quant.QuantSetting | None,
+              token_count: int) -> int:
+    """How many tensors quantize_message makes of one KEY / VALUE tensor with `n_tokens` tokens
+    (spec 12: each quantized tile is [scale, (zero point,) codes]; the layer's first
+    sink_tokens and last recent_window tokens stay unquantized tiles of one tensor each). A
+    stream declares its tensor count in the header, before any tensor is quantized."""
+    if setting is None:
+        return 1
+    lo = min(max(setting.sink_tokens - token_offset, 0), n_tokens)
+    hi = max(lo, min(max(token_count - setting.recent_window - token_offset, 0), n_tokens))
+    parts = ((lo, False), (hi - lo, True), (n_tokens - hi, False))
+    return sum((3 if setting.zero_point else 2) if q else 1 for n, q in parts if n > 0)
+
+
+def quantize_one(t: avp.Tensor, layers: list[avp.Layer], policy: quant.QuantPolicy,
+                 first: int) -> list[avp.Tensor]:
+    """quantize_message on one KEY / VALUE tensor, its parameter references moved to where its
+    tensors land in the whole message (`first`: the index of its first output)."""
+    one = avp.Message(avp.Kind.KV_CACHE, [], layers, [t])
+    out = quant.quantize_message(one, policy, threads=1).tensors
+    for x in out:
+        q = x.quant
+        if q is not None:
+            x.quant = dataclasses.replace(
+                q, scale_tensor=None if q.scale_tensor is None else q.scale_tensor + first,
+                zero_point_tensor=None if q.zero_point_tensor is None
+                else q.zero_point_tensor + first)
+    return out
+
+
+def message_tensors(ctx: Context) -> list[avp.Tensor]:
+    """The message-level tensors of a KV_CACHE export, as Connector.export writes them."""
+    out = [avp.Tensor.from_array(ctx.token_ids.contiguous(), avp.Role.TOKEN_IDS,
+                                 layout=avp.Layout.BT),
+           avp.Tensor.from_array(ctx.positions.contiguous(), avp.Role.POSITIONS,
+                                 layout=avp.Layout.BT)]
+    if ctx.attention_mask is not None:
+        out.append(avp.Tensor.from_array(ctx.attention_mask.to(torch.uint8).contiguous(),
+                                         avp.Role.ATTENTION_MASK, layout=avp.Layout.BT))
+    return out
+
+
+def export_quantized(c: Connector, ctx: Context, writable: Any,
+                     policy: quant.QuantPolicy) -> int:
+    """Connector.export(dtype=bfloat16) quantized per `policy` on the way, tensor by tensor:
+    the same bytes as quantize_message over the whole export (tests/quality check it), but
+    each tensor is read from the cache, quantized and handed to the writable before the next
+    is touched, so a streaming body sends tensor i while tensor i+1 is quantized."""
+    states = list(cache_io.layer_states(ctx.cache, ctx.context_length))
+    layers = [st.descriptor() for st in states]
+    head = message_tensors(ctx)
+    plan: list[list[tuple[avp.Role, torch.Tensor, quant.QuantSetting | None]]] = []
+    count = len(head)
+    for ordinal, st in enumerate(states):
+        ls = policy.for_layer(layers[ordinal].index)
+        row = []
+        for role, t in st.tensors:
+            setting = (ls.key if role == avp.Role.KEY else ls.value) if role in _KV else None
+            count += tiles_out(int(t.shape[2]) if role in _KV else 0, 0, setting,
+                               layers[ordinal].token_count)
+            row.append((role, t, setting))
+        plan.append(row)
+    # The runtime's own metadata (model, tokenizer, producer, steps) plus the policy, in
+    # canonical key order as quantize_message writes it.
+    entries = sorted([*c._entries(ctx), avp.Entry.of(avp.MetaKey.QUANT_POLICY,
+                                                     policy.to_json())], key=lambda e: e.key)
+    enc = avp.StreamEncoder(writable, avp.Kind.KV_CACHE, entries, layers, count)
+    for x in head:
+        enc.write_tensor(x)
+    n = len(head)
+    for ordinal, row in enumerate(plan):
+        for role, t, setting in row:
+            x = avp.Tensor.from_array(cache_io.to_wire(t, torch.bfloat16), role,
+                                      ordinal=ordinal,
+                                      layout=avp.Layout.BHTD if role in _KV else avp.Layout.NONE)
+            outs = [x] if setting is None else quantize_one(x, layers, policy, n)
+            for o in outs:
+                enc.write_tensor(o)
+            n += len(outs)
+    return int(enc.finish())
 
 
 class _Count:
@@ -119,17 +205,12 @@ class Sender:
         return lambda w: self.c.export(self.ctx, w, dtype=torch.bfloat16, codec=codec, **kw)
 
     def _quantized(self, name: str) -> Job:
+        """Export, quantize and encode pipelined tensor by tensor: the cache is read one layer
+        at a time, each KEY / VALUE tensor is quantized as it comes and written at once, so the
+        link carries tensor i while tensor i+1 is quantized (the queue behind the writable
+        bounds how far the sender runs ahead)."""
         policy = self.policies[name]
-
-        def job(w: Any) -> None:
-            msg = quant.quantize_message(
-                avp.decode(self.c.export_bytes(self.ctx, dtype=torch.bfloat16), verify=False),
-                policy)
-            enc = avp.StreamEncoder(w, msg.kind, msg.entries, msg.layers, len(msg.tensors))
-            for t in msg.tensors:
-                enc.write_tensor(t)
-            enc.finish()
-        return job
+        return lambda w: export_quantized(self.c, self.ctx, w, policy)
 
     def job(self, codec: str, *, link_bps: float | None = None,
             profiles: Sequence[auto.CodecProfile] = (), floor: float = 95.0,
