@@ -119,9 +119,13 @@ def export_quantized(c: Connector, ctx: Context, writable: Any,
     layers = [st.descriptor() for st in states]
     head = message_tensors(ctx)
     plan: list[list[tuple[avp.Role, torch.Tensor, quant.QuantSetting | None]]] = []
+    # Each layer's tensors are quantized under a policy of that layer's setting alone: the
+    # same tensors as under the whole policy, without its JSON written out once per tensor.
+    own: list[quant.QuantPolicy] = []
     count = len(head)
     for ordinal, st in enumerate(states):
         ls = policy.for_layer(layers[ordinal].index)
+        own.append(quant.QuantPolicy(ls))
         row = []
         for role, t in st.tensors:
             setting = (ls.key if role == avp.Role.KEY else ls.value) if role in _KV else None
@@ -142,7 +146,7 @@ def export_quantized(c: Connector, ctx: Context, writable: Any,
             x = avp.Tensor.from_array(cache_io.to_wire(t, torch.bfloat16), role,
                                       ordinal=ordinal,
                                       layout=avp.Layout.BHTD if role in _KV else avp.Layout.NONE)
-            outs = [x] if setting is None else quantize_one(x, layers, policy, n)
+            outs = [x] if setting is None else quantize_one(x, layers, own[ordinal], n)
             for o in outs:
                 enc.write_tensor(o)
             n += len(outs)
