@@ -186,3 +186,19 @@ def test_calibration_warms_up_then_takes_shuffled_rounds() -> None:
     assert min(min(v) for v in out.values()) == 4.0
     for r in range(3):
         assert sorted(calls[3 + 3 * r:6 + 3 * r]) == ["a", "b", "c"]
+
+
+def test_like_with_like_reading_for_within_10pct_when_auto_ran_the_best_job() -> None:
+    # At the fast link raw is the best; auto ran raw's job and came out 15% slower in the
+    # median pair, but not measurably slower than raw (its interval reaches below 1).
+    rep = _report(auto_fast=[0.4, 0.58, 0.72, 0.6, 0.575])
+    t = [x for x in hb.summarize(rep)["targets"]
+         if x["rate"] == "fast" and x["auto"] == "auto"][0]
+    assert t["vs_best"]["median"] > 1.10 and t["auto_vs_chose"]["lo"] < 1.0
+    assert t["within_10pct_of_best"] and t["best_verdict_by"].startswith("like with like")
+    assert t["not_slower_than_raw"] and t["raw_verdict_by"].startswith("like with like")
+    # A wrong choice is not rescued: zstd is 80% slower than raw in its own runs.
+    rep["auto_choices"]["fast"]["auto"] = "zstd"
+    t = [x for x in hb.summarize(rep)["targets"]
+         if x["rate"] == "fast" and x["auto"] == "auto"][0]
+    assert not t["within_10pct_of_best"] and not t["choice_is_measured_best"]
