@@ -398,6 +398,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_xticks(xs, [f"{r}\n({report['measured_link_bps'][r] / 1e6:,.0f} MB/s)"
                        for r in rates], fontsize=8)
     ax.set_yscale("log")
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.tick_params(axis="y", which="minor", labelsize=7)
     ax.set_xlabel("link (paced sender; measured rate)")
     ax.set_ylabel("end-to-end seconds (export to import, log; median)")
     ax.set_title(f"KV handoff over HTTP, pipelined per tensor: "

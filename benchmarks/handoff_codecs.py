@@ -6,14 +6,17 @@ Each codec is a job that writes one KV_CACHE message into a writable as it is pr
                                layer, coded tensor by tensor (lossless);
 * auto                         Connector.export(codec="auto", link_bps=..., profiles=...): the
                                lossless codec avp_codec.auto predicts fastest on this link;
-* int8, int4, adaptive         the bf16 export, quantized (avp_codec.quant presets int8 and int4,
-                               the adaptive 5x policy of benchmarks/fidelity_bench.py), then
-                               streamed tensor by tensor with a StreamEncoder;
+* int8, int4, adaptive         export_quantized: the cache read layer by layer as bf16, each
+                               KEY / VALUE tensor quantized as it is read (avp_codec.quant presets
+                               int8 and int4, the adaptive 5x policy of
+                               benchmarks/fidelity_bench.py) and written to a StreamEncoder at
+                               once: the bytes of quantize_message over the whole export;
 * auto95                       the codec avp_codec.auto chooses with a 95% top-1 agreement floor
                                (lossy codecs admitted by their committed held-out agreement).
 
-`profiles()` measures each codec's throughput on this machine (encode: the job into a counting
-sink; decode: decode + dequantize + import), the numbers auto chooses from.
+`profiles()` measures each codec's parts on this machine for the report (encode: the job into a
+sink; decode: decode + dequantize + import) and its size ratio; auto chooses by whole-handoff
+timings instead (handoff_bench.calibrate, avp_codec.auto.measured_profile).
 """
 
 from __future__ import annotations

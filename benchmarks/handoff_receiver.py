@@ -98,7 +98,9 @@ class Importer(avp_http.Receiver):
         return check
 
     def on_tensor(self, session: Any, index: int, tensor: avp.Tensor) -> None:
-        st = self.staged[id(session)]
+        st = self.staged.get(id(session))
+        if st is None:  # not a payload (tensor_check was not asked): nothing to import
+            return
         if st.t_first is None:
             st.t_first = time.time()
         assert index == len(st.seen)
