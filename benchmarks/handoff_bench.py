@@ -120,9 +120,10 @@ def produce(job: Callable[[QueueWriter], object]) -> QueueWriter:
 
 # -- receiver process -----------------------------------------------------------------------------
 class Peer:
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, *, whole: bool = False) -> None:
         cmd = [sys.executable, str(HERE / "handoff_receiver.py")]
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1",
+                   HANDOFF_RECEIVER_WHOLE="1" if whole else "0")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env,
                                      cwd=str(HERE))
         assert self.proc.stdout is not None

@@ -42,6 +42,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LOSSLESS = ("raw", "zstd", "floatplane_zstd")
 QUANT = ("int8", "int4", "adaptive")
+WHOLE = "_whole"  # suffix: a quantized codec exported whole, then streamed (the old sender)
 # Held-out top-1 agreement (benchmarks/results/fidelity_heldout.json) of the lossy rows.
 FIDELITY_ROWS = {"int8": "int8 (K/ch, V/tok, g64, zp)", "int4": "int4 (g64, zp)",
                  "adaptive": "adaptive (budget 5x)"}
@@ -219,6 +220,22 @@ class Sender:
         policy = self.policies[name]
         return lambda w: export_quantized(self.c, self.ctx, w, policy)
 
+    def _quantized_whole(self, name: str) -> Job:
+        """The same message, not pipelined on the sender (handoff_ab.py's baseline): the whole
+        cache is exported and quantized (quantize_message, on threads) before the first tensor
+        is written."""
+        policy = self.policies[name]
+
+        def job(w: Any) -> None:
+            msg = quant.quantize_message(
+                avp.decode(self.c.export_bytes(self.ctx, dtype=torch.bfloat16), verify=False),
+                policy)
+            enc = avp.StreamEncoder(w, msg.kind, msg.entries, msg.layers, len(msg.tensors))
+            for t in msg.tensors:
+                enc.write_tensor(t)
+            enc.finish()
+        return job
+
     def job(self, codec: str, *, link_bps: float | None = None,
             profiles: Sequence[auto.CodecProfile] = (), floor: float = 95.0,
             transport_bps: float = math.inf, cores: float = math.inf) -> Job:
@@ -226,6 +243,8 @@ class Sender:
             return self._export(avp.Codec[codec.upper()])
         if codec in QUANT:
             return self._quantized(codec)
+        if codec.endswith(WHOLE) and codec.removesuffix(WHOLE) in QUANT:
+            return self._quantized_whole(codec.removesuffix(WHOLE))
         if codec == "auto":
             return self._export("auto", link_bps=link_bps, profiles=profiles,
                                 transport_bps=transport_bps, cores=cores)

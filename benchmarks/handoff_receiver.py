@@ -18,6 +18,7 @@ tensor and of the end of the import, the bytes received and the sha256 of the im
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -76,8 +77,9 @@ class Importer(avp_http.Receiver):
     name = "handoff-receiver"
     modes = (int(avp.Mode.KV_CACHE),)
 
-    def __init__(self, c: Connector) -> None:
+    def __init__(self, c: Connector, *, pipelined: bool = True) -> None:
         self.c = c
+        self.pipelined = pipelined  # False: everything at the end (handoff_ab.py's baseline)
         self.model_id = c.model_id
         self.tokenizer_id = c.tokenizer_id if c.tokenizer is not None else None
         self.staged: dict[int, Staged] = {}
@@ -105,16 +107,19 @@ class Importer(avp_http.Receiver):
             st.t_first = time.time()
         assert index == len(st.seen)
         st.seen.append(tensor)
-        if tensor.role in (avp.Role.KEY, avp.Role.VALUE):
+        if self.pipelined and tensor.role in (avp.Role.KEY, avp.Role.VALUE):
             st.ready.append(self.worker.submit(prepare, st.seen, index))
 
     def deliver(self, session: Any, msg: avp.Message,
                 info: avp_http.Delivery) -> avp_http.Answer:
         with self.lock:
             st = self.staged.pop(id(session))
-        ready = dict(f.result() for f in st.ready)
-        ctx = self.c.import_(float_message(msg, ready), dtype=torch.bfloat16,
-                             allow_non_finite=True)  # checked per tensor in prepare()
+        if self.pipelined:
+            ready = dict(f.result() for f in st.ready)
+            ctx = self.c.import_(float_message(msg, ready), dtype=torch.bfloat16,
+                                 allow_non_finite=True)  # checked per tensor in prepare()
+        else:  # dequantize, view and check the whole message now
+            ctx = self.c.import_(msg, dtype=torch.bfloat16)
         t_done = time.time()
         kv = [t for t in msg.tensors if t.role in (avp.Role.KEY, avp.Role.VALUE)]
         codecs = sorted({avp.Codec(t.codec).name.lower() for t in kv})
@@ -127,7 +132,9 @@ class Importer(avp_http.Receiver):
 def main() -> int:
     torch.set_num_threads(1)
     c = Connector.default()
-    app = avp_http.AvpApp(Importer(c), avp_http.ServerConfig(answer_timeout=600.0))
+    whole = os.environ.get("HANDOFF_RECEIVER_WHOLE") == "1"
+    app = avp_http.AvpApp(Importer(c, pipelined=not whole),
+                          avp_http.ServerConfig(answer_timeout=600.0))
     avp_http.serve(app, ready=lambda port: print(f"HANDOFF-RECEIVER LISTENING {port}",
                                                  flush=True))
     return 0

@@ -118,12 +118,14 @@ def test_tile_count_matches_quantize_message(setting: QuantSetting | None, n: in
     assert hc.tiles_out(n, offset, setting, count) == len(out.tensors)
 
 
+@pytest.mark.parametrize("pipelined", [True, False])
 def test_receiver_prepares_tensor_by_tensor_through_a_real_server(
-        tiny: Connector, kernels: str) -> None:
+        tiny: Connector, kernels: str, pipelined: bool) -> None:
     """A quantized and a compressed handoff streamed to handoff_receiver.Importer on avp_http:
-    the imported cache is the one Connector.import_ makes of the whole message."""
+    the imported cache is the one Connector.import_ makes of the whole message (pipelined, and
+    in handoff_ab.py's baseline mode that does everything at the end)."""
     ctx = tiny.prefill(list(range(1, 40)))
-    imp = hr.Importer(tiny)
+    imp = hr.Importer(tiny, pipelined=pipelined)
     app = avp_http.AvpApp(imp, avp_http.ServerConfig(answer_timeout=60.0))
     with avp_http.BackgroundServer(app) as srv:
         client = avp_http.AvpClient(srv.url, http2=False)
