@@ -27,7 +27,8 @@ over the unshaped HTTP path after a warm-up round), so it follows whatever the c
 the day (compiled kernels or not).
 
 Measurement (handoff_stats.py): --reps paired repetitions; each visits every link in a shuffled
-order and runs every codec there once, shuffled. Auto is compared with each codec by the median
+order and runs every codec there once, shuffled, the next repetition in the reverse order
+(counterbalanced). Auto is compared with each codec by the median
 of per-repetition ratios, with a distribution-free interval. Targets: at every rate, auto within
 10% of the best codec its floor admits, and never slower than raw (read like with like when it
 chose raw: see handoff_stats).
@@ -165,15 +166,23 @@ def calibrate(transfer: Callable[[str], float], names: list[str], rounds: int
 
 def schedule(rates: list[str], codecs: list[str], reps: int) -> list[tuple[int, str, str]]:
     """(repetition, rate, codec) in run order: each repetition visits every rate (in a shuffled
-    order) and runs every codec there once (shuffled), so the runs a paired ratio compares
-    are seconds apart."""
+    order) and runs every codec there once, so the runs a paired ratio compares are seconds
+    apart. Counterbalanced: an odd repetition runs each rate's codecs in the reverse of the
+    (shuffled) order before it, so any two codecs run in either order equally often (one more
+    for one of them when the count is odd), and a cost a run leaves to the next one falls on
+    both alike."""
     out = []
+    last: dict[str, list[str]] = {}
     for rep in range(reps):
         rr = list(rates)
         random.Random(f"rates/{rep}").shuffle(rr)
         for rate in rr:
-            order = list(codecs)
-            random.Random(f"{rep}/{rate}").shuffle(order)
+            if rep % 2:
+                order = last[rate][::-1]
+            else:
+                order = list(codecs)
+                random.Random(f"{rep}/{rate}").shuffle(order)
+            last[rate] = order
             out += [(rep, rate, c) for c in order]
     return out
 

@@ -169,8 +169,16 @@ def test_schedule_pairs_every_codec_in_every_repetition() -> None:
         # a rate's runs in one repetition are consecutive: the pairs are seconds apart
         rates = [r for r, _ in block]
         assert rates in (["x"] * 3 + ["y"] * 3, ["y"] * 3 + ["x"] * 3)
-    orders = {tuple(c for k, r, c in plan if r == "x" and k == rep) for rep in range(4)}
-    assert len(orders) > 1  # shuffled, not the same order every time
+    orders = [tuple(c for k, r, c in plan if r == "x" and k == rep) for rep in range(4)]
+    assert orders[1] == orders[0][::-1] and orders[3] == orders[2][::-1]  # counterbalanced
+    plan = hb.schedule([f"r{i}" for i in range(5)], [f"c{i}" for i in range(8)], 6)
+    evens = {tuple(c for k, r, c in plan if r == "r0" and k == rep) for rep in (0, 2, 4)}
+    assert len(evens) > 1  # shuffled afresh, not the same order every time
+    for a, b in (("c0", "c1"), ("c2", "c7")):  # each pair in either order equally often
+        first = [[c for k, r, c in plan if r == "r3" and k == rep].index(a)
+                 < [c for k, r, c in plan if r == "r3" and k == rep].index(b)
+                 for rep in range(6)]
+        assert sum(first) == 3
 
 
 def test_calibration_warms_up_then_takes_shuffled_rounds() -> None:
