@@ -2,19 +2,19 @@
 
 Each function here is a ``_jit.kernel``: compiled by numba on first use when it is installed, and
 otherwise never called. Each has a numpy twin that is the codec's reference code and produces the
-same bytes (``_floatplane.compress`` / ``decompress_into`` and ``_codecs.split_planes`` /
-``_join_planes_into``); tests compare the two on adversarial inputs. The kernels only remove
-numpy's passes over memory:
+same bytes (``_floatplane.compress`` / ``decompress_into``, ``_codecs.split_planes``); tests
+compare the two on adversarial inputs. The kernels only remove numpy's passes over memory:
 
 - floatplane encode: the numpy path copies the tensor into channel-major order, then derives the
   exponent, sign and mantissa streams from that copy in one pass each, then packs the signs. The
-  kernel reads the tensor once, in tiles of ``TT`` tokens x all channels (the tile stays in L1, so
+  kernel reads the tensor once, in tiles of ``tt`` tokens x all channels (the tile stays in L1, so
   the transposing read costs no more than a sequential one) and writes every stream of every
   channel directly at its place in the pre-compression buffer P.
 - floatplane decode: per P block, the numpy path unpacks signs, repeats anchors and flips per
   element, builds the values in four passes and scatters them; the kernel checks the block
   (R-7.17) and writes each element once into the raw tensor.
-- byte planes: one pass that splits (or joins) all planes, instead of one strided pass per plane.
+- byte planes: one pass that splits all planes, instead of one strided pass per plane (joining
+  stays numpy: the planes arrive one after the other, so each is one strided copy either way).
 
 Kernels are single-threaded and release the GIL (``_jit``); callers run tensors in parallel on
 ``_parallel``'s pool.
@@ -198,17 +198,14 @@ def fp_decode_block(blk: np.ndarray, i0: int, nb: int, a_n: int, d_n: int, t_n: 
 
 @kernel
 def split_planes(src: np.ndarray, k: int, out: np.ndarray) -> None:  # pragma: no cover
-    """Plane j of ``out`` holds byte j of every k-byte element of ``src`` (both uint8)."""
+    """Plane j of ``out`` holds byte j of every k-byte element of ``src`` (both uint8): one pass
+    over ``src`` in chunks that stay in L1, where numpy makes k strided passes."""
     n = len(src) // k
-    for i in range(n):
+    step = 4096
+    for i0 in range(0, n, step):
+        i1 = min(n, i0 + step)
         for j in range(k):
-            out[j * n + i] = src[i * k + j]
-
-
-@kernel
-def join_plane(chunk: np.ndarray, m: int, k: int, j: int, i0: int,
-               out: np.ndarray) -> None:  # pragma: no cover
-    """Byte j of elements i0..i0+m-1 of ``out`` (uint8, k bytes per element) from ``chunk``."""
-    base = i0 * k + j
-    for r in range(m):
-        out[base + r * k] = chunk[r]
+            dst = out[j * n + i0:j * n + i1]
+            col = src[i0 * k + j:i1 * k:k]
+            for r in range(i1 - i0):
+                dst[r] = col[r]
