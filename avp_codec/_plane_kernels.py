@@ -123,7 +123,7 @@ def fp_encode(x: np.ndarray, a_n: int, d_n: int, t_n: int, k: int, m_bits: int, 
                             q += 8
                             continue
                         hi = min(end, (q | 7) + 1)
-                        acc = 0
+                        acc = np.int64(0)
                         for qq in range(q, hi):
                             acc |= (((np.int64(xs[qq - lo]) >> (w - 1)) ^ fl) & 1) << (qq & 7)
                         p[so + (q >> 3)] |= acc

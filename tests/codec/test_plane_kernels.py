@@ -228,15 +228,15 @@ def test_conformance_vectors_decode_alike_on_both_paths() -> None:
     assert len(cases) >= 10
     for case in cases:
         data = (VECTORS / case["file"]).read_bytes()
-        a, b = _with("numpy", lambda: _outcome(data)), _with("kernels", lambda: _outcome(data))
+        a = _with("numpy", lambda d=data: _outcome(d))
+        b = _with("kernels", lambda d=data: _outcome(d))
         assert a == b, case["id"]
         if not isinstance(a, tuple):  # re-encoding the raw tensors: both paths, same frames
-            msg = avp.decode(data)
-            for t in msg.tensors:
+            for t in avp.decode(data).tensors:
                 if t.codec == FP:
-                    raw = bytes(t.raw_bytes())
-                    assert _with("numpy", lambda: _codecs.compress(raw, FP, t.dtype, t.shape)) \
-                        == _with("kernels", lambda: _codecs.compress(raw, FP, t.dtype, t.shape))
+                    args = (bytes(t.raw_bytes()), FP, t.dtype, t.shape)
+                    assert _with("numpy", lambda x=args: _codecs.compress(*x)) == _with(
+                        "kernels", lambda x=args: _codecs.compress(*x))
 
 
 def test_kernels_module_constants_match_the_codec() -> None:
