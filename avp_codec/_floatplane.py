@@ -127,7 +127,8 @@ def _streams_kernel(x: np.ndarray, dtype: Dtype, shape: tuple[int, ...]) -> list
     side = c + (c + 7) // 8
     p[:c] = anchors
     p[c:side] = np.packbits(flips, bitorder="little")
-    enc(x, a, d, t, k, m_bits, e_bits, w, anchors, flips, p, side)
+    enc(x, a, d, t, k, m_bits, e_bits, w, anchors, flips, p, side,
+        np.empty(min(n, BLOCK), x.dtype))
     view = memoryview(p.data)
     pieces, off = [view[:side]], side
     for i0 in range(0, n, BLOCK):
@@ -205,12 +206,13 @@ def decompress_into(read: Callable[[memoryview], None], dtype: Dtype, shape: tup
     kern = _plane_kernels.fp_decode_block.get()
     if kern is not None:
         flat = np.zeros(0, ut) if out is None else np.frombuffer(out, ut)
+        tmp = np.empty(min(n, BLOCK) if out is not None else 0, ut)
         for i0 in range(0, n, BLOCK):
             nb = min(BLOCK, n - i0)
             blk = np.frombuffer(buf, np.uint8, nb * (1 + k) + (nb + 7) // 8)
             read(memoryview(buf)[:len(blk)])
             err = kern(blk, i0, nb, a, d, t, k, m_bits, e_bits, w, anchors, flips, flat,
-                       out is not None)
+                       out is not None, tmp)
             if err:
                 raise _fail(_BLOCK_ERRORS[err - 1], path)
         return

@@ -59,90 +59,84 @@ def fp_params(x: np.ndarray, a_n: int, d_n: int, t_n: int, m_bits: int, e_bits: 
 
 @kernel
 def fp_encode(x: np.ndarray, a_n: int, d_n: int, t_n: int, k: int, m_bits: int, e_bits: int,
-              w: int, anchors: np.ndarray, flips: np.ndarray, p: np.ndarray,
-              side: int) -> None:  # pragma: no cover
-    """Write P's blocks (spec 7.3.1, everything after the side data) into ``p``."""
+              w: int, anchors: np.ndarray, flips: np.ndarray, p: np.ndarray, side: int,
+              tmp: np.ndarray) -> None:  # pragma: no cover
+    """Write P's blocks (spec 7.3.1, everything after the side data) into ``p``, block by block
+    through ``tmp`` (BLOCK elements of x's dtype)."""
     n = a_n * d_n * t_n
     emask = (1 << e_bits) - 1
     top = m_bits - 8 * (k - 1)
-    tmask = (1 << top) - 1
-    bstride = BLOCK * (1 + k) + BLOCK // 8
-    for b0 in range(0, n, BLOCK):  # the sign bits are OR-ed in below
-        nb = min(BLOCK, n - b0)
-        off = side + (b0 // BLOCK) * bstride + nb
-        p[off:off + (nb + 7) // 8] = 0
-    # Tile: tt tokens x all channels of one [T, D] slice (about 16 KiB of input).
-    tt = max(8, min(256, 8192 // max(d_n, 1)))
-    for a in range(a_n):
-        for t0 in range(0, t_n, tt):
-            t1 = min(t_n, t0 + tt)
-            for d in range(d_n):
-                c = a * d_n + d
-                an = np.int64(anchors[c])
-                fl = np.int64(flips[c])
-                t = t0
-                while t < t1:  # a run of this channel's tokens inside one block
-                    i = c * t_n + t
-                    b0 = (i // BLOCK) * BLOCK
-                    nb = min(BLOCK, n - b0)
-                    lo = i - b0
-                    run = min(t1 - t, nb - lo)
-                    off = side + (b0 // BLOCK) * bstride
-                    zo = off + lo
-                    so = off + nb
-                    mo = off + nb + (nb + 7) // 8 + lo
-                    src = (a * t_n + t) * d_n + d
-                    # Local views: LLVM keeps their bases in registers (measured 2x faster
-                    # than indexing p and x with computed offsets).
-                    xs = x[src:src + run * d_n:d_n]
-                    zs = p[zo:zo + run]
-                    for r in range(run):
-                        zs[r] = ((np.int64(xs[r]) >> m_bits) - an) & emask
-                    for j in range(k):
-                        ms = p[mo + j * nb:mo + j * nb + run]
-                        mask = tmask if j == k - 1 else 0xFF
-                        for r in range(run):
-                            ms[r] = (np.int64(xs[r]) >> (8 * j)) & mask
-                    # The signs, one packed byte at a time (OR: a byte may be shared with the
-                    # neighbouring channel's run); a per-element read-modify-write of the same
-                    # byte would chain every element on the previous one's store.
-                    q, end = lo, lo + run
-                    while q < end:
-                        if q & 7 == 0 and q + 8 <= end:  # a whole byte: unrolled
-                            r = q - lo
-                            hs = w - 1
-                            p[so + (q >> 3)] = (
-                                (((np.int64(xs[r]) >> hs) ^ fl) & 1)
-                                | (((np.int64(xs[r + 1]) >> hs) ^ fl) & 1) << 1
-                                | (((np.int64(xs[r + 2]) >> hs) ^ fl) & 1) << 2
-                                | (((np.int64(xs[r + 3]) >> hs) ^ fl) & 1) << 3
-                                | (((np.int64(xs[r + 4]) >> hs) ^ fl) & 1) << 4
-                                | (((np.int64(xs[r + 5]) >> hs) ^ fl) & 1) << 5
-                                | (((np.int64(xs[r + 6]) >> hs) ^ fl) & 1) << 6
-                                | (((np.int64(xs[r + 7]) >> hs) ^ fl) & 1) << 7)
-                            q += 8
-                            continue
-                        hi = min(end, (q | 7) + 1)
-                        acc = np.int64(0)
-                        for qq in range(q, hi):
-                            acc |= (((np.int64(xs[qq - lo]) >> (w - 1)) ^ fl) & 1) << (qq & 7)
-                        p[so + (q >> 3)] |= acc
-                        q = hi
-                    t += run
+    hs = w - 1
+    off = side
+    tt = 64
+    for i0 in range(0, n, BLOCK):
+        nb = min(BLOCK, n - i0)
+        sb = (nb + 7) // 8
+        c0, c1 = i0 // t_n, (i0 + nb - 1) // t_n  # the channels this block touches
+        # Phase 1: the transposing gather into tmp (coded order), in tiles of tt tokens x the
+        # block's channels so that the rows read stay in L1.
+        t_lo = i0 - c0 * t_n
+        t_hi = i0 + nb - c1 * t_n
+        for t0 in range(t_lo if c0 == c1 else 0, t_hi if c0 == c1 else t_n, tt):
+            for c in range(c0, c1 + 1):
+                ta = max(t0, t_lo) if c == c0 else t0
+                tb = min(t0 + tt, t_hi) if c == c1 else min(t0 + tt, t_n)
+                if ta >= tb:
+                    continue
+                a, d = c // d_n, c % d_n
+                lo = c * t_n + ta - i0
+                src = (a * t_n + ta) * d_n + d
+                xs = x[src:src + (tb - ta) * d_n:d_n]
+                ts = tmp[lo:lo + tb - ta]
+                for r in range(tb - ta):
+                    ts[r] = xs[r]
+        # Phase 2, contiguous loops (vectorised): exponent and mantissa streams per channel
+        # run, then the channel's flip applied to the sign bit in tmp.
+        lo = 0
+        for c in range(c0, c1 + 1):
+            run = min(nb - lo, (c + 1) * t_n - (i0 + lo))
+            an = np.int64(anchors[c])
+            ts = tmp[lo:lo + run]
+            zs = p[off + lo:off + lo + run]
+            for r in range(run):
+                zs[r] = ((np.int64(ts[r]) >> m_bits) - an) & emask
+            for j in range(k):
+                mask = ((1 << top) - 1) if j == k - 1 else 0xFF
+                mo = off + nb + sb + j * nb + lo
+                ms = p[mo:mo + run]
+                for r in range(run):
+                    ms[r] = (np.int64(ts[r]) >> (8 * j)) & mask
+            if flips[c]:
+                for r in range(run):
+                    ts[r] ^= np.int64(1) << hs
+            lo += run
+        so = off + nb
+        for b in range(nb >> 3):
+            acc = np.int64(0)
+            for i in range(8):
+                acc |= ((np.int64(tmp[8 * b + i]) >> hs) & 1) << i
+            p[so + b] = acc
+        if nb & 7:
+            acc = np.int64(0)
+            for q in range(nb & ~7, nb):
+                acc |= ((np.int64(tmp[q]) >> hs) & 1) << (q & 7)
+            p[so + (nb >> 3)] = acc
+        off += nb * (1 + k) + sb
 
 
 @kernel
 def fp_decode_block(blk: np.ndarray, i0: int, nb: int, a_n: int, d_n: int, t_n: int, k: int,
                     m_bits: int, e_bits: int, w: int, anchors: np.ndarray, flips: np.ndarray,
-                    out: np.ndarray, write: bool) -> int:  # pragma: no cover
+                    out: np.ndarray, write: bool, tmp: np.ndarray) -> int:  # pragma: no cover
     """Check one P block (R-7.17) and, with ``write``, rebuild its elements into ``out`` (the
-    raw tensor, flat). Returns 0, or the first failed check in the numpy twin's order:
-    1 exponent symbol out of range, 2 sign padding bits, 3 bits above the mantissa."""
+    raw tensor, flat), through ``tmp`` (at least ``nb`` elements of out's dtype). Returns 0, or
+    the first failed check in the numpy twin's order: 1 exponent symbol out of range, 2 sign
+    padding bits, 3 bits above the mantissa."""
     sb = (nb + 7) // 8
     emask = (1 << e_bits) - 1
     top = m_bits - 8 * (k - 1)
     if e_bits < 8:
-        acc = 0
+        acc = np.int64(0)
         for r in range(nb):
             acc |= blk[r]
         if acc >> e_bits:
@@ -150,7 +144,7 @@ def fp_decode_block(blk: np.ndarray, i0: int, nb: int, a_n: int, d_n: int, t_n: 
     if nb & 7 and (np.int64(blk[nb + sb - 1]) >> (nb & 7)):
         return 2
     if top < 8:
-        acc = 0
+        acc = np.int64(0)
         last = nb + sb + (k - 1) * nb
         for r in range(nb):
             acc |= blk[last + r]
@@ -159,9 +153,40 @@ def fp_decode_block(blk: np.ndarray, i0: int, nb: int, a_n: int, d_n: int, t_n: 
     if not write:
         return 0
     mo = nb + sb
+    hs = w - 1
+    # Phase 1, in the coded order (contiguous loops the compiler vectorises): the values
+    # without their signs, channel run by channel run.
     c0, c1 = i0 // t_n, (i0 + nb - 1) // t_n  # the channels this block touches
-    # Tiles of tt tokens x the block's channels: a tile's writes (tt rows of the raw tensor)
-    # stay in L1 until they are complete, instead of one cache line per element.
+    lo = 0
+    for c in range(c0, c1 + 1):
+        run = min(nb - lo, (c + 1) * t_n - (i0 + lo))
+        an = np.int64(anchors[c])
+        zs, ts = blk[lo:lo + run], tmp[lo:lo + run]
+        m0 = blk[mo + lo:mo + lo + run]
+        for r in range(run):
+            ts[r] = ((np.int64(zs[r]) + an) & emask) << m_bits | np.int64(m0[r])
+        for j in range(1, k):
+            mj = blk[mo + j * nb + lo:mo + j * nb + lo + run]
+            for r in range(run):
+                ts[r] |= np.int64(mj[r]) << (8 * j)
+        lo += run
+    # The sign bits, eight per packed byte, then each channel's flip.
+    for b in range(nb >> 3):
+        byte = np.int64(blk[nb + b])
+        for i in range(8):
+            tmp[8 * b + i] |= ((byte >> i) & 1) << hs
+    for q in range(nb & ~7, nb):
+        tmp[q] |= ((np.int64(blk[nb + (q >> 3)]) >> (q & 7)) & 1) << hs
+    lo = 0
+    for c in range(c0, c1 + 1):
+        run = min(nb - lo, (c + 1) * t_n - (i0 + lo))
+        if flips[c]:
+            ts = tmp[lo:lo + run]
+            for r in range(run):
+                ts[r] ^= np.int64(1) << hs
+        lo += run
+    # Phase 2: the transposing copy into out, in tiles of tt tokens x the block's channels so
+    # that a tile's rows of out stay in L1 until they are complete.
     tt = 64
     t_lo = i0 - c0 * t_n  # the first channel starts here, the last ends before t_hi
     t_hi = i0 + nb - c1 * t_n
@@ -172,27 +197,13 @@ def fp_decode_block(blk: np.ndarray, i0: int, nb: int, a_n: int, d_n: int, t_n: 
             if ta >= tb:
                 continue
             a, d = c // d_n, c % d_n
-            an = np.int64(anchors[c])
-            fl = np.int64(flips[c])
             lo = c * t_n + ta - i0  # position in the block
             run = tb - ta
             dst = (a * t_n + ta) * d_n + d
             os_ = out[dst:dst + run * d_n:d_n]
-            zs = blk[lo:lo + run]
-            m0 = blk[mo + lo:mo + lo + run]
-            m1 = blk[mo + nb + lo:mo + nb + lo + run] if k > 1 else m0
-            m2 = blk[mo + 2 * nb + lo:mo + 2 * nb + lo + run] if k > 2 else m0
-            sg = blk[nb:nb + sb]
-            hs = w - 1
+            ts = tmp[lo:lo + run]
             for r in range(run):
-                q = lo + r
-                v = ((((np.int64(sg[q >> 3]) >> (q & 7)) ^ fl) & 1) << hs
-                     | ((np.int64(zs[r]) + an) & emask) << m_bits | np.int64(m0[r]))
-                if k > 1:
-                    v |= np.int64(m1[r]) << 8
-                if k > 2:
-                    v |= np.int64(m2[r]) << 16
-                os_[r] = v
+                os_[r] = ts[r]
     return 0
 
 
