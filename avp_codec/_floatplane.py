@@ -21,7 +21,7 @@ be compressed on several threads at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -112,9 +112,11 @@ def compress(raw: bytes | memoryview, dtype: Dtype, shape: tuple[int, ...],
     return b"".join(out)
 
 
-def _streams_kernel(x: np.ndarray, dtype: Dtype, shape: tuple[int, ...]) -> list[memoryview]:
-    """P in one buffer, written by the compiled kernels, cut into the pieces of
-    ``_streams_numpy`` (the same bytes: tests/codec/test_plane_kernels.py)."""
+def _streams_kernel(x: np.ndarray, dtype: Dtype, shape: tuple[int, ...]
+                    ) -> Iterator[memoryview]:
+    """P's pieces, written block by block by the compiled kernels into one reused block
+    buffer (still in cache when zstd reads it); each piece is valid until the next is asked
+    for. The same bytes as ``_streams_numpy`` (tests/codec/test_plane_kernels.py)."""
     w, e_bits, m_bits = FORMATS[dtype]
     a, d, t = geometry(shape)
     c, n, k = a * d, a * d * t, planes(dtype)
@@ -123,23 +125,21 @@ def _streams_kernel(x: np.ndarray, dtype: Dtype, shape: tuple[int, ...]) -> list
     assert params is not None and enc is not None
     if n:
         params(x, a, d, t, m_bits, e_bits, w, SAMPLE if t >= 8 * SAMPLE else 1, anchors, flips)
-    p = np.empty(stream_length(dtype, shape), np.uint8)
-    side = c + (c + 7) // 8
-    p[:c] = anchors
-    p[c:side] = np.packbits(flips, bitorder="little")
-    enc(x, a, d, t, k, m_bits, e_bits, w, anchors, flips, p, side,
-        np.empty(min(n, BLOCK), x.dtype))
-    view = memoryview(p.data)
-    pieces, off = [view[:side]], side
+    yield memoryview(anchors.tobytes() + np.packbits(flips, bitorder="little").tobytes())
+    blk = np.empty(min(n, BLOCK) * (1 + k) + (min(n, BLOCK) + 7) // 8, np.uint8)
+    tmp = np.empty(min(n, BLOCK), x.dtype)
+    view = memoryview(blk.data)
     for i0 in range(0, n, BLOCK):
+        enc(x, a, d, t, k, m_bits, e_bits, w, anchors, flips, blk, i0, i0 + BLOCK, tmp)
         nb = min(BLOCK, n - i0)
+        off = 0
         for size in (nb, (nb + 7) // 8, *(nb for _ in range(k))):
-            pieces.append(view[off:off + size])
+            yield view[off:off + size]
             off += size
-    return pieces
 
 
-def _streams_numpy(x: np.ndarray, dtype: Dtype, shape: tuple[int, ...]) -> list[memoryview]:
+def _streams_numpy(x: np.ndarray, dtype: Dtype, shape: tuple[int, ...]
+                   ) -> Iterable[memoryview]:
     """P's pieces in order: the side data, then each block's exponent, sign and mantissa
     streams (the reference code; ``_streams_kernel`` is its compiled twin)."""
     w, e_bits, m_bits = FORMATS[dtype]

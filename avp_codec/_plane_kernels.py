@@ -1,20 +1,22 @@
-"""Compiled plane transforms for the plane codecs (``_floatplane``, ``_codecs``' byte planes).
+"""Compiled plane transforms for ``floatplane_zstd`` (``_floatplane``).
 
 Each function here is a ``_jit.kernel``: compiled by numba on first use when it is installed, and
 otherwise never called. Each has a numpy twin that is the codec's reference code and produces the
-same bytes (``_floatplane.compress`` / ``decompress_into``, ``_codecs.split_planes``); tests
+same bytes (``_floatplane._streams_numpy`` / ``decompress_into``'s numpy loop); tests
 compare the two on adversarial inputs. The kernels only remove numpy's passes over memory:
 
-- floatplane encode: the numpy path copies the tensor into channel-major order, then derives the
-  exponent, sign and mantissa streams from that copy in one pass each, then packs the signs. The
-  kernel reads the tensor once, in tiles of ``tt`` tokens x all channels (the tile stays in L1, so
-  the transposing read costs no more than a sequential one) and writes every stream of every
-  channel directly at its place in the pre-compression buffer P.
-- floatplane decode: per P block, the numpy path unpacks signs, repeats anchors and flips per
-  element, builds the values in four passes and scatters them; the kernel checks the block
-  (R-7.17) and writes each element once into the raw tensor.
-- byte planes: one pass that splits all planes, instead of one strided pass per plane (joining
-  stays numpy: the planes arrive one after the other, so each is one strided copy either way).
+- encode: the numpy path copies the whole tensor into channel-major order, derives the
+  exponent, sign and mantissa streams from that copy in one pass each, then packs the signs.
+  The kernel works one P block at a time: a tiled transposing copy of the block's elements
+  into a block-sized scratch (tiles of 64 tokens x the block's channels, so the rows read stay
+  in L1), then contiguous loops the compiler vectorises write the streams into a reused block
+  buffer, which zstd reads while it is still in cache. No tensor-sized temporary.
+- decode: per P block, the numpy path unpacks signs, repeats anchors and flips per element,
+  builds the values in several passes and scatters them; the kernel checks the block (R-7.17),
+  builds the values in the coded order in contiguous loops, then writes them with the same
+  tiled transposing copy into the raw tensor.
+- byte planes (``byteplane_zstd``) stay numpy: a compiled one-pass split measured slower than
+  numpy's k strided gathers, and joining is one strided copy per plane either way.
 
 Kernels are single-threaded and release the GIL (``_jit``); callers run tensors in parallel on
 ``_parallel``'s pool.
@@ -59,17 +61,18 @@ def fp_params(x: np.ndarray, a_n: int, d_n: int, t_n: int, m_bits: int, e_bits: 
 
 @kernel
 def fp_encode(x: np.ndarray, a_n: int, d_n: int, t_n: int, k: int, m_bits: int, e_bits: int,
-              w: int, anchors: np.ndarray, flips: np.ndarray, p: np.ndarray, side: int,
-              tmp: np.ndarray) -> None:  # pragma: no cover
-    """Write P's blocks (spec 7.3.1, everything after the side data) into ``p``, block by block
-    through ``tmp`` (BLOCK elements of x's dtype)."""
+              w: int, anchors: np.ndarray, flips: np.ndarray, p: np.ndarray, start: int,
+              stop: int, tmp: np.ndarray) -> None:  # pragma: no cover
+    """Write P's blocks for the elements ``start..stop`` of the coded order (block-aligned)
+    into ``p`` from its offset 0, block by block through ``tmp`` (BLOCK elements of x's
+    dtype)."""
     n = a_n * d_n * t_n
     emask = (1 << e_bits) - 1
     top = m_bits - 8 * (k - 1)
     hs = w - 1
-    off = side
+    off = 0
     tt = 64
-    for i0 in range(0, n, BLOCK):
+    for i0 in range(start, min(n, stop), BLOCK):
         nb = min(BLOCK, n - i0)
         sb = (nb + 7) // 8
         c0, c1 = i0 // t_n, (i0 + nb - 1) // t_n  # the channels this block touches
@@ -205,18 +208,3 @@ def fp_decode_block(blk: np.ndarray, i0: int, nb: int, a_n: int, d_n: int, t_n: 
             for r in range(run):
                 os_[r] = ts[r]
     return 0
-
-
-@kernel
-def split_planes(src: np.ndarray, k: int, out: np.ndarray) -> None:  # pragma: no cover
-    """Plane j of ``out`` holds byte j of every k-byte element of ``src`` (both uint8): one pass
-    over ``src`` in chunks that stay in L1, where numpy makes k strided passes."""
-    n = len(src) // k
-    step = 4096
-    for i0 in range(0, n, step):
-        i1 = min(n, i0 + step)
-        for j in range(k):
-            dst = out[j * n + i0:j * n + i1]
-            col = src[i0 * k + j:i1 * k:k]
-            for r in range(i1 - i0):
-                dst[r] = col[r]

@@ -144,7 +144,7 @@ def _frames(codec: avp.Codec) -> dict[str, bytes]:
     """Faulty frames for a float32 tensor of 4096 raw bytes: each must be refused by the
     streamed digest with the code ``_codecs.decompress`` gives it."""
     raw = np.arange(1024, dtype=np.float32).tobytes()
-    body = raw if codec == avp.Codec.ZSTD else bytes(_codecs.split_planes(raw, 4))
+    body = raw if codec == avp.Codec.ZSTD else _codecs.split_planes(raw, 4)
     good = zstandard.ZstdCompressor(level=3).compress(body)
     no_size = zstandard.ZstdCompressor(level=3, write_content_size=False)
     return {

@@ -198,17 +198,6 @@ def test_thread_counts_write_the_same_bytes(path: str, codec: Codec,
             t.array().tobytes() for t in base.tensors]
 
 
-@needs_numba
-@pytest.mark.parametrize("k", [2, 4, 8])
-@pytest.mark.parametrize("n", [0, 1, 4095, 4096, 4097, 50_000])
-def test_split_planes_kernel_matches_numpy(k: int, n: int) -> None:
-    raw = np.random.default_rng(n + k).integers(0, 256, n * k, dtype=np.uint8).tobytes()
-    want = _with("numpy", lambda: bytes(_codecs.split_planes(raw, k)))
-    got = _with("kernels", lambda: bytes(_codecs.split_planes(raw, k)))
-    assert got == want
-    assert want == np.frombuffer(raw, np.uint8).reshape(-1, k).T.tobytes()
-
-
 def _floatplane_cases() -> list[dict[str, Any]]:
     cases = json.loads((VECTORS / "manifest.json").read_text())["cases"]
     return [c for c in cases if "floatplane_zstd" in c.get("requires", {}).get("codecs", [])]
