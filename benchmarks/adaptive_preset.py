@@ -119,19 +119,25 @@ def selected_policy(msg: avp.Message, budget: float | None = None) -> QuantPolic
 
     The recent window is a token count, so on a short context it can take a share of the
     message that no budget allows (16 of ~50 tokens is a third): the window is then halved
-    until the budget is reachable (16, 8, 4, 2, 1, 0). On the development and held-out prompts
-    (1000-1400 tokens) the full window always fits. ValueError when even no window misses the
-    budget.
+    until the budget is reachable (16, 8, 4, 2, 1, 0). If even no window reaches it, the next
+    larger key menu (a superset) is tried the same way. On the development and held-out
+    prompts (1000-1600 tokens) the selected window and menu always fit. ValueError when
+    nothing reaches the budget.
     """
     b = SELECTED["budget"] if budget is None else budget
-    window = SELECTED["window"]
-    while True:
-        try:
-            return role_policy(msg, b, window=window, menu=SELECTED["menu"])
-        except ValueError:
-            if window == 0:
-                raise
-            window //= 2
+    menus = [m for m in sorted(MENUS) if m >= SELECTED["menu"]]
+    for menu in menus:
+        window = SELECTED["window"]
+        while True:
+            try:
+                return role_policy(msg, b, window=window, menu=menu)
+            except ValueError:
+                if window == 0:
+                    if menu == menus[-1]:
+                        raise
+                    break
+                window //= 2
+    raise AssertionError("unreachable")
 
 
 def description() -> dict[str, object]:
@@ -140,4 +146,6 @@ def description() -> dict[str, object]:
             "key_options": list(MENUS[SELECTED["menu"]]), "value_options": list(VALUE_OPTIONS),
             "recent_window": SELECTED["window"], "budget_ratio": SELECTED["budget"],
             "wire_margin": WIRE_MARGIN, "sensitivity_from": SENS_FILE.name,
-            "window_rule": "halved until the budget is reachable"}
+            "key_menu": SELECTED["menu"],
+            "short_context_rule": "window halved, then the next key menu, until the budget is "
+                                  "reachable"}
