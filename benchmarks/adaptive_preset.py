@@ -68,8 +68,9 @@ VALUE_OPTIONS: dict[str, QuantSetting | None] = {
 MENUS = {1: KEY_OPTIONS, 2: KEY_OPTIONS_2}
 
 # The selected policy (issue 18.5; see results/fidelity_adaptive_curve.md): menu, recent window
-# and budget. Round 1's choice until round 2's rule (adaptive_curve.select_dev) has run.
-SELECTED = {"menu": 1, "window": 0, "budget": 5.0}
+# and budget: "role-adaptive menu 2, recent window 8, 5x", chosen by round 2's rule
+# (adaptive_curve.select_dev) on the development sets only (round 1 chose menu 1, no window).
+SELECTED = {"menu": 2, "window": 8, "budget": 5.0}
 
 
 def with_window(s: QuantSetting | None, window: int) -> QuantSetting | None:
@@ -114,6 +115,20 @@ def role_policy(msg: avp.Message, budget: float, window: int = 0,
     return quant.choose_role_policy(msg, kopts, vopts, ksens, vsens, budget * WIRE_MARGIN)
 
 
+def _reachable(msg: avp.Message, budget: float, window: int, menu: int) -> bool:
+    """Whether the smallest (2-bit) options of `menu` with `window` fit the budget: a quick
+    check with 2 x 2 options per layer before choose_role_policy sizes all of them."""
+    from avp_codec import _quant_policy as qp
+
+    smallest = 0
+    for i in range(len(msg.layers)):
+        for role, opts in ((avp.Role.KEY, MENUS[menu]), (avp.Role.VALUE, VALUE_OPTIONS)):
+            two_bit = [with_window(o, window) for o in opts.values()
+                       if o is not None and o.bits == 2]
+            smallest += min(qp.role_bytes(msg, i, role, o) for o in two_bit)
+    return smallest <= quant.message_kv_bytes(msg) / (budget * WIRE_MARGIN)
+
+
 def selected_policy(msg: avp.Message, budget: float | None = None) -> QuantPolicy:
     """The selected role-adaptive policy for `msg` at `budget` x (default SELECTED's).
 
@@ -125,19 +140,21 @@ def selected_policy(msg: avp.Message, budget: float | None = None) -> QuantPolic
     nothing reaches the budget.
     """
     b = SELECTED["budget"] if budget is None else budget
-    menus = [m for m in sorted(MENUS) if m >= SELECTED["menu"]]
-    for menu in menus:
+    last: ValueError | None = None
+    for menu in [m for m in sorted(MENUS) if m >= SELECTED["menu"]]:
         window = SELECTED["window"]
         while True:
-            try:
-                return role_policy(msg, b, window=window, menu=menu)
-            except ValueError:
-                if window == 0:
-                    if menu == menus[-1]:
-                        raise
-                    break
-                window //= 2
-    raise AssertionError("unreachable")
+            if _reachable(msg, b, window, menu):
+                try:
+                    return role_policy(msg, b, window=window, menu=menu)
+                except ValueError as e:
+                    last = e
+            if window == 0:
+                break
+            window //= 2
+    if last is not None:
+        raise last
+    return role_policy(msg, b, menu=max(MENUS))  # raises: names the smallest reachable ratio
 
 
 def description() -> dict[str, object]:
