@@ -146,6 +146,15 @@ def markdown(rep: dict[str, Any], prompts: dict[str, int]) -> str:
            if sel in final else f" (not scored on {FINAL_SET} yet)")
     lines += ["", f"Target {rep['target']}: selected on the development sets: {sel}; "
               f"{verdict}{got}."]
+    if sel in final:
+        lo, hi = wilson(final[sel]["agree"], final[sel]["tokens"])
+        if lo < TARGET_PCT / 100 <= hi:
+            lines += ["", f"The Wilson 95% interval ({100 * lo:.1f}-{100 * hi:.1f}%) straddles "
+                      f"{TARGET_PCT:g}%: " + ("the point estimate meets the target, but these "
+                      "tokens cannot exclude a true rate a little under it" if rep["met"] else
+                      "the point estimate misses, but these tokens cannot exclude a true rate "
+                      "at or above the target") + " (tokens of one prompt are not independent, "
+                      "so the true interval is wider still)."]
     return "\n".join(lines) + "\n"
 
 

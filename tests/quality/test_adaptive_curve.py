@@ -115,3 +115,13 @@ def test_pooled_sums_tokens_of_policies_in_every_curve() -> None:
     assert (got["p"]["agree"], got["p"]["tokens"], got["p"]["top1_pct"]) == (90, 96, 93.75)
     lo, hi = got["p"]["wilson95_pct"]
     assert lo < 93.75 < hi
+
+
+def test_markdown_says_when_the_interval_straddles_the_target() -> None:
+    dev = {s: {"x 5x": _c(97, 5.1)} for s in ("tune", "heldout1", "heldout2")}
+    md = ac.markdown(ac.report(dev, {"x 5x": _c(675, 5.04, 704)}), {})
+    assert "**met**" in md and "straddles 95%: the point estimate meets the target" in md
+    md = ac.markdown(ac.report(dev, {"x 5x": _c(700, 5.04, 704)}), {})
+    assert "straddles" not in md  # 99.4%: the whole interval is above 95%
+    md = ac.markdown(ac.report(dev, {"x 5x": _c(665, 5.04, 704)}), {})
+    assert "**not met**" in md and "the point estimate misses" in md
