@@ -165,6 +165,10 @@ def markdown(report: dict[str, Any]) -> str:
               f"(load average {cfg.get('load_average_1min_at_end', '?')} at the end: a shared "
               "machine); adaptive policy: "
               f"{cfg['adaptive']}."]
+    if cfg.get("adaptive_rescored"):
+        lines += ["", "The KV adaptive row was re-run alone on the recorded items when the "
+                  "adaptive policy changed (`--rescore-adaptive`; raw bf16 re-scored in the "
+                  "same forward as a check); its model time is not in the sum above."]
     return "\n".join(lines) + "\n"
 
 
