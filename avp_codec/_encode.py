@@ -300,22 +300,20 @@ class StreamEncoder:
                            path=f"tensor[{i}]")
 
     def _write_fused(self, i: int, t: Tensor) -> None:
-        """Into a random-access buffer: copy the data first, computing its CRC chunk by chunk
-        while the chunk is in cache, then write the descriptor (which carries the CRC) in front
-        of it. The bytes are the same as the streaming order produces; the source is read once
-        instead of twice."""
+        """Into a random-access buffer: copy the data first, computing its CRC as it is copied
+        (``_parallel.copy_crc``: one pass), then write the descriptor (which carries the CRC) in
+        front of it. The bytes are the same as the streaming order produces; the source is read
+        once instead of twice."""
         w = self._w
         assert isinstance(w, _Into)
         start = self._pos
         sec_len = 24 + 64 + 8 * len(t.shape)
         data_at = start + sec_len + pad64(start + sec_len)
-        w.n = data_at
-        crc, stored, step = 0, t.stored, _parallel.COPY_CHUNK
-        for off in range(0, len(stored), step):
-            chunk = stored[off:off + step]
-            crc = crc32c.crc32c(chunk, crc)
-            w.write(chunk)
-        t._crc = crc
+        stop = data_at + t.stored_length
+        if stop > len(w.buf):
+            raise ValueError("buffer too small for the encoded message")
+        t._crc = _parallel.copy_crc(np.frombuffer(w.buf, np.uint8)[data_at:stop], t.stored)
+        w.n = stop
         w.write(_ZEROS[:pad8(w.n)])
         end = w.n
         w.n = start

@@ -17,6 +17,8 @@ from typing import TypeVar
 import crc32c
 import numpy as np
 
+from . import _copy_kernels
+
 T = TypeVar("T")
 MIN_PARALLEL_BYTES = 4 << 20  # below this, thread hand-offs cost more than they save
 COPY_CHUNK = 1 << 18  # copy+CRC granularity: source and copy (512 KiB) stay in L2 for the CRC
@@ -96,10 +98,23 @@ def map_ordered(fn: Callable[[int], T], weights: Sequence[int], threads: int) ->
 
 
 def copy_crc(dst: np.ndarray, src: memoryview, crc: int = 0) -> int:
-    """Copy ``src`` into ``dst`` (uint8 arrays of equal length) chunk by chunk, computing the
-    CRC32C of each chunk just before copying it: the CRC pulls the chunk into cache, and the
-    copy then reads it from there (measured faster than copying first and checking the copy,
-    whose stores compete with the next chunk's loads)."""
+    """Copy ``src`` into ``dst`` (a uint8 array of the same length) and return the CRC32C of
+    ``src`` continued from ``crc``: the compiled one-pass kernel (``_copy_kernels``) for large
+    copies where it is available, else the numpy twin (same bytes, same CRC)."""
+    s = np.frombuffer(src, np.uint8)
+    if len(s) >= _copy_kernels.MIN_BYTES:
+        fn = _copy_kernels.get()
+        if fn is not None:
+            result: int = fn(dst, s, crc)
+            return result
+    return copy_crc_numpy(dst, src, crc)
+
+
+def copy_crc_numpy(dst: np.ndarray, src: memoryview, crc: int = 0) -> int:
+    """The numpy twin of the kernel: copy chunk by chunk, computing the CRC32C of each chunk
+    just before copying it: the CRC pulls the chunk into cache, and the copy then reads it from
+    there (measured faster than copying first and checking the copy, whose stores compete with
+    the next chunk's loads)."""
     s = np.frombuffer(src, np.uint8)
     for off in range(0, len(s), COPY_CHUNK):
         crc = crc32c.crc32c(src[off:off + COPY_CHUNK], crc)

@@ -8,7 +8,7 @@ one arrives; the encoders run the same code so they cannot emit what the decoder
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -177,6 +177,7 @@ class TensorChecker:
         # A random-access read (spec 11.3) checks one tensor alone: the checks that need the
         # other tensors (order, parameter references, agreement) are skipped.
         self.standalone_index = standalone_index
+        self._acceptor: Callable[..., bool] | None = None
 
     def check(self, t: Tensor, offset: int | None = None) -> None:
         """Check one tensor in message order (raises the first fault, spec 9.2 order)."""
@@ -202,19 +203,42 @@ class TensorChecker:
         """Accept a tensor whose descriptor (with its layer's facts) already passed every
         check that depends on it alone, when it also keeps the layer order: record it as
         ``check`` would and return True. False: nothing recorded, run ``check``."""
-        if not self._eligible(role, layer, quant):
+        if quant is not None:
             return False
-        assert layer is not None
-        key = (role, dtype, shape, codec, layout, token_offset, raw_length, stored_length,
-               self._layer_facts[layer])
-        if key not in self._alone_ok:
-            return False
-        seen = self.seen
-        prev = seen[-1].layer if seen else None
-        if prev is not None and layer < prev:  # the order rule (message-level first)
-            return False
-        seen.append(_Seen(role, dtype, shape, layer, layout, token_offset, offset))
-        return True
+        return self.acceptor()(role, dtype, shape, layer, codec, layout, token_offset,
+                               raw_length, stored_length, offset)
+
+    def acceptor(self) -> Callable[..., bool]:
+        """``accept_known`` for tensors without quant fields, as one closure with this
+        checker's facts bound once (the decoder's fast path calls it once per tensor)."""
+        fn = self._acceptor
+        if fn is not None:
+            return fn
+        never = self.standalone_index is not None
+        single, n_layers = self._single, len(self.layers)
+        batch = _BATCH_ROLES if self.kind == Kind.HIDDEN_STATE else frozenset()
+        alone_ok, facts, seen, seen_rec = self._alone_ok, self._layer_facts, self.seen, _Seen
+
+        def accept(role: Role, dtype: Dtype, shape: tuple[int, ...], layer: int | None,
+                   codec: Codec, layout: Layout, token_offset: int, raw_length: int,
+                   stored_length: int, offset: int | None) -> bool:
+            # _eligible's conditions (quant is None here), then the remembered descriptor,
+            # then the order rule (message-level tensors first).
+            if (never or layer is None or not 0 <= layer < n_layers or role in single
+                    or role in batch):
+                return False
+            if (role, dtype, shape, codec, layout, token_offset, raw_length, stored_length,
+                    facts[layer]) not in alone_ok:
+                return False
+            if seen:
+                prev = seen[-1].layer
+                if prev is not None and layer < prev:
+                    return False
+            seen.append(seen_rec(role, dtype, shape, layer, layout, token_offset, offset))
+            return True
+
+        self._acceptor = accept
+        return accept
 
     def _check(self, t: Tensor, offset: int | None) -> None:
         alone = self.standalone_index is not None

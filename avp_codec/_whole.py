@@ -161,7 +161,7 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor],
     if core.state != "sections" or checker is None:
         return
     check, index, mac, lim = checker.check, core.index, core.mac, core.lim
-    known = checker.accept_known
+    known = checker.acceptor()  # for tensors without quant fields
     verify = core.verify and deferred is None  # inline CRCs, or none here (deferred)
     size, count, pos = len(mv), core.tensor_count, core.pos
     max_rank, max_bytes, max_desc = lim.max_rank, lim.max_tensor_bytes, D._MAX_DESC
@@ -203,8 +203,8 @@ def _plain_tensors(core: Core, mv: memoryview, src: _Whole, out: list[Tensor],
         shape, ordinal = f[22:-1], None if layer == NO_REF else layer
         t = pending(role, dtype, shape, ordinal, codec, layout, token_offset, quant, raw_length,
                     stored_length, data_crc)
-        if not known(role, dtype, shape, ordinal, codec, layout, token_offset, raw_length,
-                     stored_length, quant, at + 16):
+        if quant is not None or not known(role, dtype, shape, ordinal, codec, layout,
+                                          token_offset, raw_length, stored_length, at + 16):
             check(t, at + 16)
         stop = data_at + stored_length
         data_end = stop + (-stop % 8)
