@@ -47,7 +47,8 @@ agents-bench: install
 	$(VPY) benchmarks/agents_bench.py
 
 # A real SmolLM2 KV-cache over HTTP to a receiving process at paced link rates, per codec and
-# codec="auto" (~5-10 min; writes benchmarks/results/handoff_bench.*)
+# codec="auto", every codec pipelined per tensor, 9 paired repetitions (~11 min at load 5-10 on
+# 2 cores, less when quiet; writes benchmarks/results/handoff_bench.*)
 handoff-bench: install
 	$(VPY) benchmarks/handoff_bench.py
 

@@ -33,6 +33,7 @@ bit-exact codecs; a number admits, besides those, lossy codecs whose measured to
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,27 @@ class CodecProfile:
             raise _bad(f"{self.name}: agreement_pct must be in [0, 100]")
         if self.name == RAW and (self.size_ratio != 1 or not self.lossless):
             raise _bad("the raw profile is lossless with size_ratio 1")
+
+
+def measured_profile(name: str, raw_bytes: int, seconds: Sequence[float], *, size_ratio: float,
+                     lossless: bool, agreement_pct: float | None = None) -> CodecProfile:
+    """A codec's profile from whole handoffs timed on this machine, so the choice follows
+    whatever the codec costs today (a faster quantizer or compressor shows up at the next
+    measurement; nothing is hard-coded): `seconds` are repeated runs of the complete CPU path
+    (export, code, transport, decode, import) of `raw_bytes` over an unlimited link, and
+    `size_ratio` is raw bytes / wire bytes of that codec.
+
+    The median run sets the rate: the fastest run would bet on the luckiest moment of a shared
+    machine and the mean on its worst stall. The whole path is charged to encode_bps (decode_bps
+    free): where the stages share a few cores, that time is what the CPU side of one handoff
+    costs, and predict_seconds sets it against the link's time for the wire bytes."""
+    if not isinstance(raw_bytes, int) or isinstance(raw_bytes, bool) or raw_bytes <= 0:
+        raise _bad(f"{name}: raw_bytes must be an int > 0, not {raw_bytes!r}")
+    runs = [_rate(s, f"{name}: seconds") for s in seconds]
+    if not runs:
+        raise _bad(f"{name}: no timed runs")
+    return CodecProfile(name, size_ratio, raw_bytes / statistics.median(runs), math.inf,
+                        lossless, agreement_pct)
 
 
 def _floor(floor: str | float) -> float | None:

@@ -71,7 +71,10 @@ def _compressor(codec: Codec, level: int | None, size: int, threads: int
 
 
 def split_planes(raw: bytes | memoryview, k: int) -> bytes:
-    """Plane j holds byte j of every k-byte element, planes concatenated j = 0..k-1."""
+    """Plane j holds byte j of every k-byte element, planes concatenated j = 0..k-1.
+
+    Stays numpy: a compiled single-pass split measured slower than these k strided gathers
+    (byteplane_zstd L1 encode 292 vs 408 MB per CPU-s, interleaved, load 6.5)."""
     a = np.frombuffer(raw, dtype=np.uint8).reshape(-1, k)
     out = np.empty((k, a.shape[0]), np.uint8)
     for j in range(k):  # one strided gather per plane beats a 2-D transpose copy

@@ -21,12 +21,13 @@ be compressed on several threads at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 import zstandard
 
+from . import _plane_kernels
 from ._registry import Dtype, ErrorCode
 from .errors import AvpError
 
@@ -93,12 +94,57 @@ def choose_params(e: np.ndarray, signs: np.ndarray, e_bits: int
 
 def compress(raw: bytes | memoryview, dtype: Dtype, shape: tuple[int, ...],
              cctx: zstandard.ZstdCompressor) -> bytes:
+    w = FORMATS[dtype][0]
+    x = np.frombuffer(raw, _UINT[w])
+    a, d, t = geometry(shape)
+    if a * d * t != len(x):
+        raise ValueError("raw bytes do not match the shape")
+    enc = _plane_kernels.fp_encode.get()
+    pieces = _streams_numpy(x, dtype, shape) if enc is None else _streams_kernel(x, dtype, shape)
+    cobj = cctx.compressobj(size=stream_length(dtype, shape))
+    it = iter(pieces)
+    out = [cobj.compress(next(it))]
+    flush = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+    for piece in it:  # one zstd block per stream: its Huffman table fits that stream
+        out.append(cobj.flush(flush))
+        out.append(cobj.compress(piece))
+    out.append(cobj.flush())
+    return b"".join(out)
+
+
+def _streams_kernel(x: np.ndarray, dtype: Dtype, shape: tuple[int, ...]
+                    ) -> Iterator[memoryview]:
+    """P's pieces, written block by block by the compiled kernels into one reused block
+    buffer (still in cache when zstd reads it); each piece is valid until the next is asked
+    for. The same bytes as ``_streams_numpy`` (tests/codec/test_plane_kernels.py)."""
+    w, e_bits, m_bits = FORMATS[dtype]
+    a, d, t = geometry(shape)
+    c, n, k = a * d, a * d * t, planes(dtype)
+    anchors, flips = np.zeros(c, np.uint8), np.zeros(c, np.uint8)
+    params, enc = _plane_kernels.fp_params.get(), _plane_kernels.fp_encode.get()
+    assert params is not None and enc is not None
+    if n:
+        params(x, a, d, t, m_bits, e_bits, w, SAMPLE if t >= 8 * SAMPLE else 1, anchors, flips)
+    yield memoryview(anchors.tobytes() + np.packbits(flips, bitorder="little").tobytes())
+    blk = np.empty(min(n, BLOCK) * (1 + k) + (min(n, BLOCK) + 7) // 8, np.uint8)
+    tmp = np.empty(min(n, BLOCK), x.dtype)
+    view = memoryview(blk.data)
+    for i0 in range(0, n, BLOCK):
+        enc(x, a, d, t, k, m_bits, e_bits, w, anchors, flips, blk, i0, i0 + BLOCK, tmp)
+        nb = min(BLOCK, n - i0)
+        off = 0
+        for size in (nb, (nb + 7) // 8, *(nb for _ in range(k))):
+            yield view[off:off + size]
+            off += size
+
+
+def _streams_numpy(x: np.ndarray, dtype: Dtype, shape: tuple[int, ...]
+                   ) -> Iterable[memoryview]:
+    """P's pieces in order: the side data, then each block's exponent, sign and mantissa
+    streams (the reference code; ``_streams_kernel`` is its compiled twin)."""
     w, e_bits, m_bits = FORMATS[dtype]
     a, d, t = geometry(shape)
     c, n = a * d, a * d * t
-    x = np.frombuffer(raw, _UINT[w])
-    if n != len(x):
-        raise ValueError("raw bytes do not match the shape")
     # Channel-major: one copy (a transposing reshape); every stream below is built from it.
     cm = x.reshape(a, t, d).transpose(0, 2, 1).reshape(c, t) if d > 1 else x.reshape(c, t)
     z = (cm >> m_bits).astype(np.uint8)  # the exponent (and, for E < 8, the sign above it)
@@ -117,17 +163,19 @@ def compress(raw: bytes | memoryview, dtype: Dtype, shape: tuple[int, ...],
     if top < 8:  # clear the exponent bits above the mantissa in the last plane
         mant[-1] &= (1 << top) - 1
     zf, sf = z.reshape(-1), signs.reshape(-1)
-    cobj = cctx.compressobj(size=stream_length(dtype, shape))
-    out = [cobj.compress(anchors.tobytes() + np.packbits(flips, bitorder="little").tobytes())]
-    flush = zstandard.COMPRESSOBJ_FLUSH_BLOCK
+    side = anchors.tobytes() + np.packbits(flips, bitorder="little").tobytes()
+    out = [memoryview(side)]
     for i0 in range(0, n, BLOCK):
         i1 = min(n, i0 + BLOCK)
-        pieces = [zf[i0:i1], np.packbits(sf[i0:i1], bitorder="little"), *(p[i0:i1] for p in mant)]
-        for piece in pieces:  # one zstd block per stream: its Huffman table fits that stream
-            out.append(cobj.flush(flush))
-            out.append(cobj.compress(piece.data))
-    out.append(cobj.flush())
-    return b"".join(out)
+        for piece in (zf[i0:i1], np.packbits(sf[i0:i1], bitorder="little"),
+                      *(p[i0:i1] for p in mant)):
+            out.append(memoryview(np.ascontiguousarray(piece).data))
+    return out
+
+
+# The per-block R-7.17 failures, in the order both decoders check them.
+_BLOCK_ERRORS = ("exponent symbol out of range", "nonzero padding bits after the sign bits",
+                 "nonzero bits above the mantissa")
 
 
 def _fail(msg: str, path: str) -> AvpError:
@@ -154,10 +202,23 @@ def decompress_into(read: Callable[[memoryview], None], dtype: Dtype, shape: tup
         raise _fail("nonzero padding bits after the flip bits", path)
     flips = flips[:c]
     ut = _UINT[w]
+    buf = bytearray(BLOCK * (1 + k) + BLOCK // 8)
+    kern = _plane_kernels.fp_decode_block.get()
+    if kern is not None:
+        flat = np.zeros(0, ut) if out is None else np.frombuffer(out, ut)
+        tmp = np.empty(min(n, BLOCK) if out is not None else 0, ut)
+        for i0 in range(0, n, BLOCK):
+            nb = min(BLOCK, n - i0)
+            blk = np.frombuffer(buf, np.uint8, nb * (1 + k) + (nb + 7) // 8)
+            read(memoryview(buf)[:len(blk)])
+            err = kern(blk, i0, nb, a, d, t, k, m_bits, e_bits, w, anchors, flips, flat,
+                       out is not None, tmp)
+            if err:
+                raise _fail(_BLOCK_ERRORS[err - 1], path)
+        return
     view3 = (None if out is None else  # [A, D, T], a view of out
              np.frombuffer(out, ut).reshape(a, t, d).transpose(0, 2, 1))
     top = m_bits - 8 * (k - 1)  # bits used in the last mantissa plane
-    buf = bytearray(BLOCK * (1 + k) + BLOCK // 8)
     for i0 in range(0, n, BLOCK):
         nb = min(BLOCK, n - i0)
         sb = (nb + 7) // 8
@@ -165,13 +226,13 @@ def decompress_into(read: Callable[[memoryview], None], dtype: Dtype, shape: tup
         read(memoryview(buf)[:len(blk)])
         z = blk[:nb]
         if e_bits < 8 and int(z.max()) >> e_bits:
-            raise _fail("exponent symbol out of range", path)
+            raise _fail(_BLOCK_ERRORS[0], path)
         signs = np.unpackbits(blk[nb:nb + sb], bitorder="little")
         if signs[nb:].any():
-            raise _fail("nonzero padding bits after the sign bits", path)
+            raise _fail(_BLOCK_ERRORS[1], path)
         last = blk[nb + sb + (k - 1) * nb:nb + sb + k * nb]
         if top < 8 and int(last.max(initial=0)) >> top:
-            raise _fail("nonzero bits above the mantissa", path)
+            raise _fail(_BLOCK_ERRORS[2], path)
         if view3 is None:
             continue
         # Per-element anchor and flip: repeat each channel's over its elements in this block.

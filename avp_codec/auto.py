@@ -7,9 +7,20 @@
     best = auto.choose_codec(link_bps=125e6, profiles=table)             # lossless only
     best = auto.choose_codec(link_bps=125e6, profiles=table, floor=99.5)  # int8 allowed too
 
-Pure: the caller measures the link rate and the table (benchmarks/handoff_bench.py does both).
+Pure: the caller measures the link rate and the table (benchmarks/handoff_bench.py does both);
+measured_profile() turns repeated timings of a codec's whole handoff on this machine into a row
+of the table (the median run sets the rate).
 """
 
-from ._auto import LOSSLESS, RAW, CodecProfile, admits, choose_codec, predict_seconds
+from ._auto import (
+    LOSSLESS,
+    RAW,
+    CodecProfile,
+    admits,
+    choose_codec,
+    measured_profile,
+    predict_seconds,
+)
 
-__all__ = ["LOSSLESS", "RAW", "CodecProfile", "admits", "choose_codec", "predict_seconds"]
+__all__ = ["LOSSLESS", "RAW", "CodecProfile", "admits", "choose_codec", "measured_profile",
+           "predict_seconds"]

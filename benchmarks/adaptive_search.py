@@ -24,9 +24,11 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import adaptive_preset as ap
 import fidelity_bench as fb
 import numpy as np
 import torch
@@ -38,52 +40,17 @@ from avp_codec.quant import LayerSetting, QuantPolicy, QuantSetting
 
 RESULTS = fb.RESULTS
 D = avp.Dtype
-SENS_FILE = RESULTS / "fidelity_role_sensitivity.json"
+SENS_FILE = ap.SENS_FILE
+KEY_OPTIONS, VALUE_OPTIONS = ap.KEY_OPTIONS, ap.VALUE_OPTIONS
 SENS_TOKENS = 32
 EVAL_TOKENS = 64
 SETS = {"tune": RESULTS / "fidelity_tune_prompts.json",
         "heldout2": RESULTS / "fidelity_heldout2_prompts.json",
         # Scored only, never tuned on: the confirmation set of a choice made after heldout2.
-        "heldout1": RESULTS / "fidelity_heldout_prompts.json"}
-
-
-def _k(dtype: D, group: int, clip: bool = False, window: int = 0) -> QuantSetting:
-    # Keys per channel (groups of tokens): outlier channels get their own scales.
-    return QuantSetting(dtype, "tokens", group, True, sink_tokens=1, compress=True,
-                        clip_search=clip, recent_window=window)
-
-
-def _v(dtype: D, group: int, clip: bool = False, window: int = 0) -> QuantSetting:
-    return QuantSetting(dtype, "channels", group, True, sink_tokens=1, compress=True,
-                        clip_search=clip, recent_window=window)
-
-
-# Options per role, most to least precise. None = left bf16 (its sensitivity is 0 by
-# construction: measure_role_sensitivity evaluates the unchanged message).
-KEY_OPTIONS: dict[str, QuantSetting | None] = {
-    "bf16": None,
-    "K8g64": _k(D.UINT8, 64),
-    "K4g32": _k(D.UINT4, 32),
-    "K4g64": _k(D.UINT4, 64),
-    "K4g128": _k(D.UINT4, 128),
-    "K2g32c": _k(D.UINT2, 32, clip=True),
-}
-VALUE_OPTIONS: dict[str, QuantSetting | None] = {
-    "bf16": None,
-    "V4g32": _v(D.UINT4, 32),
-    "V4g64": _v(D.UINT4, 64),
-    # V4g128 would equal V4g64 (head_dim 64). No clip search for values: on a tuning prompt it
-    # raised 2-bit values' KL (K4g128/V2g64 0.075 -> 0.109 with clip) and compressed worse; it
-    # helps 2-bit keys (K2g32/V4g64 0.252 -> 0.152).
-    "V2g32": _v(D.UINT2, 32),
-    "V2g64": _v(D.UINT2, 64),
-}
-
-
-def _with_window(s: QuantSetting | None, window: int) -> QuantSetting | None:
-    if s is None:
-        return None
-    return QuantSetting(**{**s.__dict__, "recent_window": window})
+        "heldout1": RESULTS / "fidelity_heldout_prompts.json",
+        # tune, heldout1 and heldout2 have all been looked at: they are development sets now.
+        # Set 3 was written after that and is scored once (the selected policy and references).
+        "heldout3": RESULTS / "fidelity_heldout3_prompts.json"}
 
 
 # -- model plumbing ------------------------------------------------------------------------------
@@ -118,13 +85,13 @@ def measure(model: Any, tok: Any) -> None:
     done.setdefault("tokens_per_prompt", SENS_TOKENS)
     done.setdefault("per_prompt", {})
     settings = done.setdefault("settings", {})
-    for role, opts in (("key", KEY_OPTIONS), ("value", VALUE_OPTIONS)):
+    for role, opts in (("key", ap.KEY_OPTIONS_2), ("value", VALUE_OPTIONS)):
         for n, js in _settings_json(opts).items():
             if settings.setdefault(role, {}).setdefault(n, js) != js:
                 raise SystemExit(f"{SENS_FILE}: option {n} was measured with other settings")
     for p in _load(SETS["tune"]):
         rec = done["per_prompt"].setdefault(p["id"], {"key": {}, "value": {}})
-        kmiss = [n for n, o in KEY_OPTIONS.items() if o is not None and n not in rec["key"]]
+        kmiss = [n for n, o in ap.KEY_OPTIONS_2.items() if o is not None and n not in rec["key"]]
         vmiss = [n for n, o in VALUE_OPTIONS.items() if o is not None and n not in rec["value"]]
         if not kmiss and not vmiss:
             continue
@@ -135,7 +102,7 @@ def measure(model: Any, tok: Any) -> None:
             deq = quant.dequantize_message(msg)
             return fb._score(pr.ref, fb._logits(model, deq, pr.inputs, pr.memo))[1] / SENS_TOKENS
 
-        ks, vs = quant.measure_role_sensitivity(pr.base, [KEY_OPTIONS[n] for n in kmiss],
+        ks, vs = quant.measure_role_sensitivity(pr.base, [ap.KEY_OPTIONS_2[n] for n in kmiss],
                                                 [VALUE_OPTIONS[n] for n in vmiss], evaluate)
         rec["context_tokens"] = pr.context
         for role, names, rows in (("key", kmiss, ks), ("value", vmiss, vs)):
@@ -146,38 +113,10 @@ def measure(model: Any, tok: Any) -> None:
               f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
-def averaged() -> tuple[list[list[float]], list[list[float]]]:
-    """[layer][option] sensitivity (mean KL per token over the tuning prompts) of KEY_OPTIONS
-    and VALUE_OPTIONS in their order; an unquantized option (None) is 0."""
-    rows = list(json.loads(SENS_FILE.read_text())["per_prompt"].values())
-
-    def mean(role: str, opts: dict[str, QuantSetting | None]) -> list[list[float]]:
-        cols = [np.zeros(len(rows[0]["key"]["K4g32"])) if o is None else
-                np.mean([np.asarray(r[role][n], dtype=np.float64) for r in rows], axis=0)
-                for n, o in opts.items()]
-        return [[float(c[i]) for c in cols] for i in range(len(cols[0]))]
-
-    return mean("key", KEY_OPTIONS), mean("value", VALUE_OPTIONS)
-
-
-# -- policy families -----------------------------------------------------------------------------
 def _role_policy(msg: avp.Message, budget: float, window: int = 0,
                  pin: dict[int, tuple[str, str]] | None = None,
-                 keys: list[str] | None = None) -> QuantPolicy:
-    """choose_role_policy over the options (optionally a recent window on every quantized
-    option, some layers pinned to given options, or a subset of key options)."""
-    ks, vs = averaged()
-    kn = keys or list(KEY_OPTIONS)
-    kidx = [list(KEY_OPTIONS).index(n) for n in kn]
-    kopts = [_with_window(KEY_OPTIONS[n], window) for n in kn]
-    vopts = [_with_window(o, window) for o in VALUE_OPTIONS.values()]
-    ksens = [[row[j] for j in kidx] for row in ks]
-    vsens = [list(row) for row in vs]
-    for layer, (kname, vname) in (pin or {}).items():
-        # A pinned layer: every other option is made prohibitively sensitive.
-        ksens[layer] = [0.0 if n == kname else 1e9 for n in kn]
-        vsens[layer] = [0.0 if n == vname else 1e9 for n in VALUE_OPTIONS]
-    return quant.choose_role_policy(msg, kopts, vopts, ksens, vsens, budget * fb.WIRE_MARGIN)
+                 keys: list[str] | None = None, menu: int = 1) -> QuantPolicy:
+    return ap.role_policy(msg, budget, window, pin, keys, menu)
 
 
 _ROLE_BYTES: dict[tuple[int, int, int, QuantSetting | None], int] = {}
@@ -202,22 +141,28 @@ def _uniform(key: str, value: str) -> QuantPolicy:
     return QuantPolicy(LayerSetting(KEY_OPTIONS[key], VALUE_OPTIONS[value]))
 
 
-def policies(msg: avp.Message) -> dict[str, QuantPolicy]:
-    n = len(msg.layers)
-    out: dict[str, QuantPolicy] = {
-        "int4_fine (preset)": quant.preset("int4_fine"),
-        "uniform K4g128/V2g32": _uniform("K4g128", "V2g32"),
-        "uniform K4g64/V2g64": _uniform("K4g64", "V2g64"),
+def policies(msg: avp.Message | None) -> dict[str, Callable[[], QuantPolicy]]:
+    """Every policy family by name, built on demand (building one costs compressions)."""
+    out: dict[str, Callable[[], QuantPolicy]] = {
+        "int4_fine (preset)": lambda: quant.preset("int4_fine"),
+        "uniform K4g128/V2g32": lambda: _uniform("K4g128", "V2g32"),
+        "uniform K4g64/V2g64": lambda: _uniform("K4g64", "V2g64"),
     }
     for b in (4.0, 5.0):
-        out[f"old adaptive (1 calib prompt, per layer) {b:g}x"] = fb.adaptive_policy(msg, b)
+        out[f"old adaptive (1 calib prompt, per layer) {b:g}x"] = (
+            lambda b=b: fb.old_adaptive_policy(msg, b))
     for b in (4.0, 4.5, 5.0, 5.5, 6.0):
-        out[f"role-adaptive (5 tune prompts) {b:g}x"] = _role_policy(msg, b)
-    edge = {0: ("K8g64", "V4g32"), n - 1: ("K8g64", "V4g32")}
-    out["role-adaptive, first/last layer K8/V4g32, 5x"] = _role_policy(msg, 5.0, pin=edge)
-    out["role-adaptive, recent window 16, 5x"] = _role_policy(msg, 5.0, window=16)
-    out["role-adaptive, 4-bit keys only, 5x"] = _role_policy(
+        out[f"role-adaptive (5 tune prompts) {b:g}x"] = lambda b=b: _role_policy(msg, b)
+    out["role-adaptive, first/last layer K8/V4g32, 5x"] = lambda: _role_policy(
+        msg, 5.0, pin={0: ("K8g64", "V4g32"), len(msg.layers) - 1: ("K8g64", "V4g32")})
+    out["role-adaptive, recent window 16, 5x"] = lambda: _role_policy(msg, 5.0, window=16)
+    out["role-adaptive, 4-bit keys only, 5x"] = lambda: _role_policy(
         msg, 5.0, keys=["bf16", "K8g64", "K4g32", "K4g64", "K4g128"])
+    # Added after held-out set 3 was frozen, selected on the development sets only: key menu 2
+    # (2-bit keys g64 too), with recent windows of 0-32 tokens.
+    for w in (0, 8, 16, 32):
+        out[f"role-adaptive menu 2, recent window {w}, 5x"] = lambda w=w: _role_policy(
+            msg, 5.0, window=w, menu=2)
     return out
 
 
@@ -228,14 +173,17 @@ def evaluate_set(model: Any, tok: Any, which: str, only: list[str] | None = None
     rec.setdefault("tokens_per_prompt", EVAL_TOKENS)
     rec.setdefault("per_prompt", {})
     for p in _load(SETS[which]):
-        if p["id"] in rec["per_prompt"]:
+        # Resumable per prompt and policy: a policy family added later is scored alone.
+        prev = rec["per_prompt"].get(p["id"], {}).get("rows", {})
+        if all(n in prev for n in (only or policies(None))):
             continue
         t0 = time.perf_counter()
         pr = Prepared(model, tok, p, EVAL_TOKENS)
-        rows: dict[str, Any] = {}
-        for name, pol in policies(pr.base).items():
-            if only is not None and name not in only:
+        rows: dict[str, Any] = dict(prev)
+        for name, build in policies(pr.base).items():
+            if (only is not None and name not in only) or name in prev:
                 continue
+            pol = build()
             msg, size, _, _ = fb._round_trip(fb._quantized(pol), pr.base)
             agree, kl = fb._score(pr.ref, fb._logits(model, msg, pr.inputs))
             rows[name] = {"wire_bytes": size, "bf16_bytes": pr.bf16_bytes, "agree": agree,

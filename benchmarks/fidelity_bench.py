@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import adaptive_preset
 import ml_dtypes
 import numpy as np
 import torch
@@ -105,18 +106,30 @@ def adaptive_sensitivity() -> list[list[float]]:
     return [[float(x) for x in row] for row in rec["sensitivity_kl_per_token"]]
 
 
-def adaptive_description() -> dict[str, Any]:
-    """What defines the adaptive policy (for a report's config and its fingerprint)."""
+def old_adaptive_description() -> dict[str, Any]:
+    """What defines the old per-layer adaptive policy (issue 12; kept reachable by name)."""
     return {"candidates": len(ADAPTIVE_CANDIDATES), "budget_ratio": ADAPTIVE_BUDGET,
             "wire_margin": WIRE_MARGIN, "sensitivity_from": SENSITIVITY_RUN.name,
             "calibration_prompt": json.loads(SENSITIVITY_RUN.read_text())["adaptive"][
                 "calibration_prompt"]}
 
 
-def adaptive_policy(msg: avp.Message, budget: float = ADAPTIVE_BUDGET) -> QuantPolicy:
-    """The adaptive policy for `msg` at `budget` x (the committed sensitivity)."""
+def old_adaptive_policy(msg: avp.Message, budget: float = ADAPTIVE_BUDGET) -> QuantPolicy:
+    """The old per-layer adaptive policy for `msg` at `budget` x (one candidate per layer from
+    ADAPTIVE_CANDIDATES, the committed one-prompt sensitivity)."""
     return quant.choose_policy(msg, ADAPTIVE_CANDIDATES, adaptive_sensitivity(),
                                budget * WIRE_MARGIN)
+
+
+def adaptive_description() -> dict[str, Any]:
+    """What defines the adaptive policy (for a report's config and its fingerprint)."""
+    return adaptive_preset.description()
+
+
+def adaptive_policy(msg: avp.Message, budget: float = ADAPTIVE_BUDGET) -> QuantPolicy:
+    """The adaptive policy for `msg` at `budget` x: the role-adaptive policy selected for issue
+    18 point 5 (benchmarks/adaptive_preset.py); old_adaptive_policy is the per-layer one."""
+    return adaptive_preset.selected_policy(msg, budget)
 
 
 def _lossless(codec: avp.Codec) -> Callable[[avp.Message], avp.Message]:

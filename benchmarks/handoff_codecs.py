@@ -6,18 +6,22 @@ Each codec is a job that writes one KV_CACHE message into a writable as it is pr
                                layer, coded tensor by tensor (lossless);
 * auto                         Connector.export(codec="auto", link_bps=..., profiles=...): the
                                lossless codec avp_codec.auto predicts fastest on this link;
-* int8, int4, adaptive         the bf16 export, quantized (avp_codec.quant presets int8 and int4,
-                               the adaptive 5x policy of benchmarks/fidelity_bench.py), then
-                               streamed tensor by tensor with a StreamEncoder;
+* int8, int4, adaptive         export_quantized: the cache read layer by layer as bf16, each
+                               KEY / VALUE tensor quantized as it is read (avp_codec.quant presets
+                               int8 and int4, the adaptive 5x policy of
+                               benchmarks/fidelity_bench.py) and written to a StreamEncoder at
+                               once: the bytes of quantize_message over the whole export;
 * auto95                       the codec avp_codec.auto chooses with a 95% top-1 agreement floor
                                (lossy codecs admitted by their committed held-out agreement).
 
-`profiles()` measures each codec's throughput on this machine (encode: the job into a counting
-sink; decode: decode + dequantize + import), the numbers auto chooses from.
+`profiles()` measures each codec's parts on this machine for the report (encode: the job into a
+sink; decode: decode + dequantize + import) and its size ratio; auto chooses by whole-handoff
+timings instead (handoff_bench.calibrate, avp_codec.auto.measured_profile).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -38,9 +42,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 LOSSLESS = ("raw", "zstd", "floatplane_zstd")
 QUANT = ("int8", "int4", "adaptive")
+WHOLE = "_whole"  # suffix: a quantized codec exported whole, then streamed (the old sender)
 # Held-out top-1 agreement (benchmarks/results/fidelity_heldout.json) of the lossy rows.
-FIDELITY_ROWS = {"int8": "int8 (K/ch, V/tok, g64, zp)", "int4": "int4 (g64, zp)",
-                 "adaptive": "adaptive (budget 5x)"}
+FIDELITY_ROWS = {"int8": "int8 (K/ch, V/tok, g64, zp)", "int4": "int4 (g64, zp)"}
 DOC = ROOT / "spec" / "avp-spec.md"
 PROBE_TOKENS = 512  # ~12 MB: well beyond the socket buffers, so the rate is the link's
 
@@ -58,9 +62,106 @@ def kv_digest(ctx: Context) -> str:
     return h.hexdigest()
 
 
-def agreements(path: Path = HERE / "results" / "fidelity_heldout.json") -> dict[str, float]:
+def agreements(path: Path = HERE / "results" / "fidelity_heldout.json",
+               adaptive_path: Path = HERE / "results" / "fidelity_adaptive_curve.json"
+               ) -> dict[str, float]:
+    """Held-out top-1 agreement per lossy codec: int8 / int4 from the fidelity bench's held-out
+    run; adaptive (the role-adaptive preset fidelity_bench.adaptive_policy now builds) from its
+    one scoring on the final held-out set of adaptive_curve.py (issue 18.5)."""
     rows = {r["codec"]: r["top1_agreement_pct"] for r in json.loads(path.read_text())["results"]}
-    return {short: float(rows[long]) for short, long in FIDELITY_ROWS.items()}
+    out = {short: float(rows[long]) for short, long in FIDELITY_ROWS.items()}
+    curve = json.loads(adaptive_path.read_text())
+    out["adaptive"] = float(curve["final"][curve["selected_on_development_sets"]]["top1_pct"])
+    return out
+
+
+_KV = (avp.Role.KEY, avp.Role.VALUE)
+
+
+def tiles_out(n_tokens: int, token_offset: int, setting: quant.QuantSetting | None,
+              token_count: int) -> int:
+    """How many tensors quantize_message makes of one KEY / VALUE tensor with `n_tokens` tokens
+    (spec 12: each quantized tile is [scale, (zero point,) codes]; the layer's first
+    sink_tokens and last recent_window tokens stay unquantized tiles of one tensor each). A
+    stream declares its tensor count in the header, before any tensor is quantized."""
+    if setting is None:
+        return 1
+    lo = min(max(setting.sink_tokens - token_offset, 0), n_tokens)
+    hi = max(lo, min(max(token_count - setting.recent_window - token_offset, 0), n_tokens))
+    parts = ((lo, False), (hi - lo, True), (n_tokens - hi, False))
+    return sum((3 if setting.zero_point else 2) if q else 1 for n, q in parts if n > 0)
+
+
+def quantize_one(t: avp.Tensor, layers: list[avp.Layer], policy: quant.QuantPolicy,
+                 first: int) -> list[avp.Tensor]:
+    """quantize_message on one KEY / VALUE tensor, its parameter references moved to where its
+    tensors land in the whole message (`first`: the index of its first output)."""
+    one = avp.Message(avp.Kind.KV_CACHE, [], layers, [t])
+    out = quant.quantize_message(one, policy, threads=1).tensors
+    for x in out:
+        q = x.quant
+        if q is not None:
+            x.quant = dataclasses.replace(
+                q, scale_tensor=None if q.scale_tensor is None else q.scale_tensor + first,
+                zero_point_tensor=None if q.zero_point_tensor is None
+                else q.zero_point_tensor + first)
+    return out
+
+
+def message_tensors(ctx: Context) -> list[avp.Tensor]:
+    """The message-level tensors of a KV_CACHE export, as Connector.export writes them."""
+    out = [avp.Tensor.from_array(ctx.token_ids.contiguous(), avp.Role.TOKEN_IDS,
+                                 layout=avp.Layout.BT),
+           avp.Tensor.from_array(ctx.positions.contiguous(), avp.Role.POSITIONS,
+                                 layout=avp.Layout.BT)]
+    if ctx.attention_mask is not None:
+        out.append(avp.Tensor.from_array(ctx.attention_mask.to(torch.uint8).contiguous(),
+                                         avp.Role.ATTENTION_MASK, layout=avp.Layout.BT))
+    return out
+
+
+def export_quantized(c: Connector, ctx: Context, writable: Any,
+                     policy: quant.QuantPolicy) -> int:
+    """Connector.export(dtype=bfloat16) quantized per `policy` on the way, tensor by tensor:
+    the same bytes as quantize_message over the whole export (tests/quality check it), but
+    each tensor is read from the cache, quantized and handed to the writable before the next
+    is touched, so a streaming body sends tensor i while tensor i+1 is quantized."""
+    states = list(cache_io.layer_states(ctx.cache, ctx.context_length))
+    layers = [st.descriptor() for st in states]
+    head = message_tensors(ctx)
+    plan: list[list[tuple[avp.Role, torch.Tensor, quant.QuantSetting | None]]] = []
+    # Each layer's tensors are quantized under a policy of that layer's setting alone: the
+    # same tensors as under the whole policy, without its JSON written out once per tensor.
+    own: list[quant.QuantPolicy] = []
+    count = len(head)
+    for ordinal, st in enumerate(states):
+        ls = policy.for_layer(layers[ordinal].index)
+        own.append(quant.QuantPolicy(ls))
+        row = []
+        for role, t in st.tensors:
+            setting = (ls.key if role == avp.Role.KEY else ls.value) if role in _KV else None
+            count += tiles_out(int(t.shape[2]) if role in _KV else 0, 0, setting,
+                               layers[ordinal].token_count)
+            row.append((role, t, setting))
+        plan.append(row)
+    # The runtime's own metadata (model, tokenizer, producer, steps) plus the policy, in
+    # canonical key order as quantize_message writes it.
+    entries = sorted([*c._entries(ctx), avp.Entry.of(avp.MetaKey.QUANT_POLICY,
+                                                     policy.to_json())], key=lambda e: e.key)
+    enc = avp.StreamEncoder(writable, avp.Kind.KV_CACHE, entries, layers, count)
+    for x in head:
+        enc.write_tensor(x)
+    n = len(head)
+    for ordinal, row in enumerate(plan):
+        for role, t, setting in row:
+            x = avp.Tensor.from_array(cache_io.to_wire(t, torch.bfloat16), role,
+                                      ordinal=ordinal,
+                                      layout=avp.Layout.BHTD if role in _KV else avp.Layout.NONE)
+            outs = [x] if setting is None else quantize_one(x, layers, own[ordinal], n)
+            for o in outs:
+                enc.write_tensor(o)
+            n += len(outs)
+    return int(enc.finish())
 
 
 class _Count:
@@ -119,6 +220,17 @@ class Sender:
         return lambda w: self.c.export(self.ctx, w, dtype=torch.bfloat16, codec=codec, **kw)
 
     def _quantized(self, name: str) -> Job:
+        """Export, quantize and encode pipelined tensor by tensor: the cache is read one layer
+        at a time, each KEY / VALUE tensor is quantized as it comes and written at once, so the
+        link carries tensor i while tensor i+1 is quantized (the queue behind the writable
+        bounds how far the sender runs ahead)."""
+        policy = self.policies[name]
+        return lambda w: export_quantized(self.c, self.ctx, w, policy)
+
+    def _quantized_whole(self, name: str) -> Job:
+        """The same message, not pipelined on the sender (handoff_ab.py's baseline): the whole
+        cache is exported and quantized (quantize_message, on threads) before the first tensor
+        is written."""
         policy = self.policies[name]
 
         def job(w: Any) -> None:
@@ -138,6 +250,8 @@ class Sender:
             return self._export(avp.Codec[codec.upper()])
         if codec in QUANT:
             return self._quantized(codec)
+        if codec.endswith(WHOLE) and codec.removesuffix(WHOLE) in QUANT:
+            return self._quantized_whole(codec.removesuffix(WHOLE))
         if codec == "auto":
             return self._export("auto", link_bps=link_bps, profiles=profiles,
                                 transport_bps=transport_bps, cores=cores)

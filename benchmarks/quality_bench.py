@@ -3,6 +3,7 @@
     nice python benchmarks/quality_bench.py            # all 301 items; resumes where it stopped
     python benchmarks/quality_bench.py --limit 9 --out /tmp/q   # a smoke run
     python benchmarks/quality_bench.py --summarize     # only rebuild the tables and the plot
+    nice python benchmarks/quality_bench.py --rescore-adaptive  # only the adaptive row, again
 
 The items (benchmarks/quality_tasks.py: fact recall from the document, fact recall from the
 model's own knowledge, short reasoning) are answered by exact match after a cloze. Agent A
@@ -164,6 +165,10 @@ def markdown(report: dict[str, Any]) -> str:
               f"(load average {cfg.get('load_average_1min_at_end', '?')} at the end: a shared "
               "machine); adaptive policy: "
               f"{cfg['adaptive']}."]
+    if cfg.get("adaptive_rescored"):
+        lines += ["", "The KV adaptive row was re-run alone on the recorded items when the "
+                  "adaptive policy changed (`--rescore-adaptive`; raw bf16 re-scored in the "
+                  "same forward as a check); its model time is not in the sum above."]
     return "\n".join(lines) + "\n"
 
 
@@ -208,13 +213,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=RESULTS, help="directory for the results")
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--summarize", action="store_true", help="only rebuild tables and plot")
+    ap.add_argument("--rescore-adaptive", action="store_true",
+                    help="only re-run the kv_adaptive row of the recorded items with the current "
+                         "adaptive policy (resumable), then rebuild tables and plot")
     args = ap.parse_args(argv)
     items = qt.items(args.limit)
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "quality_items.jsonl"
     cfg_path = args.out / "quality_config.json"
     t0 = time.perf_counter()
-    if not args.summarize:
+    if args.rescore_adaptive:
+        import quality_runner
+
+        quality_runner.rescore_adaptive(log, args.threads)
+        # The settings are now the current ones (every kv_adaptive row was made with them).
+        cfg = quality_runner.config(args.threads)
+        cfg["adaptive_rescored"] = "kv_adaptive rows re-run alone (--rescore-adaptive)"
+        cfg_path.write_text(json.dumps(cfg, indent=1) + "\n")
+    elif not args.summarize:
         import quality_runner
 
         cfg = quality_runner.config(args.threads)

@@ -226,6 +226,62 @@ def run_item(env: Env, item: qt.Item) -> dict[str, Any]:
     return {**item.to_json(), "a_answer": word, "rows": {k: rows[k] for k in ROWS}}
 
 
+def adaptive_fingerprint() -> str:
+    """The adaptive policy's share of the settings fingerprint: a record's kv_adaptive row
+    carries it once rescored, so a rescore resumes where it stopped."""
+    desc = json.dumps(fb.adaptive_description(), sort_keys=True)
+    return hashlib.sha256(desc.encode()).hexdigest()[:16]
+
+
+def _rescore_one(c: Connector, rec: dict[str, Any], end_turn: int) -> dict[str, Any]:
+    """kv_adaptive of one recorded item again (the other rows stay as recorded), with raw bf16
+    in the same batched forward as a check that the rest of the pipeline is unchanged."""
+    tok = c.tokenizer
+    chat = c.encode_prompt(f"{rec['document']}\n\nQuestion: {rec['question']}")
+    split = len(chat) - 1 - chat[::-1].index(end_turn)
+    cl, gold = _split(tok, rec["cloze"], rec["answer"])
+    a_ids, b_ids = chat[:split], chat[split:] + cl + gold
+    first = len(chat) - split + len(cl)
+    ctx = c.think([a_ids[-1]], 0, context=c.prefill(a_ids[:-1]))
+    bf16 = c.export_bytes(ctx, dtype=torch.bfloat16)
+    msg16 = avp.decode(bf16)
+    policy = fb.adaptive_policy(msg16, ADAPTIVE_BUDGET)
+    wires = [bf16, avp.encode(quant.quantize_message(msg16, policy))]
+    contexts = [c.import_(w) for w in wires]
+    x = torch.tensor([b_ids]).expand(len(wires), len(b_ids))
+    out = c.forward(_batched_cache(c, contexts), ctx.context_length, input_ids=x)
+    check = _score(tok, out.logits[0, first - 1:], gold)
+    row = _score(tok, out.logits[1, first - 1:], gold) | {"bytes": len(wires[1])}
+    windows = {s.recent_window for ls in policy.layers.values() for s in (ls.key, ls.value)
+               if s is not None}
+    row |= {"adaptive": adaptive_fingerprint(), "recent_window": max(windows, default=0),
+            "bf16_check": check["correct"] == rec["rows"]["kv_bf16"]["correct"]
+            and abs(check["logprob"] - rec["rows"]["kv_bf16"]["logprob"]) < 2e-3}
+    return row
+
+
+def rescore_adaptive(log: Path, threads: int) -> None:
+    """Replace the kv_adaptive row of every record in `log` by the current adaptive policy's
+    (records already rescored with it are skipped; the file is rewritten after each item)."""
+    torch.set_num_threads(threads)
+    c = Connector.default()
+    end = int(c.tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    fp = adaptive_fingerprint()
+    lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+    todo = [i for i, r in enumerate(lines) if r["rows"]["kv_adaptive"].get("adaptive") != fp]
+    print(f"{len(lines) - len(todo)} items rescored, {len(todo)} to go", file=sys.stderr)
+    for n, i in enumerate(todo):
+        t0 = time.perf_counter()
+        lines[i]["rows"]["kv_adaptive"] = _rescore_one(c, lines[i], end)
+        tmp = log.with_suffix(".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in lines))
+        tmp.replace(log)
+        r = lines[i]["rows"]["kv_adaptive"]
+        print(f"[{n + 1}/{len(todo)}] {lines[i]['id']:24s} {'x' if r['correct'] else '.'} "
+              f"w{r['recent_window']} {r['bytes']} B check {r['bf16_check']} "
+              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+
+
 def run(items: list[qt.Item], log: Path, threads: int) -> None:
     torch.set_num_threads(threads)
     env = _env()

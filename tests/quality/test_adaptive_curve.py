@@ -62,37 +62,49 @@ def test_select_takes_best_agreement_at_the_size_and_never_a_smaller_ratio() -> 
     assert ac.select({}) is None
 
 
-def test_report_judges_the_tuning_choice_on_held_out_numbers() -> None:
-    tune = {"x 5x": {"top1_pct": 97.0, "size_ratio": 5.1},
-            "y 5x": {"top1_pct": 96.0, "size_ratio": 5.1}}
-    held = {"x 5x": {"top1_pct": 94.0, "size_ratio": 5.05, "agree": 94, "tokens": 100,
-                     "kl_per_token": 0.01},
-            "y 5x": {"top1_pct": 96.0, "size_ratio": 5.05, "agree": 96, "tokens": 100,
-                     "kl_per_token": 0.01}}
-    rep = ac.report(tune, held)
-    # The choice is made on the tuning set; a better held-out row does not rescue it.
-    assert rep["selected_on_tuning_set"] == "x 5x"
+def _c(agree: int, ratio: float, tokens: int = 100) -> dict[str, Any]:
+    return {"agree": agree, "tokens": tokens, "top1_pct": round(100 * agree / tokens, 2),
+            "size_ratio": ratio, "kl_per_token": 0.01}
+
+
+def test_select_dev_pools_every_development_token_and_needs_the_size_on_each_set() -> None:
+    dev = {"tune": {"a": _c(99, 5.1), "b": _c(95, 5.2), "c": _c(99, 5.3), "d": _c(99, 5.0)},
+           "heldout1": {"a": _c(90, 5.1), "b": _c(96, 5.2), "c": _c(99, 4.98),
+                        "d": _c(92, 5.0)},
+           "heldout2": {"a": _c(180, 5.1, 200), "b": _c(190, 5.2, 200), "d": _c(190, 5.1, 200)}}
+    # c misses 5x on heldout1 and is not scored on heldout2; a's tuning lead does not win.
+    # b: 381/400, d: 381/400: a tie, broken by the larger smallest-set size ratio (b 5.2).
+    assert ac.select_dev(dev) == "b"
+    dev["heldout2"]["d"] = _c(191, 5.1, 200)
+    assert ac.select_dev(dev) == "d"
+    assert ac.select_dev(dev, min_ratio=6.0) is None
+    assert ac.select_dev({}) is None
+
+
+def test_report_judges_the_development_choice_on_the_final_set_only() -> None:
+    dev = {"tune": {"x 5x": _c(97, 5.1), "y 5x": _c(96, 5.1)},
+           "heldout1": {"x 5x": _c(97, 5.1), "y 5x": _c(96, 5.1)},
+           "heldout2": {"x 5x": _c(97, 5.1), "y 5x": _c(96, 5.1)}}
+    final = {"x 5x": _c(94, 5.05), "y 5x": _c(96, 5.05)}
+    rep = ac.report(dev, final)
+    # The choice is made on the development sets; a better final-set row does not rescue it.
+    assert rep["selected_on_development_sets"] == "x 5x"
     assert rep["met"] is False
-    assert rep["best_on_heldout_at_target_size"] == "y 5x"
-    md = ac.markdown(rep, 5, 10)
-    assert "x 5x **(selected)**" in md and "**not met**" in md
-    held["x 5x"]["top1_pct"] = 95.0
-    assert ac.report(tune, held)["met"] is True
-    held["x 5x"]["size_ratio"] = 4.9
-    assert ac.report(tune, held)["met"] is False
+    assert rep["pooled_development"]["x 5x"]["agree"] == 291
+    md = ac.markdown(rep, {"tune": 5, "heldout1": 5, "heldout2": 10, "heldout3": 11})
+    assert "x 5x **(selected)**" in md and "**not met**" in md and ac.RULE in md
+    assert "| y 5x | 5.05x | 96.00% (96/100;" in md
+    final["x 5x"] = _c(95, 5.05)
+    assert ac.report(dev, final)["met"] is True
+    final["x 5x"] = _c(95, 4.9)
+    assert ac.report(dev, final)["met"] is False
+    assert "not scored on heldout3" in ac.markdown(ac.report(dev, {}), {})
 
 
 def test_wilson_interval_brackets_the_rate() -> None:
     lo, hi = ac.wilson(608, 640)
     assert lo < 0.95 < hi and lo > 0.92
     assert ac.wilson(0, 0) == (0.0, 1.0)
-
-
-def test_confirmation_table_lists_each_policy() -> None:
-    rec = _rec(a={"p 5x": _row(60, 200), "q 4x": _row(64, 250)})
-    md = ac.confirmation_markdown(ac.curve(rec), 1)
-    assert "held-out set 1 (1 prompts" in md
-    assert "| q 4x | 4.00x | 100.00% (64/64;" in md and "| p 5x | 5.00x | 93.75%" in md
 
 
 def test_pooled_sums_tokens_of_policies_in_every_curve() -> None:
@@ -103,3 +115,13 @@ def test_pooled_sums_tokens_of_policies_in_every_curve() -> None:
     assert (got["p"]["agree"], got["p"]["tokens"], got["p"]["top1_pct"]) == (90, 96, 93.75)
     lo, hi = got["p"]["wilson95_pct"]
     assert lo < 93.75 < hi
+
+
+def test_markdown_says_when_the_interval_straddles_the_target() -> None:
+    dev = {s: {"x 5x": _c(97, 5.1)} for s in ("tune", "heldout1", "heldout2")}
+    md = ac.markdown(ac.report(dev, {"x 5x": _c(675, 5.04, 704)}), {})
+    assert "**met**" in md and "straddles 95%: the point estimate meets the target" in md
+    md = ac.markdown(ac.report(dev, {"x 5x": _c(700, 5.04, 704)}), {})
+    assert "straddles" not in md  # 99.4%: the whole interval is above 95%
+    md = ac.markdown(ac.report(dev, {"x 5x": _c(665, 5.04, 704)}), {})
+    assert "**not met**" in md and "the point estimate misses" in md

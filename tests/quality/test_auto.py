@@ -107,3 +107,36 @@ def test_measured_case_two_busy_cores_send_raw_at_1_gbps() -> None:
                              transport_bps=transport, cores=2) is raw
     assert auto.choose_codec(12.57e6, [raw, zstd, plane], raw_bytes=kv, pieces=62,
                              transport_bps=transport, cores=2) is plane  # 0.1 Gbps
+
+
+def test_measured_profile_takes_the_median_run_and_follows_the_codec() -> None:
+    kv = 47_185_920
+    # One stalled run (a shared machine) and one lucky one: the median sets the rate.
+    p = auto.measured_profile("zstd", kv, [0.5, 9.0, 0.4, 0.45, 0.1], size_ratio=1.28,
+                              lossless=True)
+    assert p.encode_bps == pytest.approx(kv / 0.45) and p.decode_bps == math.inf
+    assert p.size_ratio == 1.28 and p.lossless and p.agreement_pct is None
+    raw = auto.measured_profile("raw", kv, [0.3, 0.3, 0.3], size_ratio=1.0, lossless=True)
+    # The same codec measured twice as fast (compiled kernels, say) wins where it lost before.
+    slow_int4 = auto.measured_profile("int4", kv, [1.2] * 3, size_ratio=3.5, lossless=False,
+                                      agreement_pct=95.3)
+    fast_int4 = auto.measured_profile("int4", kv, [0.24] * 3, size_ratio=3.5, lossless=False,
+                                      agreement_pct=95.3)
+    link = 1e9 / 8
+    assert auto.choose_codec(link, [raw, slow_int4], floor=95.0, raw_bytes=kv) is raw
+    assert auto.choose_codec(link, [raw, fast_int4], floor=95.0, raw_bytes=kv) is fast_int4
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: auto.measured_profile("zstd", 100, [], size_ratio=1.2, lossless=True),
+    lambda: auto.measured_profile("zstd", 0, [1.0], size_ratio=1.2, lossless=True),
+    lambda: auto.measured_profile("zstd", 100, [0.0], size_ratio=1.2, lossless=True),
+    lambda: auto.measured_profile("zstd", 100, [float("nan")], size_ratio=1.2, lossless=True),
+    lambda: auto.measured_profile("zstd", 100, [math.inf], size_ratio=1.2, lossless=True),
+    lambda: auto.measured_profile("zstd", 100, [1.0], size_ratio=0.0, lossless=True),
+    lambda: auto.measured_profile("raw", 100, [1.0], size_ratio=1.5, lossless=True),
+])
+def test_measured_profile_bad_input_is_an_avp_error(bad: object) -> None:
+    with pytest.raises(avp.AvpError) as ei:
+        bad()  # type: ignore[operator]
+    assert ei.value.code == avp.ErrorCode.INVALID_VALUE
