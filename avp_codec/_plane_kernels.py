@@ -190,6 +190,24 @@ def fp_decode_block(blk: np.ndarray, i0: int, nb: int, a_n: int, d_n: int, t_n: 
         lo += run
     # Phase 2: the transposing copy into out, in tiles of tt tokens x the block's channels so
     # that a tile's rows of out stay in L1 until they are complete.
+    # When the block's channels share one head (the usual case), write token by token: each
+    # token's run of channels is contiguous in out, read with a stride from tmp (in L2).
+    a0, a1 = c0 // d_n, c1 // d_n
+    if a0 == a1 and c0 < c1:
+        d0 = c0 % d_n
+        nch = c1 - c0 + 1
+        t_lo = i0 - c0 * t_n
+        t_hi = i0 + nb - c1 * t_n
+        for t in range(t_n):
+            cs = 0 if t >= t_lo else 1  # channel c0 starts at token t_lo in this block
+            ce = nch if t < t_hi else nch - 1  # channel c1 ends before token t_hi
+            if cs >= ce:
+                continue
+            dst = (a0 * t_n + t) * d_n + d0
+            src = t - t_lo
+            for ci in range(cs, ce):
+                out[dst + ci] = tmp[src + ci * t_n]
+        return 0
     tt = 64
     t_lo = i0 - c0 * t_n  # the first channel starts here, the last ends before t_hi
     t_hi = i0 + nb - c1 * t_n
