@@ -15,7 +15,8 @@ Start here (docs/embedding.md walks through all of it, with examples the tests r
   bounded memory), ``dumps_canonical_json`` (the text), ``to_canonical_json`` (Python objects),
   ``from_canonical_json`` (back to a message);
 * errors ``AvpError`` / ``ErrorCode``, ``Limits``, authentication (``auth_key=``, ``keys=``),
-  ``avp_codec.quant`` (quantized KV-caches), ``compress_message`` (lossless codecs).
+  ``avp_codec.quant`` (quantized KV-caches), ``compress_message`` (lossless codecs),
+  ``load_kernels`` (a server loads the optional compiled kernels at start-up).
 
 >>> import avp_codec as avp
 >>> print(avp.decode(avp.encode(avp.text_message("hello"))).get(avp.MetaKey.TEXT))
@@ -95,6 +96,7 @@ from ._registry import (
     SectionType,
     ValueType,
 )
+from ._warm import load_kernels
 from ._whole import decode, decode_file
 from .canonical_json import (
     dumps_canonical_json,
@@ -109,6 +111,7 @@ from .model import Entry, Layer, Message, Quant, Tensor
 
 __all__ = [
     "compress_message",
+    "load_kernels",
     "FORMAT_MAJOR", "FORMAT_MINOR", "VERSION_1_0",
     "Kind", "LayerKind", "Role", "Dtype", "Codec", "Layout", "QuantScheme", "MetaKey",
     "ValueType", "Mode", "ErrorCode", "SectionType",

@@ -31,6 +31,8 @@ from hypercorn.config import Config
 from hypercorn.events import Closed, RawData
 from hypercorn.protocol.h2 import H2Protocol
 
+import avp_codec
+
 from .server import AvpApp
 
 
@@ -265,7 +267,12 @@ async def serve_async(app: Servable, sock: socket.socket, shutdown: asyncio.Even
 def serve(app: Servable, host: str = "127.0.0.1", port: int = 0, *,
           certfile: str | None = None, keyfile: str | None = None, keep_alive: float = 5.0,
           access_log: bool = False, ready: Callable[[int], None] | None = None) -> None:
-    """Serve until SIGINT or SIGTERM. ``ready(port)`` runs once the socket listens."""
+    """Serve until SIGINT or SIGTERM. ``ready(port)`` runs once the socket listens.
+
+    The codec's compiled kernels (numba, when installed) are loaded first
+    (``avp_codec.load_kernels``): about a second and 100 MB once, at start-up rather than inside
+    the first request that quantizes or decompresses floatplane_zstd."""
+    avp_codec.load_kernels()
     sock = listen(host, port)
 
     async def main() -> None:

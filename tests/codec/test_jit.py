@@ -30,3 +30,22 @@ def test_compiled_kernel_matches_python(monkeypatch: pytest.MonkeyPatch) -> None
     fn(a, out)
     _twice.py(a, ref)
     assert out.tolist() == ref.tolist() == [0, 2, 4, 6, 8, 10, 12]
+
+
+def test_load_kernels_reports_the_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    import avp_codec as avp
+    from avp_codec import _plane_kernels, _quant_kernels
+
+    monkeypatch.setenv(_jit.ENV, "numpy")
+    assert avp.load_kernels() is False
+    monkeypatch.delenv(_jit.ENV)
+    if not _jit.available():  # pragma: no cover - the project lock installs numba
+        pytest.skip("numba is not installed")
+    assert avp.load_kernels() is True
+    # Every kernel family has a compiled specialisation now (none is compiled on a request).
+    for mod in (_plane_kernels, _quant_kernels):
+        kernels = [v for v in vars(mod).values() if isinstance(v, _jit.Kernel)]
+        assert kernels
+        for k in kernels:
+            fn = k.get()
+            assert fn is not None and fn.signatures, k.py.__name__

@@ -79,6 +79,12 @@ class Env:
         from avp_runtime import handshake as hs
         from avp_runtime import identity
 
+        # The codec's compiled kernels load once here, before any child is forked, as a
+        # long-running process (and every server started by avp_http.serve) has them: their
+        # one-time ~100 MB is the process's, not any input's (avp_codec.load_kernels).
+        import avp_codec
+
+        avp_codec.load_kernels()
         c = tiny_connector()
         # The control tokens a prompt gets from the template alone (the text oracle's baseline).
         controls = len([i for i in c.encode_prompt("") if i in _controls(c)])
